@@ -1,0 +1,41 @@
+# Two commands do all set-up (README): `make study` runs the default study, `make test` the tests.
+# Both create .venv inside the project if it is missing and (re)install when pyproject.toml changes.
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= mini
+# The CPU wheel that lies on this machine's disk. On a GPU machine: make TORCH_SPEC="torch==2.13.0" \
+#   PIP_TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128" (see README).
+TORCH_SPEC      ?= torch==2.13.0
+PIP_TORCH_INDEX ?=
+PY := $(VENV)/bin/python
+
+# Nothing in $HOME: every cache lives in .cache/ (distill_lib sets the same defaults on import,
+# these cover pip and the Jupyter kernels papermill starts).
+export PIP_CACHE_DIR       := $(CURDIR)/.cache/pip
+export HF_HOME             := $(CURDIR)/.cache/huggingface
+export MPLCONFIGDIR        := $(CURDIR)/.cache/matplotlib
+export IPYTHONDIR          := $(CURDIR)/.cache/ipython
+export JUPYTER_CONFIG_DIR  := $(CURDIR)/.cache/jupyter/config
+export JUPYTER_DATA_DIR    := $(CURDIR)/.cache/jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
+export XDG_CACHE_HOME      := $(CURDIR)/.cache/xdg
+
+.PHONY: study test install clean
+study: $(VENV)/.installed
+	$(PY) -m distill_lib study --profile $(PROFILE)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(PIP_TORCH_INDEX) "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name distill-study --display-name "distill-study" >/dev/null
+	touch $@
+
+clean:
+	rm -rf $(VENV) .cache reports

@@ -1,0 +1,10 @@
+"""distill_lib: truncation, continued pretraining and distillation for the Jha et al. study.
+
+Importing the package first points every cache into the project folder and turns the model/dataset
+hubs off (see `distill_lib.env`); set DISTILL_ONLINE=1 to download from the hub.
+"""
+from distill_lib.env import configure_environment as _configure_environment
+
+_configure_environment()
+
+__version__ = "0.1.0"

