@@ -1,0 +1,125 @@
+"""Where a causal LM keeps its decoder layers, how to load one, and how many parameters it has.
+
+One generic path serves every supported family: the decoder layers are an `nn.ModuleList` at one of
+a few attribute paths, the layer count is `config.num_hidden_layers` (GPT-2 maps it to `n_layer`),
+per-layer settings are config lists as long as the stack (`layer_types`), and attention modules carry
+a `layer_idx` the KV cache uses. `FAMILIES` lists the families whose truncation is tested.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distill_lib.config import ConfigError
+
+#: model_type → dotted path of the decoder-layer ModuleList (families covered by the test suite).
+FAMILIES: dict[str, str] = {
+    "llama": "model.layers",       # Llama 1/2/3, SmolLM/SmolLM2, TinyLlama
+    "mistral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "phi3": "model.layers",
+    "olmo": "model.layers",
+    "olmo2": "model.layers",
+    "gpt_neox": "gpt_neox.layers",  # Pythia
+    "opt": "model.decoder.layers",
+    "gpt2": "transformer.h",
+}
+
+
+def load_causal_lm(model_or_path, trust_remote_code: bool = False, dtype=None) -> nn.Module:
+    """An in-memory causal LM as is, or one loaded from an HF folder / hub name."""
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path
+    from transformers import AutoModelForCausalLM
+
+    path = Path(str(model_or_path))
+    if not path.exists() and (path.is_absolute() or str(model_or_path).startswith(".")):
+        raise ConfigError(f"model: path {str(model_or_path)!r} does not exist")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model_or_path), trust_remote_code=trust_remote_code,
+                                                    dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model: cannot load causal LM {str(model_or_path)!r} ({err}); "
+                          "give a local HF folder, or set DISTILL_ONLINE=1 for a hub name") from err
+
+
+def check_causal_decoder(model: nn.Module) -> str:
+    """Return the model's family (model_type), or raise if it is not a supported causal decoder."""
+    from transformers import PreTrainedModel
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not isinstance(model, PreTrainedModel):
+        raise ConfigError(f"model: expected a transformers causal LM, got {type(model).__name__}")
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False) or type(model).__name__ not in set(
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
+        raise ConfigError(f"model: {type(model).__name__} is not a causal decoder-only LM "
+                          "(expected an AutoModelForCausalLM class, e.g. LlamaForCausalLM)")
+    family = config.model_type
+    if family not in FAMILIES:
+        raise ConfigError(f"model: family {family!r} is not supported (supported: {', '.join(FAMILIES)})")
+    return family
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's ModuleList of decoder layers."""
+    module = model
+    for attr in FAMILIES[check_causal_decoder(model)].split("."):
+        module = getattr(module, attr)
+    return module
+
+
+def set_decoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
+    *parents, last = FAMILIES[check_causal_decoder(model)].split(".")
+    module = model
+    for attr in parents:
+        module = getattr(module, attr)
+    setattr(module, last, layers)
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(decoder_layers(model))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter accounting
+# ---------------------------------------------------------------------------------------------
+def _unique_numel(params) -> int:
+    seen, total = set(), 0
+    for p in params:
+        if id(p) not in seen:  # tied weights (embedding = LM head) count once
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def embedding_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
+    """Every embedding table (tokens; learned positions in GPT-2 / OPT) and the LM head."""
+    params = [p for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()]
+    output = model.get_output_embeddings()
+    if output is not None:
+        params += list(output.parameters())
+    return params
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Total, embedding (token + position embeddings, LM head when untied) and non-embedding
+    parameter counts; tied weights are counted once."""
+    total = _unique_numel(model.parameters())
+    embedding = _unique_numel(embedding_parameters(model))
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
+def compare_parameters(teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+    """Parameter counts of both models and the fraction the student keeps."""
+    t, s = parameter_counts(teacher), parameter_counts(student)
+    out: dict[str, float] = {f"teacher_{k}": v for k, v in t.items()}
+    out.update({f"student_{k}": v for k, v in s.items()})
+    out["kept_fraction_total"] = s["total"] / t["total"]
+    out["kept_fraction_non_embedding"] = s["non_embedding"] / t["non_embedding"]
+    return out
