@@ -184,6 +184,170 @@ CORPORA = ("web-bible", "text", "hf")
 MIN_VOCAB_SIZE = 257
 
 
+OBJECTIVES = ("lm", "kd", "chop-distill", "offline-kd")
+INIT_KINDS = ("scratch", "truncate", "random-truncated", "pretrained")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a model built from scratch (the study's own teacher, the half-depth baseline).
+    Any family of `distill_lib.models.FAMILIES`; the default is a Llama-style decoder like the
+    paper's OLMo-era base models (pre-norm, RoPE, SwiGLU)."""
+
+    family: str = "llama"
+    n_layers: int = 8
+    hidden_size: int = 128
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None
+    """Grouped-query attention heads; None = n_heads (plain multi-head attention)."""
+    intermediate_size: Optional[int] = None
+    """MLP width; None = 4 x hidden_size rounded to a multiple of 64 at 2/3 (SwiGLU convention)."""
+    max_position_embeddings: int = 512
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "hidden_size", "n_heads", "max_position_embeddings"):
+            require(getattr(self, name) > 0, f"model.{name}: must be > 0, got {getattr(self, name)}")
+        require(self.hidden_size % self.n_heads == 0,
+                f"model.hidden_size: {self.hidden_size} is not divisible by model.n_heads={self.n_heads}")
+        kv = self.n_kv_heads or self.n_heads
+        require(self.n_heads % kv == 0, f"model.n_kv_heads: {kv} must divide model.n_heads={self.n_heads}")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    """How a run's model starts."""
+
+    kind: str = "scratch"
+    """'scratch' (random init from `model`), 'truncate' (layers of the teacher, chosen by
+    `strategy`/`drop`), 'random-truncated' (the truncated student's architecture, random weights:
+    the paper's random-init baseline), 'pretrained' (the teacher as is)."""
+    strategy: str = "max-gap"
+    """Layer-selection strategy of distill_lib.truncate.select_layers."""
+    drop: Union[int, float] = 0.5
+    """Layers to remove: a count, or a fraction of the teacher's depth."""
+    remove: Optional[list[int]] = None
+    """Strategy 'explicit': the layer indices to remove."""
+    calibration_blocks: int = 16
+    """Validation blocks scored by the importance strategies (block-influence, angular)."""
+
+    def __post_init__(self) -> None:
+        require(self.kind in INIT_KINDS, f"init.kind: unknown {self.kind!r} (valid: {', '.join(INIT_KINDS)})")
+        from distill_lib.truncate import STRATEGIES
+
+        require(self.strategy in STRATEGIES,
+                f"init.strategy: unknown {self.strategy!r} (valid: {', '.join(STRATEGIES)})")
+        require(self.calibration_blocks > 0, "init.calibration_blocks: must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training loop's settings; one loop serves every objective."""
+
+    objective: str = "lm"
+    """'lm' (next-token CE), 'kd' (vanilla logit distillation, teacher in memory), 'chop-distill'
+    (LM + KL + hidden/attention/embedding MSE, v3 Fig 4), 'offline-kd' (top-k teacher logits
+    precomputed on disk, no teacher in memory)."""
+    max_steps: int = 200
+    batch_size: int = 16
+    """Blocks per optimizer step (global, over all processes and accumulation steps)."""
+    micro_batch_size: Optional[int] = None
+    """Blocks per process per forward; None = batch_size / processes (no accumulation)."""
+    optimizer: str = "adamw"
+    """'adamw' or 'lion' (the paper: Lion betas 0.9/0.95 wd 1e-4 for 300M/1.1B; AdamW wd 0.1 for 7B)."""
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at min_lr_ratio x lr (the paper: 0.1)."""
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    """Not applied to norms and biases (parameters with fewer than 2 dimensions)."""
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 turns clipping off."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16' (autocast, fp32 master weights)."""
+    seed: int = 0
+    log_every: int = 1
+    eval_every: int = 50
+    """Validation loss every this many steps (and at the end); 0 = only at the end."""
+    eval_blocks: int = 64
+    """Validation blocks for the in-loop validation loss."""
+    checkpoint_every: int = 100
+    """Atomic checkpoint every this many steps (and at the end)."""
+    kd_alpha: float = 0.5
+    """Weight of the distillation term: alpha*T^2*D(teacher||student) + (1 - alpha)*CE."""
+    kd_temperature: float = 1.0
+    kd_divergence: str = "forward"
+    """'forward' KL(p_t||p_s), 'reverse' KL(p_s||p_t) or 'jsd' (generalized, weight jsd_beta)."""
+    jsd_beta: float = 0.5
+    kd_chunk_size: Optional[int] = None
+    """Compute logit losses over sequence chunks of this many tokens (bounds logit memory)."""
+    weight_lm: float = 1.0
+    weight_kl: float = 1.0
+    weight_hidden: float = 1.0
+    weight_attention: float = 1.0
+    weight_embedding: float = 1.0
+    """chop-distill term weights (the paper: an unweighted sum)."""
+    offline_top_k: int = 32
+    """offline-kd: teacher logits kept per token."""
+    offline_dtype: str = "float16"
+    """offline-kd: storage dtype of the cached logits ('float16' or 'float32')."""
+    remove_every_tokens: Optional[int] = None
+    """Gradual removal (v3 Fig 6): remove one layer every this many training tokens."""
+    removal_order: list[int] = dataclasses.field(default_factory=list)
+    """Gradual removal: layers to remove, one at a time, in the *starting* model's numbering."""
+
+    def __post_init__(self) -> None:
+        require(self.objective in OBJECTIVES,
+                f"train.objective: unknown {self.objective!r} (valid: {', '.join(OBJECTIVES)})")
+        for name in ("max_steps", "batch_size", "eval_blocks", "checkpoint_every", "log_every", "offline_top_k"):
+            require(getattr(self, name) > 0, f"train.{name}: must be > 0, got {getattr(self, name)}")
+        require(self.micro_batch_size is None or self.micro_batch_size > 0,
+                f"train.micro_batch_size: must be > 0, got {self.micro_batch_size}")
+        require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
+        require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.warmup_steps >= 0 and self.eval_every >= 0, "train.warmup_steps / eval_every: must be >= 0")
+        require(self.optimizer in ("adamw", "lion"), f"train.optimizer: unknown {self.optimizer!r} (valid: adamw, lion)")
+        require(self.precision in ("fp32", "bf16"), f"train.precision: unknown {self.precision!r} (valid: fp32, bf16)")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                f"train.betas: need two values in [0, 1), got {self.betas}")
+        require(self.grad_clip >= 0, f"train.grad_clip: must be >= 0, got {self.grad_clip}")
+        require(0.0 <= self.kd_alpha <= 1.0, f"train.kd_alpha: must be in [0, 1], got {self.kd_alpha}")
+        require(self.kd_temperature > 0, f"train.kd_temperature: must be > 0, got {self.kd_temperature}")
+        from distill_lib.losses import DIVERGENCES
+
+        require(self.kd_divergence in DIVERGENCES,
+                f"train.kd_divergence: unknown {self.kd_divergence!r} (valid: {', '.join(DIVERGENCES)})")
+        require(0 < self.jsd_beta < 1, f"train.jsd_beta: must be in (0, 1), got {self.jsd_beta}")
+        require(self.kd_chunk_size is None or self.kd_chunk_size > 0, "train.kd_chunk_size: must be > 0")
+        require(self.offline_dtype in ("float16", "float32"),
+                f"train.offline_dtype: unknown {self.offline_dtype!r} (valid: float16, float32)")
+        require(self.remove_every_tokens is None or self.remove_every_tokens > 0,
+                "train.remove_every_tokens: must be > 0")
+        require(self.remove_every_tokens is None or bool(self.removal_order),
+                "train.removal_order: gradual removal needs the layers to remove")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one trained model; its hash names the run's folder."""
+
+    name: str
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    teacher: Optional[str] = None
+    """HF folder of the teacher: the model truncated (init 'truncate'/'pretrained') and the one
+    distilled from (objectives kd, chop-distill, offline-kd)."""
+
+    def __post_init__(self) -> None:
+        require(bool(self.name) and "/" not in self.name, f"name: must be a non-empty name without '/', got {self.name!r}")
+        needs_teacher = self.train.objective != "lm" or self.init.kind in ("truncate", "random-truncated", "pretrained")
+        require(not needs_teacher or self.teacher is not None,
+                f"teacher: objective {self.train.objective!r} with init {self.init.kind!r} needs a teacher folder")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """One params profile: every section of `params/<profile>.yaml`."""

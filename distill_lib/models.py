@@ -123,3 +123,65 @@ def compare_parameters(teacher: nn.Module, student: nn.Module) -> dict[str, floa
     out["kept_fraction_total"] = s["total"] / t["total"]
     out["kept_fraction_non_embedding"] = s["non_embedding"] / t["non_embedding"]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and running models
+# ---------------------------------------------------------------------------------------------
+def build_model(cfg, vocab_size: int, seed: int, bos_token_id: int | None = None, eos_token_id: int | None = None):
+    """A randomly initialised causal LM of `ModelConfig` `cfg` (seeded, so two builds are equal)."""
+    import transformers
+
+    if cfg.family not in FAMILIES:
+        raise ConfigError(f"model.family: unknown {cfg.family!r} (supported: {', '.join(FAMILIES)})")
+    intermediate = cfg.intermediate_size or 64 * round(4 * cfg.hidden_size * 2 / 3 / 64) or 64
+    config = transformers.AutoConfig.for_model(
+        cfg.family, vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads, intermediate_size=intermediate,
+        max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=cfg.tie_word_embeddings,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id,
+        **({"num_key_value_heads": cfg.n_kv_heads or cfg.n_heads} if cfg.family not in ("gpt2", "gpt_neox", "opt") else {}),
+    )
+    if hasattr(config, "head_dim"):  # some families default to 128 whatever the width
+        config.head_dim = cfg.hidden_size // cfg.n_heads
+    for key, value in list(vars(config).items()):  # no dropout, as in modern LLM pretraining
+        if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+            setattr(config, key, 0.0)
+    if cfg.family == "gpt2":  # GPT-2 names its fields differently
+        config.n_inner, config.n_positions = intermediate, cfg.max_position_embeddings
+    if cfg.family == "opt":
+        config.ffn_dim, config.word_embed_proj_dim = intermediate, cfg.hidden_size
+    torch.manual_seed(seed)
+    return transformers.AutoModelForCausalLM.from_config(config)
+
+
+def max_positions(model: nn.Module) -> int | None:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    return None
+
+
+def final_hidden(model: nn.Module, input_ids: torch.Tensor, output_hidden_states: bool = False):
+    """The decoder's output before the LM head (final norm applied), without computing logits;
+    with `output_hidden_states`, also the tuple of per-layer hidden states."""
+    out = model.base_model(input_ids=input_ids, use_cache=False, output_hidden_states=output_hidden_states)
+    return out.last_hidden_state, (out.hidden_states if output_hidden_states else None)
+
+
+def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """What the model's ForCausalLM head does to the final hidden states (incl. Gemma-2 soft-capping)."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def attention_module(layer: nn.Module) -> nn.Module:
+    """The self-attention block of a decoder layer (the first child whose class names Attention)."""
+    for child in layer.children():
+        if "Attention" in type(child).__name__:
+            return child
+    raise ConfigError(f"model: no attention block found in {type(layer).__name__}")

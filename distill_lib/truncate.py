@@ -240,6 +240,9 @@ def truncate(model_or_path, keep: Sequence[int], trust_remote_code: bool = False
     finally:
         set_decoder_layers(model, layers)
     kept = [copy.deepcopy(layers[i]) for i in keep]
+    if getattr(student.config, "source_layers", None) is None:
+        # which original layer each one is; a per-layer list, so later truncations slice it too
+        student.config.source_layers = list(range(len(layers)))
     _apply_layer_subset(student, keep, kept)
     return student
 

@@ -1,0 +1,183 @@
+"""Pluggable objectives of the one training loop. Each is an `nn.Module` whose forward takes the
+student and a batch and returns (loss, {term: value}); modules an objective trains itself (the
+projections of chop-distill) are its submodules. A teacher is held *outside* the module tree
+(`self._teacher = [model]`) so it is neither trained, checkpointed nor wrapped by DDP."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill_lib.config import ConfigError, TrainConfig
+from distill_lib.losses import chunked_token_loss, mse, token_cross_entropy, token_divergence, topk_forward_kl
+from distill_lib.models import attention_module, decoder_layers, final_hidden, logits_from_hidden
+
+
+def check_same_vocabulary(student, teacher) -> None:
+    vs = student.get_output_embeddings().weight.shape[0]
+    vt = teacher.get_output_embeddings().weight.shape[0]
+    if vs != vt:
+        raise ConfigError(f"teacher: vocabulary mismatch, student has {vs} output tokens and teacher {vt}; "
+                          "distillation needs the same tokenizer (see align_vocabulary for padded vocabularies)")
+
+
+def align_vocabulary(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Drop the padding columns of a vocabulary padded to a multiple (e.g. 50304 vs 50277 rows)."""
+    if logits.size(-1) < vocab_size:
+        raise ConfigError(f"teacher: {logits.size(-1)} logits cannot cover a vocabulary of {vocab_size}")
+    return logits[..., :vocab_size]
+
+
+class LMObjective(nn.Module):
+    """Next-token cross-entropy: the teacher-free method, and how every base model is trained."""
+
+    uses_teacher = False
+
+    def __init__(self, chunk_size: int | None = None):
+        super().__init__()
+        self.chunk = chunk_size
+
+    def forward(self, student, input_ids, block_index=None):
+        hidden, _ = final_hidden(student, input_ids)
+        labels = input_ids[:, 1:]
+        ce = chunked_token_loss(lambda h, y: token_cross_entropy(logits_from_hidden(student, h), y),
+                                self.chunk, hidden[:, :-1], labels)
+        loss = ce / labels.numel()
+        return loss, {"ce": loss.detach()}
+
+
+class KDObjective(nn.Module):
+    """Vanilla logit distillation: alpha·T²·D(p_teacher,T || p_student,T) + (1 - alpha)·CE, the
+    teacher's forward run every step under no_grad."""
+
+    uses_teacher = True
+
+    def __init__(self, cfg: TrainConfig, teacher):
+        super().__init__()
+        self._teacher = [teacher.eval().requires_grad_(False)]
+        self.alpha, self.temperature = cfg.kd_alpha, cfg.kd_temperature
+        self.kind, self.beta, self.chunk = cfg.kd_divergence, cfg.jsd_beta, cfg.kd_chunk_size
+
+    @property
+    def teacher(self):
+        return self._teacher[0]
+
+    def _terms(self, student, hidden_s, hidden_t, labels):
+        def per_chunk(hs, ht, y):
+            logits_s = logits_from_hidden(student, hs)
+            with torch.no_grad():
+                logits_t = logits_from_hidden(self.teacher, ht)
+            return torch.stack([token_cross_entropy(logits_s, y),
+                                token_divergence(logits_s, logits_t, self.temperature, self.kind, self.beta)])
+
+        sums = chunked_token_loss(per_chunk, self.chunk, hidden_s, hidden_t, labels)
+        return sums[0] / labels.numel(), sums[1] / labels.numel()
+
+    def forward(self, student, input_ids, block_index=None):
+        hidden_s, _ = final_hidden(student, input_ids)
+        with torch.no_grad():
+            hidden_t, _ = final_hidden(self.teacher, input_ids)
+        ce, kl = self._terms(student, hidden_s[:, :-1], hidden_t[:, :-1], input_ids[:, 1:])
+        loss = self.alpha * self.temperature**2 * kl + (1 - self.alpha) * ce
+        return loss, {"ce": ce.detach(), "kl": kl.detach()}
+
+
+class _AttentionRecorder:
+    """Forward hooks that keep each layer's attention output for one forward pass."""
+
+    def __init__(self, model):
+        self.outputs: list[torch.Tensor] = []
+        self.handles = [attention_module(layer).register_forward_hook(self._grab) for layer in decoder_layers(model)]
+
+    def _grab(self, module, args, output):
+        self.outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class ChopDistillObjective(KDObjective):
+    """CHOP+distill (v3 Fig 4): LM + logit KL + MSE(projected student hidden states, teacher hidden
+    states) + MSE(attention outputs) + MSE(embeddings), each weighted (default 1: the paper's
+    unweighted sum). Student layer j is matched to teacher layer `source_layers[j]`, the layer it was
+    copied from by truncation."""
+
+    def __init__(self, cfg: TrainConfig, teacher, student):
+        super().__init__(cfg, teacher)
+        mapping = getattr(student.config, "source_layers", None)
+        if mapping is None or len(mapping) != student.config.num_hidden_layers:
+            raise ConfigError("init.kind: chop-distill needs a student truncated from the teacher "
+                              "(its config.source_layers maps student layers to teacher layers)")
+        self.mapping = list(mapping)
+        d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+        self.projections = nn.ModuleList(nn.Linear(d_s, d_t, bias=False) for _ in self.mapping)
+        if d_s == d_t:  # start from the identity: the truncated student's layers *are* teacher layers
+            for proj in self.projections:
+                nn.init.eye_(proj.weight)
+        self.weights = dict(lm=cfg.weight_lm, kl=cfg.weight_kl, hidden=cfg.weight_hidden,
+                            attention=cfg.weight_attention, embedding=cfg.weight_embedding)
+
+    def forward(self, student, input_ids, block_index=None):
+        rec_s = _AttentionRecorder(student)
+        try:
+            hidden_s, states_s = final_hidden(student, input_ids, output_hidden_states=True)
+        finally:
+            rec_s.remove()
+        rec_t = _AttentionRecorder(self.teacher)
+        try:
+            with torch.no_grad():
+                hidden_t, states_t = final_hidden(self.teacher, input_ids, output_hidden_states=True)
+        finally:
+            rec_t.remove()
+        ce, kl = self._terms(student, hidden_s[:, :-1], hidden_t[:, :-1], input_ids[:, 1:])
+        # states[0] is the embedding output, states[i + 1] the output of layer i
+        hidden = sum(mse(proj(states_s[j + 1]), states_t[t + 1])
+                     for j, (proj, t) in enumerate(zip(self.projections, self.mapping))) / len(self.mapping)
+        attention = sum(mse(rec_s.outputs[j], rec_t.outputs[t]) for j, t in enumerate(self.mapping)) / len(self.mapping)
+        embedding = mse(states_s[0], states_t[0])
+        terms = {"ce": ce, "kl": kl, "hidden_mse": hidden, "attention_mse": attention, "embedding_mse": embedding}
+        w = self.weights
+        loss = (w["lm"] * ce + w["kl"] * kl + w["hidden"] * hidden + w["attention"] * attention
+                + w["embedding"] * embedding)
+        return loss, {k: v.detach() for k, v in terms.items()}
+
+
+class OfflineKDObjective(nn.Module):
+    """KD from a stored top-k teacher cache: alpha·T²·KL(q_teacher,T || p_student,T) + (1-alpha)·CE."""
+
+    uses_teacher = False
+
+    def __init__(self, cfg: TrainConfig, cache):
+        super().__init__()
+        self.cache = cache
+        self.alpha, self.temperature, self.chunk = cfg.kd_alpha, cfg.kd_temperature, cfg.kd_chunk_size
+
+    def forward(self, student, input_ids, block_index=None):
+        if block_index is None:
+            raise ValueError("offline-kd needs the block index of every row of the batch")
+        topk_ids, topk_logits = self.cache.lookup(block_index, input_ids.device)
+        hidden, _ = final_hidden(student, input_ids)
+        labels = input_ids[:, 1:]
+
+        def per_chunk(h, ids, logits_t, y):
+            logits_s = logits_from_hidden(student, h)
+            return torch.stack([token_cross_entropy(logits_s, y),
+                                topk_forward_kl(logits_s, ids, logits_t, self.temperature)])
+
+        sums = chunked_token_loss(per_chunk, self.chunk, hidden[:, :-1], topk_ids, topk_logits, labels)
+        ce, kl = sums[0] / labels.numel(), sums[1] / labels.numel()
+        loss = self.alpha * self.temperature**2 * kl + (1 - self.alpha) * ce
+        return loss, {"ce": ce.detach(), "kl": kl.detach()}
+
+
+class TrainingModule(nn.Module):
+    """Student + objective as one module, so DDP/FSDP wrap (and sync) everything that trains and the
+    forward always goes through the wrapper."""
+
+    def __init__(self, student, objective):
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, input_ids, block_index=None):
+        return self.objective(self.student, input_ids, block_index)

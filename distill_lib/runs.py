@@ -1,0 +1,114 @@
+"""The run store: each run lives in `runs/<profile>/<name>-<hash of its full config>/`.
+
+    config.json      the RunConfig (written when training starts)
+    metrics.jsonl    one line per logged step (losses, lr, tokens, wall time, FLOPs, MFU, memory)
+    checkpoint/      the latest resumable checkpoint (model, optimizer, RNG, loop state)
+    model/           the final HF checkpoint + tokenizer (written atomically at the end)
+    complete.json    written last: summary, library versions, hardware. Its presence = complete.
+
+Asking for a run whose config matches a complete one returns it without training; an interrupted
+one resumes from its checkpoint; a failed one never gets complete.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+from distill_lib.config import RunConfig, to_dict
+from distill_lib.data import atomic_directory
+from distill_lib.env import PROJECT_ROOT
+
+RUNS_ROOT = PROJECT_ROOT / "runs"
+
+
+def config_hash(run: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(to_dict(run), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_dir(run: RunConfig, root: Path | str = RUNS_ROOT) -> Path:
+    return Path(root) / f"{run.name}-{config_hash(run)}"
+
+
+def environment_record() -> dict:
+    """Library versions and hardware, stored with every result so a number can be reproduced."""
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "datasets": datasets.__version__,
+                "tokenizers": tokenizers.__version__, "accelerate": accelerate.__version__}
+    try:
+        import lm_eval
+
+        versions["lm_eval"] = getattr(lm_eval, "__version__", "unknown")
+    except ImportError:
+        pass
+    hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {"versions": versions, "hardware": hardware}
+
+
+@dataclasses.dataclass
+class Run:
+    config: RunConfig
+    dir: Path
+
+    @property
+    def complete(self) -> bool:
+        return (self.dir / "complete.json").exists()
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.dir / "complete.json").read_text())
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    def metrics(self) -> list[dict]:
+        path = self.dir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def load_model(self):
+        from distill_lib.models import load_causal_lm
+
+        return load_causal_lm(self.model_dir)
+
+
+def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **train_kwargs) -> Run:
+    """The complete run for `run`: reused if done, resumed if interrupted, trained otherwise."""
+    from distill_lib.data import prepare_data
+    from distill_lib.train import CHECKPOINT, train
+
+    result = Run(run, run_dir(run, root))
+    if result.complete:
+        if log:
+            log(f"run {result.dir.name}: complete, reused")
+        return result
+    data = prepare_data(run.data, log=log)
+    summary = train(run, result.dir, data=data, log=log, **train_kwargs)
+    if "stopped_at" in summary or int(os.environ.get("RANK", "0")) != 0:
+        return result  # only the main process writes the final model and the completion record
+
+    def write_model(tmp: Path) -> None:
+        for item in (result.dir / CHECKPOINT / "model").iterdir():
+            shutil.copy2(item, tmp / item.name)
+        data.tokenizer.save_pretrained(tmp)
+
+    shutil.rmtree(result.model_dir, ignore_errors=True)  # a model/ without complete.json is stale
+    atomic_directory(result.model_dir, write_model)
+    record = {"name": run.name, "hash": config_hash(run), "config": to_dict(run), "summary": summary,
+              **environment_record()}
+    tmp = result.dir / ".complete.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, result.dir / "complete.json")
+    return result

@@ -1,0 +1,377 @@
+"""The one training loop. Every model of the study comes out of `train`: the teacher and the
+half-depth baseline (objective lm, init scratch), the teacher-free student (lm, init truncate),
+the random-init student, vanilla KD, CHOP+distill and offline KD — only the objective differs.
+
+Read top to bottom: set-up (checks first, before anything expensive) → data → model (fresh or from
+the last checkpoint) → objective → optimizer → loop (lr, micro-batches, backward, clip, step,
+metrics, gradual removal, validation, checkpoint) → final checkpoint. `accelerate` runs the same
+code on CPU, one GPU or several (`accelerate launch`), with DDP or FSDP from its config.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill_lib.config import ConfigError, RunConfig, to_dict
+from distill_lib.data import PreparedData, prepare_data
+from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
+from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
+from distill_lib.objectives import (
+    ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
+)
+from distill_lib.optim import Lion
+from distill_lib.truncate import remove_layers_, select_layers, truncate, layer_importance
+
+CHECKPOINT = "checkpoint"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf; the last good checkpoint is kept and the run is not complete."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule, optimizer, data order
+# ---------------------------------------------------------------------------------------------
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `min_ratio`·peak at the last step."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup - 1)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_optimizer(module: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW or Lion; weight decay only on matrices (not on norms and biases)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if cfg.optimizer == "lion":
+        return Lion(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=False, foreach=False)
+
+
+def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:
+    """Blocks `start .. start+count` of an endless stream of seeded permutations (one per epoch).
+    A pure function of its arguments, so a resumed run reads the same blocks as an uninterrupted one."""
+    out = []
+    position = start
+    while len(out) < count:
+        epoch, offset = divmod(position, n_blocks)
+        perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = perm[offset: offset + count - len(out)].numpy()
+        out.extend(take.tolist())
+        position += len(take)
+    return np.asarray(out, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+def initial_model(run: RunConfig, data: PreparedData, log=print):
+    """The run's starting model and, for truncations, the kept teacher layers."""
+    init = run.init
+    if init.kind == "scratch":
+        return build_model(run.model, len(data.tokenizer), run.train.seed,
+                           data.tokenizer.bos_token_id, data.eos_token_id), None
+    teacher = load_causal_lm(run.teacher)
+    if init.kind == "pretrained":
+        return teacher, None
+    n = len(decoder_layers(teacher))
+    scores = None
+    if init.strategy in ("block-influence", "angular"):
+        calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
+        scores = layer_importance(teacher, calibration, init.strategy, init.drop)
+    keep = select_layers(init.strategy, n, drop=init.drop, remove=init.remove, scores=scores)
+    student = truncate(teacher, keep)
+    if init.kind == "random-truncated":  # same architecture, fresh weights: the paper's random init
+        torch.manual_seed(run.train.seed)
+        fresh = type(student)(student.config)
+        student = fresh
+    if log:
+        log(f"init: {init.kind} with {init.strategy}, kept layers {keep} of {n}")
+    return student, keep
+
+
+def _teacher_for(run: RunConfig):
+    if run.train.objective not in ("kd", "chop-distill", "offline-kd"):
+        return None
+    teacher = load_causal_lm(run.teacher)
+    check_causal_decoder(teacher)
+    return teacher.eval().requires_grad_(False)
+
+
+def validate_run(run: RunConfig) -> None:
+    """Checks that need no model: paths exist. (Config values are checked by the dataclasses.)"""
+    if run.teacher is not None and not (Path(run.teacher) / "config.json").exists():
+        raise ConfigError(f"teacher: {run.teacher!r} is not an HF model folder (no config.json)")
+
+
+def _check_model_fits(model, run: RunConfig, data: PreparedData, name: str) -> None:
+    limit = max_positions(model)
+    if limit is not None and run.data.block_length > limit:
+        raise ConfigError(f"data.block_length: {run.data.block_length} exceeds the {name}'s maximum "
+                          f"positions ({limit})")
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if vocab < len(data.tokenizer):
+        raise ConfigError(f"data.tokenizer: {len(data.tokenizer)} tokens but the {name} has only {vocab} outputs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+def save_checkpoint(folder: Path, student, objective, optimizer, state: dict) -> None:
+    """Model (HF safetensors), the objective's own weights, optimizer, RNG and loop state, written
+    into a temporary folder and swapped in by rename: a kill at any point leaves the previous
+    complete checkpoint (as `checkpoint` or, mid-swap, `checkpoint.old`)."""
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    student.save_pretrained(tmp / "model")
+    objective_state = {k: v.contiguous() for k, v in objective.state_dict().items()}
+    if objective_state:
+        save_file(objective_state, tmp / "objective.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    for name in (CHECKPOINT, CHECKPOINT + ".old"):
+        if (run_dir / name / "state.json").exists():
+            return run_dir / name
+    return None
+
+
+def _load_pickle_free(path: Path):
+    return torch.load(path, weights_only=True)  # never unpickle arbitrary objects
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+def _objective_for(run: RunConfig, student, teacher, data: PreparedData, run_dir: Path, device, log):
+    cfg = run.train
+    if cfg.objective == "lm":
+        return LMObjective(cfg.kd_chunk_size)
+    check_same_vocabulary(student, teacher)
+    if cfg.objective == "kd":
+        return KDObjective(cfg, teacher.to(device))
+    if cfg.objective == "chop-distill":
+        return ChopDistillObjective(cfg, teacher.to(device), student)
+    from distill_lib.offline_kd import build_teacher_cache
+
+    blocks = data.blocks("train")
+    needed = block_order(len(blocks), cfg.seed, 0, cfg.max_steps * cfg.batch_size)
+    cache = build_teacher_cache(teacher, blocks, needed, cfg.offline_top_k, cfg.offline_dtype,
+                                run_dir / "teacher_cache", device=device, log=log)
+    return OfflineKDObjective(cfg, cache)
+
+
+def _validation_loss(student, blocks: np.ndarray, micro: int, device, accelerator) -> float:
+    """Mean next-token CE of the student over the validation blocks (the same blocks every time)."""
+    was_training = student.training
+    student.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), accelerator.autocast():
+        for start in range(0, len(blocks), micro):
+            ids = torch.from_numpy(blocks[start:start + micro].astype(np.int64)).to(device)
+            loss, _ = _PLAIN_LM(student, ids)
+            total += float(loss) * ids[:, 1:].numel()
+            count += ids[:, 1:].numel()
+    student.train(was_training)
+    return total / count
+
+
+_PLAIN_LM = LMObjective()
+
+
+def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=print,
+          peak_flops: float | None = None, stop_after: int | None = None) -> dict:
+    """Train `run` in `run_dir`, resuming from its last checkpoint if there is one. Returns the
+    summary (also the last line of metrics.jsonl). `stop_after` ends the process's work after that
+    many steps *without* the final save, as a kill would (used to test resume)."""
+    from accelerate import Accelerator
+
+    cfg = run.train
+    validate_run(run)
+    run_dir = Path(run_dir)
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    device = accelerator.device
+    procs = accelerator.num_processes
+    micro = cfg.micro_batch_size or cfg.batch_size // procs
+    if cfg.batch_size % (micro * procs):
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size ({micro}) "
+                          f"x processes ({procs})")
+    accum = cfg.batch_size // (micro * procs)
+    is_main = accelerator.is_main_process
+    say = log if (log and is_main) else (lambda *a, **k: None)
+
+    saved_config = run_dir / "config.json"
+    if saved_config.exists() and json.loads(saved_config.read_text()) != to_dict(run):
+        raise ConfigError(f"resume: {run_dir} holds a run with a different config; use another folder")
+    data = data or prepare_data(run.data, log=say)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        saved_config.write_text(json.dumps(to_dict(run), indent=2))
+
+    # --- model: fresh, or from the last checkpoint --------------------------------------------------
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        student = load_causal_lm(ckpt / "model")
+        state = json.loads((ckpt / "state.json").read_text())
+        say(f"resume: {run.name} from step {state['step']}")
+    else:
+        student, _ = initial_model(run, data, log=say)
+        state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "layers_removed": 0}
+    _check_model_fits(student, run, data, "student")
+    teacher = _teacher_for(run)
+    if teacher is not None:
+        _check_model_fits(teacher, run, data, "teacher")
+    student.to(device).train()
+    objective = _objective_for(run, student, teacher, data, run_dir, device, say)
+    module = TrainingModule(student, objective).to(device)
+    optimizer = make_optimizer(module, cfg)
+    if ckpt is not None:
+        if (ckpt / "objective.safetensors").exists():
+            from safetensors.torch import load_file
+
+            objective.load_state_dict(load_file(ckpt / "objective.safetensors"))
+        optimizer.load_state_dict(_load_pickle_free(ckpt / "optimizer.pt"))
+        rng = _load_pickle_free(ckpt / "rng.pt")
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    else:
+        torch.manual_seed(cfg.seed)
+    wrapped, optimizer = accelerator.prepare(module, optimizer)
+
+    blocks = data.blocks("train")
+    valid = data.blocks("validation")[: cfg.eval_blocks]
+    length = blocks.shape[1]
+    flops = training_flops_per_token(student, length, teacher if cfg.objective in ("kd", "chop-distill") else None)
+    peak = peak_flops or measure_matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
+                                             device=device)
+    metrics_path = run_dir / "metrics.jsonl"
+    if is_main:  # drop lines logged after the checkpoint we resume from: they will be redone
+        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+        kept = [l for l in lines if json.loads(l).get("step", 0) <= state["step"]]
+        metrics_path.write_text("".join(l + "\n" for l in kept))
+
+    def record(entry: dict) -> None:
+        if is_main:
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], disable=not is_main or not log,
+               desc=run.name, unit="step", mininterval=2.0)
+    step_started = time.perf_counter()
+    steps_this_process = 0
+    entry: dict = {}
+    while state["step"] < cfg.max_steps:
+        step = state["step"]
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        order = block_order(len(blocks), cfg.seed, step * cfg.batch_size, cfg.batch_size)
+        mine = order.reshape(procs, accum, micro)[accelerator.process_index]
+        sums: dict[str, torch.Tensor] = {}
+        for m in range(accum):
+            index = torch.from_numpy(mine[m])
+            ids = torch.from_numpy(blocks[mine[m]].astype(np.int64)).to(device)
+            # gradients are all-reduced once per optimizer step, on the last micro-batch only
+            sync = accelerator.no_sync(wrapped) if m < accum - 1 else contextlib.nullcontext()
+            with sync, accelerator.autocast():
+                loss, terms = wrapped(ids, index)
+                accelerator.backward(loss / accum)
+            for k, v in {"loss": loss.detach(), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v.float() / accum
+        values = {k: float(accelerator.reduce(v.to(device), reduction="mean")) for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise TrainingDiverged(f"train: loss is not finite at step {step} ({values}); "
+                                   f"the last good checkpoint is kept in {run_dir}")
+        grad_norm = None
+        if cfg.grad_clip > 0:
+            grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state["step"] = step + 1
+        state["tokens"] += cfg.batch_size * length
+        state["flops"] += flops.total * cfg.batch_size * length
+        now = time.perf_counter()
+        state["wall_seconds"] += now - step_started
+        tokens_per_s = cfg.batch_size * length / (now - step_started)
+        step_started = now
+        entry = {"step": state["step"], **values, "lr": lr, "tokens": state["tokens"],
+                 "wall_seconds": round(state["wall_seconds"], 4), "tokens_per_s": tokens_per_s,
+                 "flops": state["flops"], "mfu": flops.total * tokens_per_s / (peak * procs),
+                 "peak_memory_bytes": peak_memory_bytes(device),
+                 "layers": len(decoder_layers(accelerator.unwrap_model(wrapped).student))}
+        if grad_norm is not None:
+            entry["grad_norm"] = grad_norm
+
+        # gradual removal (v3 Fig 6): one more layer every remove_every_tokens
+        if cfg.remove_every_tokens and state["layers_removed"] < len(cfg.removal_order) and \
+                state["tokens"] >= (state["layers_removed"] + 1) * cfg.remove_every_tokens:
+            wrapped, flops = _remove_next_layer(run, state, accelerator, wrapped, optimizer, length, teacher)
+            entry["removed_layer"] = cfg.removal_order[state["layers_removed"] - 1]
+
+        last = state["step"] == cfg.max_steps
+        if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or last:
+            student_now = accelerator.unwrap_model(wrapped).student
+            entry["val_loss"] = _validation_loss(student_now, valid, micro, device, accelerator)
+            entry["val_ppl"] = math.exp(min(entry["val_loss"], 50))
+        if state["step"] % cfg.log_every == 0 or last or "val_loss" in entry:
+            record(entry)
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+        steps_this_process += 1
+        if stop_after is not None and steps_this_process >= stop_after and not last:
+            bar.close()
+            return {"stopped_at": state["step"]}
+        if state["step"] % cfg.checkpoint_every == 0 or last:
+            accelerator.wait_for_everyone()
+            if is_main:
+                unwrapped = accelerator.unwrap_model(wrapped)
+                save_checkpoint(run_dir / CHECKPOINT, unwrapped.student, unwrapped.objective, optimizer, state)
+            step_started = time.perf_counter()  # checkpoint time is not training time
+    bar.close()
+    summary = {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
+               "wall_seconds": state["wall_seconds"], "flops_per_token": vars(flops) | {"total": flops.total},
+               "final": entry, "processes": procs, "device": str(device)}
+    return summary
+
+
+def _remove_next_layer(run, state, accelerator, wrapped, optimizer, length, teacher):
+    cfg = run.train
+    module = accelerator.unwrap_model(wrapped)
+    removed = cfg.removal_order[: state["layers_removed"]]
+    target = cfg.removal_order[state["layers_removed"]]
+    start_layers = len(decoder_layers(module.student)) + len(removed)
+    remaining = [i for i in range(start_layers) if i not in removed]
+    remove_layers_(module.student, [remaining.index(target)], optimizer.optimizer
+                   if hasattr(optimizer, "optimizer") else optimizer)
+    state["layers_removed"] += 1
+    if accelerator.num_processes > 1:  # DDP's reducer is built for a fixed set of parameters
+        wrapped = accelerator.prepare_model(module)
+    flops = training_flops_per_token(module.student, length, teacher if cfg.objective in ("kd", "chop-distill") else None)
+    return wrapped, flops
