@@ -210,6 +210,9 @@ def _apply_layer_subset(model: nn.Module, keep: Sequence[int], layers: Sequence[
     """Install `layers` (the modules of the kept indices, in order) and make the config and the
     layers' own indices describe the new stack."""
     config = model.config
+    if getattr(config, "source_layers", None) is None:
+        # which original layer each one is; a per-layer list, so every later removal slices it too
+        config.source_layers = list(range(config.num_hidden_layers))
     for key in _per_layer_config_keys(config, config.num_hidden_layers):  # still the old stack
         values = getattr(config, key)
         setattr(config, key, type(values)(values[i] for i in keep))
@@ -240,9 +243,6 @@ def truncate(model_or_path, keep: Sequence[int], trust_remote_code: bool = False
     finally:
         set_decoder_layers(model, layers)
     kept = [copy.deepcopy(layers[i]) for i in keep]
-    if getattr(student.config, "source_layers", None) is None:
-        # which original layer each one is; a per-layer list, so later truncations slice it too
-        student.config.source_layers = list(range(len(layers)))
     _apply_layer_subset(student, keep, kept)
     return student
 
