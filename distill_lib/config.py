@@ -349,6 +349,49 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+    """Sizes of the offline zero-shot suite (distill_lib.tasks), built from the test split."""
+
+    cloze_items: int = 200
+    choice_items: int = 200
+    pair_items: int = 200
+    bpb_documents: int = 20
+    cloze_context_words: int = 30
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "seed":
+                require(getattr(self, f.name) > 0, f"eval.suite.{f.name}: must be > 0, got {getattr(self, f.name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How every model of a profile is evaluated (the same window and seeds for all of them)."""
+
+    task_sets: list[str] = dataclasses.field(default_factory=lambda: ["offline"])
+    """Task-set names ('offline', 'v3six', 'paper13') or single lm-eval task names."""
+    limit: Optional[int] = None
+    """lm-eval: at most this many items per task (None: all)."""
+    max_length: int = 256
+    """lm-eval context window in tokens, the same for teacher and students."""
+    batch_size: int = 32
+    seed: int = 1234
+    ppl_split: str = "test"
+    ppl_max_blocks: Optional[int] = None
+    """Perplexity over at most this many non-overlapping blocks of the split (None: all)."""
+    suite: SuiteConfig = dataclasses.field(default_factory=SuiteConfig)
+
+    def __post_init__(self) -> None:
+        require(self.max_length > 0, f"eval.max_length: must be > 0, got {self.max_length}")
+        require(self.batch_size > 0, f"eval.batch_size: must be > 0, got {self.batch_size}")
+        require(self.limit is None or self.limit > 0, f"eval.limit: must be > 0, got {self.limit}")
+        require(self.ppl_split in ("validation", "test"),
+                f"eval.ppl_split: unknown {self.ppl_split!r} (valid: validation, test)")
+        require(bool(self.task_sets), "eval.task_sets: give at least one task set or task")
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """One params profile: every section of `params/<profile>.yaml`."""
 

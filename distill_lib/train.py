@@ -55,7 +55,7 @@ def make_optimizer(module: torch.nn.Module, cfg) -> torch.optim.Optimizer:
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     if cfg.optimizer == "lion":
         return Lion(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=False, foreach=False)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
 def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:

@@ -1,0 +1,219 @@
+"""Zero-shot task sets: the paper's (lm-eval hub tasks) and an offline suite built from the
+held-out split of our own corpus, so zero-shot numbers exist with no hub access.
+
+Offline suite (all items from *test-split* documents only; each item records its document id):
+- `offline_cloze`  LAMBADA-style: a passage of >= `cloze_context_words` words ending in a sentence;
+  the model must greedily produce its final word. Metric: acc (greedy match).
+- `offline_choice` HellaSwag-style: a context and 4 candidate next sentences, the true one and 3 from
+  other held-out documents. Metrics: acc, acc_norm (log-likelihood per byte).
+- `offline_pairs`  BLiMP-style minimal pairs: a held-out sentence vs the same sentence with two adjacent
+  words swapped. Metric: acc (the original is more likely).
+- `offline_bpb`    rolling log-likelihood of whole held-out documents. Metrics: bits_per_byte,
+  byte_perplexity, word_perplexity.
+They are written as jsonl plus lm-eval task YAMLs (absolute paths), usable from the Python API and
+from the `lm_eval` CLI with `--include_path`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+from pathlib import Path
+from typing import Sequence
+
+from distill_lib.config import ConfigError, SuiteConfig
+from distill_lib.data import Document, atomic_directory, _hash, documents_fingerprint
+
+#: The paper's task sets with the metric each one is reported with (PAPER.md, Evaluation).
+#: The paper used pmi-dc for boolq and arc_challenge; lm-eval has no such metric, so acc is used.
+PAPER13 = {
+    "piqa": "acc_norm", "hellaswag": "acc_norm", "winogrande": "acc", "openbookqa": "acc_norm",
+    "boolq": "acc", "sciq": "acc", "arc_easy": "acc", "arc_challenge": "acc", "copa": "acc",
+    "rte": "acc_norm", "cb": "acc", "mrpc": "f1", "sst2": "acc",
+}
+PAPER13_NOTES = {"boolq": "paper: pmi-dc; lm-eval has none, acc reported",
+                 "arc_challenge": "paper: pmi-dc; lm-eval has none, acc reported",
+                 "rte": "paper: len-norm; lm-eval's rte defines acc only, so acc is what it returns"}
+V3SIX = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm", "winogrande": "acc",
+         "sciq": "acc", "arc_easy": "acc"}
+OFFLINE = {"offline_cloze": "acc", "offline_choice": "acc_norm", "offline_pairs": "acc", "offline_bpb": "bits_per_byte"}
+TASK_SETS = {"paper13": PAPER13, "v3six": V3SIX, "offline": OFFLINE}
+#: Offline tasks whose score is an accuracy (higher is better); offline_bpb is lower-is-better.
+ACCURACY_TASKS = ("offline_cloze", "offline_choice", "offline_pairs")
+
+
+_SENTENCE = re.compile(r"(?<=[.!?;])[\"')\]]*\s+")
+_WORD_END = re.compile(r"^(.*\s)(\w[\w']*)([.!?;:,\"')]*)$", re.S)
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _cloze_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random) -> list[dict]:
+    candidates = []
+    for doc in docs:
+        sents = sentences(doc.text)
+        for end in range(1, len(sents)):
+            start = end
+            while start > 0 and len(" ".join(sents[start:end + 1]).split()) < cfg.cloze_context_words:
+                start -= 1
+            passage = " ".join(sents[start:end + 1])
+            m = _WORD_END.match(passage)
+            if m and len(passage.split()) >= cfg.cloze_context_words and len(m.group(2)) >= 3:
+                candidates.append({"doc_id": doc.id, "context": m.group(1).rstrip(), "target": m.group(2)})
+    return _sample(candidates, cfg.cloze_items, rng, "offline_cloze")
+
+
+def _choice_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random) -> list[dict]:
+    per_doc = {d.id: sentences(d.text) for d in docs}
+    candidates = []
+    for doc in docs:
+        sents = per_doc[doc.id]
+        for i in range(2, len(sents)):
+            context = " ".join(sents[max(0, i - 3):i])
+            if len(context.split()) >= 15 and len(sents[i].split()) >= 4:
+                candidates.append((doc.id, context, sents[i]))
+    chosen = _sample(candidates, cfg.choice_items, rng, "offline_choice")
+    others = [(d, s) for d, ss in per_doc.items() for s in ss if len(s.split()) >= 4]
+    items = []
+    for doc_id, context, ending in chosen:
+        distractors = []
+        while len(distractors) < 3:
+            d, s = others[rng.randrange(len(others))]
+            if d != doc_id and s != ending and s not in distractors:
+                distractors.append(s)
+        gold = rng.randrange(4)
+        choices = distractors[:gold] + [ending] + distractors[gold:]
+        items.append({"doc_id": doc_id, "context": context, "choices": choices, "gold": gold})
+    return items
+
+
+def _pair_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random) -> list[dict]:
+    candidates = []
+    for doc in docs:
+        for sent in sentences(doc.text):
+            if 6 <= len(sent.split()) <= 30:
+                candidates.append((doc.id, sent))
+    items = []
+    for doc_id, sent in _sample(candidates, cfg.pair_items, rng, "offline_pairs"):
+        words = sent.split()
+        for _ in range(20):  # find two adjacent words that differ, so the pair really differs
+            i = rng.randrange(len(words) - 1)
+            if words[i] != words[i + 1]:
+                break
+        swapped = words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+        items.append({"doc_id": doc_id, "good": sent, "bad": " ".join(swapped)})
+    return items
+
+
+def _sample(candidates: list, n: int, rng: random.Random, task: str) -> list:
+    if len(candidates) < n:
+        raise ConfigError(f"eval.suite: the held-out split yields {len(candidates)} candidate items for {task}, "
+                          f"fewer than the {n} requested; lower the size or hold out more documents")
+    return rng.sample(candidates, n)
+
+
+_YAML = {
+    "offline_cloze": """task: offline_cloze
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{{{context}}}}"
+doc_to_target: "{{{{' ' + target}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""",
+    "offline_choice": """task: offline_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+target_delimiter: " "
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""",
+    "offline_pairs": """task: offline_pairs
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: ""
+doc_to_choice: "{{{{[good, bad]}}}}"
+doc_to_target: 0
+target_delimiter: ""
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""",
+    "offline_bpb": """task: offline_bpb
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+metadata:
+  version: 1.0
+""",
+}
+
+
+def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteConfig = SuiteConfig()) -> Path:
+    """Write the suite (jsonl + task YAMLs) for these held-out documents into a folder keyed by their
+    content and the sizes; reuse it if it exists. Returns the folder (an lm-eval include path)."""
+    if not held_out:
+        raise ConfigError("eval.suite: the held-out split has no documents")
+    key = _hash("suite", 1, documents_fingerprint(held_out), dataclasses.asdict(cfg))
+    final = Path(folder) / f"offline-suite-{key}"
+
+    def build(tmp: Path) -> None:
+        rng = random.Random(cfg.seed)
+        items = {
+            "offline_cloze": _cloze_items(held_out, cfg, rng),
+            "offline_choice": _choice_items(held_out, cfg, rng),
+            "offline_pairs": _pair_items(held_out, cfg, rng),
+            "offline_bpb": [{"doc_id": d.id, "text": d.text}
+                            for d in _sample(list(held_out), min(cfg.bpb_documents, len(held_out)), rng, "offline_bpb")],
+        }
+        for task, rows in items.items():
+            (tmp / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            # the YAML names the *final* absolute path: lm-eval resolves data files from its cwd otherwise
+            (tmp / f"{task}.yaml").write_text(_YAML[task].format(path=final.resolve() / f"{task}.jsonl"))
+
+    return atomic_directory(final, build)
+
+
+def read_items(suite_dir: Path, task: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(suite_dir) / f"{task}.jsonl").read_text().splitlines()]
