@@ -35,9 +35,9 @@ _BYTE_TOKEN = __import__("re").compile(r"^<0x[0-9A-Fa-f]{2}>$")  # SentencePiece
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """UTF-8 bytes each token id stands for. Byte-level BPE (GPT-2 alphabet): one character = one
     byte. Otherwise the decoded token's length. Special tokens: 1."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from tokenizers.pre_tokenizers import ByteLevel
 
-    alphabet = set(bytes_to_unicode().values())
+    alphabet = set(ByteLevel.alphabet())  # the 256 characters that stand for bytes
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = set(tokenizer.all_special_ids)
     lengths = np.zeros(len(tokens), dtype=np.int64)
@@ -165,8 +165,20 @@ def evaluate_model(model, tokenizer, data, cfg: EvalConfig, suite_dir: Path | No
             "seconds": time.perf_counter() - started, **environment_record()}
 
 
+def load_model_and_tokenizer(model_dir: Path, tokenizer=None):
+    """The model of an HF folder and its tokenizer: the folder's own, else the one given."""
+    from distill_lib.data import load_tokenizer
+
+    model_dir = Path(model_dir)
+    if (model_dir / "tokenizer.json").exists() or (model_dir / "tokenizer_config.json").exists():
+        tokenizer = load_tokenizer(model_dir)
+    elif tokenizer is None:
+        raise ConfigError(f"tokenizer: {model_dir} has no tokenizer files and none was given")
+    return load_causal_lm(model_dir), tokenizer
+
+
 def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | None, device: str = "cpu",
-                    log=print) -> dict:
+                    log=print, tokenizer=None) -> dict:
     """`evaluate_model` for an HF folder, cached next to it as eval-<hash>.json (reused when the
     model, data and eval settings are the same)."""
     from distill_lib.data import _hash
@@ -176,10 +188,8 @@ def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | No
     path = model_dir.parent / f"eval-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from distill_lib.data import load_tokenizer
-
-    tokenizer = load_tokenizer(model_dir) if (model_dir / "tokenizer.json").exists() else data.tokenizer
-    result = evaluate_model(load_causal_lm(model_dir), tokenizer, data, cfg, suite_dir, device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, tokenizer)
+    result = evaluate_model(model, tokenizer, data, cfg, suite_dir, device)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=str))
     os.replace(tmp, path)

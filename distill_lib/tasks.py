@@ -43,12 +43,26 @@ TASK_SETS = {"paper13": PAPER13, "v3six": V3SIX, "offline": OFFLINE}
 ACCURACY_TASKS = ("offline_cloze", "offline_choice", "offline_pairs")
 
 
-_SENTENCE = re.compile(r"(?<=[.!?;])[\"')\]]*\s+")
+#: Bump when item construction changes, so stale suites are not reused.
+SUITE_FORMAT = 2
+_SENTENCE = re.compile(r"\S.*?[.!?;]+[\"'’”)\]]*(?=\s|$)|\S.*$", re.S)
 _WORD_END = re.compile(r"^(.*\s)(\w[\w']*)([.!?;:,\"')]*)$", re.S)
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    """Sentences in order, closing quotes kept; joined by single spaces they give back the text
+    (the corpus cleaning leaves single spaces)."""
+    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+
+
+def _length_filter(tokenizer=None, max_tokens: int | None = None):
+    """Candidate continuations stay short: 4 (or `min_words`) to 20 words and, with a tokenizer, at
+    most `max_tokens` tokens (lm-eval refuses a continuation longer than its window)."""
+    def short(sentence: str, min_words: int = 4, max_words: int = 20) -> bool:
+        if not min_words <= len(sentence.split()) <= max_words:
+            return False
+        return tokenizer is None or len(tokenizer(" " + sentence, add_special_tokens=False)["input_ids"]) <= max_tokens
+    return short
 
 
 def _cloze_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random) -> list[dict]:
@@ -66,17 +80,17 @@ def _cloze_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random)
     return _sample(candidates, cfg.cloze_items, rng, "offline_cloze")
 
 
-def _choice_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random) -> list[dict]:
+def _choice_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random, short) -> list[dict]:
     per_doc = {d.id: sentences(d.text) for d in docs}
     candidates = []
     for doc in docs:
         sents = per_doc[doc.id]
         for i in range(2, len(sents)):
             context = " ".join(sents[max(0, i - 3):i])
-            if len(context.split()) >= 15 and len(sents[i].split()) >= 4:
+            if len(context.split()) >= 15 and short(sents[i]):
                 candidates.append((doc.id, context, sents[i]))
     chosen = _sample(candidates, cfg.choice_items, rng, "offline_choice")
-    others = [(d, s) for d, ss in per_doc.items() for s in ss if len(s.split()) >= 4]
+    others = [(d, s) for d, ss in per_doc.items() for s in ss if short(s)]
     items = []
     for doc_id, context, ending in chosen:
         distractors = []
@@ -90,11 +104,11 @@ def _choice_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random
     return items
 
 
-def _pair_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random) -> list[dict]:
+def _pair_items(docs: Sequence[Document], cfg: SuiteConfig, rng: random.Random, short) -> list[dict]:
     candidates = []
     for doc in docs:
         for sent in sentences(doc.text):
-            if 6 <= len(sent.split()) <= 30:
+            if short(sent, 6):
                 candidates.append((doc.id, sent))
     items = []
     for doc_id, sent in _sample(candidates, cfg.pair_items, rng, "offline_pairs"):
@@ -190,20 +204,27 @@ metadata:
 }
 
 
-def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteConfig = SuiteConfig()) -> Path:
+def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteConfig = SuiteConfig(),
+                        tokenizer=None, max_length: int | None = None) -> Path:
     """Write the suite (jsonl + task YAMLs) for these held-out documents into a folder keyed by their
-    content and the sizes; reuse it if it exists. Returns the folder (an lm-eval include path)."""
+    content and the sizes; reuse it if it exists. Returns the folder (an lm-eval include path).
+    With a tokenizer and the evaluation window `max_length`, candidate sentences are limited to
+    half the window in tokens."""
     if not held_out:
         raise ConfigError("eval.suite: the held-out split has no documents")
-    key = _hash("suite", 1, documents_fingerprint(held_out), dataclasses.asdict(cfg))
+    max_tokens = max_length // 2 if (tokenizer is not None and max_length) else None
+    tok_key = tokenizer.backend_tokenizer.to_str() if max_tokens else None
+    key = _hash("suite", SUITE_FORMAT, documents_fingerprint(held_out), dataclasses.asdict(cfg), max_tokens,
+                tok_key)
+    short = _length_filter(tokenizer if max_tokens else None, max_tokens)
     final = Path(folder) / f"offline-suite-{key}"
 
     def build(tmp: Path) -> None:
         rng = random.Random(cfg.seed)
         items = {
             "offline_cloze": _cloze_items(held_out, cfg, rng),
-            "offline_choice": _choice_items(held_out, cfg, rng),
-            "offline_pairs": _pair_items(held_out, cfg, rng),
+            "offline_choice": _choice_items(held_out, cfg, rng, short),
+            "offline_pairs": _pair_items(held_out, cfg, rng, short),
             "offline_bpb": [{"doc_id": d.id, "text": d.text}
                             for d in _sample(list(held_out), min(cfg.bpb_documents, len(held_out)), rng, "offline_bpb")],
         }

@@ -1,0 +1,230 @@
+"""The study's runs, named: what each notebook asks for. A notebook calls e.g.
+`study = Study.load("mini")`, `study.teacher()`, `study.student("tf", seed=1)`, `study.evaluate(run)`;
+every run goes through the run store, so re-executing a notebook reuses finished work.
+
+Methods (all students start from the teacher unless said otherwise, and train for the same
+number of tokens, `student_train.max_steps` x batch x block length):
+  tf            truncate (strategy), continue pretraining with the LM loss — the paper's method
+  kd            truncate, vanilla KD (teacher in memory)
+  offline-kd    truncate, KD from stored top-k teacher logits
+  chop-distill  truncate, LM + KL + hidden/attention/embedding MSE (v3 Fig 4)
+  random        the truncated architecture with random weights, LM loss (C1)
+  scratch       half-depth model from scratch with the teacher's width, LM loss (v3 Fig 2; C6)
+  gradual       the whole teacher, layers removed one at a time every K tokens (v3 Fig 6; C5)
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+from pathlib import Path
+from typing import Optional
+
+from distill_lib.config import (
+    ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, from_dict, require,
+)
+from distill_lib.env import PROJECT_ROOT
+
+METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual")
+_OBJECTIVE = {"tf": "lm", "kd": "kd", "offline-kd": "offline-kd", "chop-distill": "chop-distill",
+              "random": "lm", "scratch": "lm", "gradual": "lm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyConfig:
+    batch: int = 1
+    prompt_length: int = 32
+    new_tokens: int = 32
+    repeats: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """One params profile (`params/<name>.yaml`): every notebook's parameters."""
+
+    name: str = "unnamed"
+    description: str = ""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    teacher_model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    teacher_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    teacher_path: Optional[str] = None
+    """A pretrained HF folder used as the teacher instead of training one (GPU / real-model profiles)."""
+    student_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """Continued pretraining of every student (objective set per method)."""
+    scratch_train: Optional[TrainConfig] = None
+    """Training of the half-depth model from scratch; None = student_train."""
+    strategy: str = "max-gap"
+    """The main truncation configuration (the others are compared in notebook 01)."""
+    drop: float = 0.5
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    """Seeds of the runs that carry claims C1, C2, C4, C6, C8."""
+    configs: list[str] = dataclasses.field(default_factory=lambda: ["max-gap", "input", "output", "middle", "both"])
+    extra_strategies: list[str] = dataclasses.field(default_factory=lambda: ["first", "every-other", "block-influence", "angular"])
+    gradual_every_tokens: list[int] = dataclasses.field(default_factory=list)
+    """Gradual removal schedules (v3 Fig 6): remove one layer every K tokens."""
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
+    plan_cards_gib: list[float] = dataclasses.field(default_factory=lambda: [24.0, 40.0, 80.0])
+
+    def __post_init__(self) -> None:
+        require(bool(self.seeds), "seeds: need at least one seed")
+        from distill_lib.truncate import STRATEGIES
+
+        for s in [self.strategy, *self.configs, *self.extra_strategies]:
+            require(s in STRATEGIES, f"strategy: unknown {s!r} (valid: {', '.join(STRATEGIES)})")
+
+
+def load_study_config(profile: str | Path) -> StudyConfig:
+    import yaml
+
+    path = Path(profile)
+    if not path.suffix:
+        path = PROJECT_ROOT / "params" / f"{profile}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in (PROJECT_ROOT / "params").glob("*.yaml"))
+        raise ConfigError(f"profile: {str(profile)!r} not found (available: {', '.join(available)})")
+    return from_dict(StudyConfig, yaml.safe_load(path.read_text()) or {})
+
+
+class Study:
+    def __init__(self, cfg: StudyConfig, root: Path | None = None, log=print):
+        self.cfg = cfg
+        self.root = Path(root or PROJECT_ROOT / "runs" / cfg.name)
+        self.figures = PROJECT_ROOT / "figures" / cfg.name
+        self.log = log
+
+    @classmethod
+    def load(cls, profile: str | Path, **kw) -> "Study":
+        return cls(load_study_config(profile), **kw)
+
+    # --- data and evaluation set-up ---------------------------------------------------------------
+    @cached_property
+    def data(self):
+        from distill_lib.data import prepare_data
+
+        return prepare_data(self.cfg.data, log=self.log)
+
+    @cached_property
+    def suite_dir(self) -> Path:
+        from distill_lib.tasks import build_offline_suite
+
+        return build_offline_suite(self.data.documents["test"], self.root / "_suite", self.cfg.eval.suite,
+                                   tokenizer=self.data.tokenizer, max_length=self.cfg.eval.max_length)
+
+    @cached_property
+    def tasks(self) -> dict[str, str]:
+        from distill_lib.evaluate import resolve_tasks
+
+        return resolve_tasks(self.cfg.eval.task_sets, self.suite_dir)
+
+    # --- runs ----------------------------------------------------------------------------------------
+    def _get(self, run: RunConfig):
+        from distill_lib.runs import get_or_train
+
+        return get_or_train(run, root=self.root, log=self.log)
+
+    def teacher_dir(self) -> Path:
+        return Path(self.cfg.teacher_path) if self.cfg.teacher_path else self.teacher().model_dir
+
+    def teacher(self):
+        if self.cfg.teacher_path:
+            raise ConfigError("teacher_path: this profile uses a pretrained teacher; use teacher_dir()")
+        return self._get(RunConfig(name="teacher", data=self.cfg.data, model=self.cfg.teacher_model,
+                                   train=self.cfg.teacher_train))
+
+    def teacher_layers(self) -> int:
+        import json
+
+        return json.loads((self.teacher_dir() / "config.json").read_text())["num_hidden_layers"]
+
+    def run_config(self, method: str, strategy: str | None = None, seed: int = 0,
+                   every_tokens: int | None = None) -> RunConfig:
+        if method not in METHODS:
+            raise ConfigError(f"method: unknown {method!r} (valid: {', '.join(METHODS)})")
+        cfg = self.cfg
+        strategy = strategy or cfg.strategy
+        train = dataclasses.replace(cfg.student_train, objective=_OBJECTIVE[method], seed=seed)
+        name = f"{method}-{strategy}-s{seed}"
+        if method == "scratch":
+            base = cfg.scratch_train or cfg.student_train
+            model = dataclasses.replace(cfg.teacher_model, n_layers=max(1, round(self.teacher_layers() * (1 - cfg.drop))))
+            return RunConfig(name=f"scratch-s{seed}", data=cfg.data, model=model,
+                             train=dataclasses.replace(base, objective="lm", seed=seed))
+        teacher = str(self.teacher_dir())
+        if method == "gradual":
+            from distill_lib.truncate import select_layers
+
+            n = self.teacher_layers()
+            keep = select_layers(strategy, n, drop=cfg.drop)
+            removed = [i for i in range(n) if i not in keep]
+            train = dataclasses.replace(train, remove_every_tokens=every_tokens, removal_order=removed)
+            return RunConfig(name=f"gradual{every_tokens}-{strategy}-s{seed}", data=cfg.data,
+                             init=InitConfig(kind="pretrained"), teacher=teacher, train=train)
+        kind = "random-truncated" if method == "random" else "truncate"
+        return RunConfig(name=name, data=cfg.data, init=InitConfig(kind=kind, strategy=strategy, drop=cfg.drop),
+                         teacher=teacher, train=train)
+
+    def student(self, method: str, strategy: str | None = None, seed: int = 0, every_tokens: int | None = None):
+        return self._get(self.run_config(method, strategy, seed, every_tokens))
+
+    def truncated_untrained(self, strategy: str):
+        """The truncated model before any training (for 'perplexity right after truncation')."""
+        import numpy as np
+        import torch
+
+        from distill_lib.models import load_causal_lm
+        from distill_lib.truncate import layer_importance, select_layers, truncate
+
+        teacher = load_causal_lm(self.teacher_dir())
+        n = self.teacher_layers()
+        scores = None
+        if strategy in ("block-influence", "angular"):
+            ids = torch.from_numpy(self.data.blocks("validation")[:16].astype(np.int64))
+            scores = layer_importance(teacher, ids, strategy, self.cfg.drop)
+        keep = select_layers(strategy, n, drop=self.cfg.drop, scores=scores)
+        return truncate(teacher, keep), keep
+
+    # --- evaluation ------------------------------------------------------------------------------------
+    def evaluate(self, run_or_dir) -> dict:
+        from distill_lib.evaluate import evaluate_folder
+
+        model_dir = Path(getattr(run_or_dir, "model_dir", run_or_dir))
+        return evaluate_folder(model_dir, self.data, self.cfg.eval, self.suite_dir, log=self.log,
+                               tokenizer=self.data.tokenizer)
+
+    def headline(self, run_or_dir) -> dict:
+        from distill_lib.evaluate import headline
+
+        return headline(self.evaluate(run_or_dir), self.tasks)
+
+    def perplexity_of(self, model) -> dict:
+        from distill_lib.evaluate import perplexity
+
+        return perplexity(model, self.data.tokenizer, self.data.tokens[self.cfg.eval.ppl_split],
+                          self.cfg.data.block_length, batch_size=self.cfg.eval.batch_size,
+                          max_blocks=self.cfg.eval.ppl_max_blocks)
+
+    # --- outputs ---------------------------------------------------------------------------------------
+    def save_figure(self, fig, name: str) -> Path:
+        self.figures.mkdir(parents=True, exist_ok=True)
+        for ext in ("png", "pdf"):
+            fig.savefig(self.figures / f"{name}.{ext}", bbox_inches="tight", dpi=130)
+        return self.figures / f"{name}.png"
+
+    def save_table(self, df, name: str) -> Path:
+        self.figures.mkdir(parents=True, exist_ok=True)
+        df.to_csv(self.figures / f"{name}.csv", index=False)
+        (self.figures / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+        return self.figures / f"{name}.md"
+
+
+def curves(runs: dict[str, object]):
+    """Validation curves of several runs: DataFrame(label, step, tokens, flops, wall_seconds, val_loss, val_ppl)."""
+    import pandas as pd
+
+    rows = []
+    for label, run in runs.items():
+        for m in run.metrics():
+            if "val_loss" in m:
+                rows.append({"label": label, "step": m["step"], "tokens": m["tokens"], "flops": m["flops"],
+                             "wall_seconds": m["wall_seconds"], "val_loss": m["val_loss"], "val_ppl": m["val_ppl"]})
+    return pd.DataFrame(rows)
