@@ -389,30 +389,3 @@ class EvalConfig:
         require(self.ppl_split in ("validation", "test"),
                 f"eval.ppl_split: unknown {self.ppl_split!r} (valid: validation, test)")
         require(bool(self.task_sets), "eval.task_sets: give at least one task set or task")
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    """One params profile: every section of `params/<profile>.yaml`."""
-
-    name: str = "unnamed"
-    description: str = ""
-    seed: int = 0
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-
-
-def load_profile(path_or_name: str | Path) -> StudyConfig:
-    """Read `params/<name>.yaml` (or a YAML path) into a validated StudyConfig."""
-    from distill_lib.env import PROJECT_ROOT
-
-    path = Path(path_or_name)
-    if not path.suffix:
-        path = PROJECT_ROOT / "params" / f"{path_or_name}.yaml"
-    if not path.exists():
-        available = sorted(p.stem for p in (PROJECT_ROOT / "params").glob("*.yaml"))
-        raise ConfigError(f"profile: {str(path_or_name)!r} not found (available: {', '.join(available)})")
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"profile {path}: expected a mapping at the top level")
-    return from_dict(StudyConfig, data)

@@ -1,0 +1,185 @@
+"""Statistics and verdicts for the claims table (notebook 99). Seeds pair runs across methods
+(same seed = same data order), so differences are paired; a 95% confidence interval uses
+Student's t with n - 1 degrees of freedom. With one seed there is no interval and a verdict that
+needs one is 'inconclusive'.
+
+Verdict rules (stated in the report next to each claim):
+- strict claims ("A beats B"): reproduced when the CI of the difference excludes 0 in the claimed
+  direction; not reproduced when it excludes 0 in the other; inconclusive otherwise.
+- "A matches or beats B" / "A is not better than B": reproduced unless the CI excludes 0 against
+  the claim (a tie counts for the claim), inconclusive with one seed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
+
+
+def t_quantile_975(dof: int) -> float:
+    from scipy.stats import t  # scipy comes with seaborn / lm-eval
+
+    return float(t.ppf(0.975, dof))
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% CI (None for fewer than two values)."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    sd = float(np.std(values, ddof=1))
+    return mean, t_quantile_975(len(values) - 1) * sd / math.sqrt(len(values))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and CI half-width of a - b over paired seeds."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal counts, got {len(a)} and {len(b)}")
+    return mean_ci([x - y for x, y in zip(a, b)])
+
+
+def verdict_strict(diff: float, half: float | None) -> str:
+    """Claim: diff > 0."""
+    if half is None:
+        return INCONCLUSIVE
+    if diff - half > 0:
+        return REPRODUCED
+    if diff + half < 0:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def verdict_at_least(diff: float, half: float | None) -> str:
+    """Claim: diff >= 0 (a tie counts for the claim)."""
+    if half is None:
+        return INCONCLUSIVE
+    return NOT_REPRODUCED if diff + half < 0 else REPRODUCED
+
+
+def value_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Linear interpolation of a curve (e.g. validation loss against FLOPs) at x; refuses to
+    extrapolate beyond the curve's range."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if len(xs) == 0 or x < xs.min() or x > xs.max():
+        raise ValueError(f"x={x:.3g} is outside the curve's range [{xs.min() if len(xs) else 'empty'}, "
+                         f"{xs.max() if len(xs) else 'empty'}]")
+    return float(np.interp(x, xs, ys))
+
+
+def fmt(mean: float, half: float | None, digits: int = 3) -> str:
+    return f"{mean:.{digits}g}" if half is None else f"{mean:.{digits}g} ± {half:.2g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The claims table
+# ---------------------------------------------------------------------------------------------
+def _val_ppl_at_flops(run, flops: float) -> float:
+    points = [(m["flops"], m["val_loss"]) for m in run.metrics() if "val_loss" in m]
+    return math.exp(value_at([p[0] for p in points], [p[1] for p in points], flops))
+
+
+def _final_val_ppl(run) -> float:
+    return [m for m in run.metrics() if "val_loss" in m][-1]["val_ppl"]
+
+
+def _median_tokens_per_s(run) -> float:
+    return float(np.median([m["tokens_per_s"] for m in run.metrics()]))
+
+
+def claims(study) -> "pd.DataFrame":
+    """C1–C8 with our numbers, the rule that turns them into a verdict, and the verdict."""
+    import pandas as pd
+
+    cfg = study.cfg
+    seeds = cfg.seeds
+    tf = {s: study.student("tf", seed=s) for s in seeds}
+    ppl = lambda run: study.headline(run)["ppl"]  # noqa: E731  (test-split perplexity)
+    rows = []
+
+    def add(claim, statement, rule, ours, paper, verdict):
+        rows.append({"claim": claim, "statement": statement, "ours": ours, "paper": paper, "rule": rule,
+                     "verdict": verdict, "seeds": len(seeds)})
+
+    # C1: truncated init beats random init at equal tokens
+    rand = [ppl(study.student("random", seed=s)) for s in seeds]
+    d, h = paired_difference(rand, [ppl(tf[s]) for s in seeds])
+    add("C1", "truncated init beats random init at equal tokens", "strict: ppl(random) - ppl(TF) > 0",
+        f"test ppl TF {fmt(*mean_ci([ppl(tf[s]) for s in seeds]))} vs random {fmt(*mean_ci(rand))}; diff {fmt(d, h)}",
+        "yes (v1)", verdict_strict(d, h))
+
+    # C2: teacher-free >= KD at equal compute (KD's validation ppl read at TF's total FLOPs)
+    kd = {s: study.student("kd", seed=s) for s in seeds}
+    kd_at = [_val_ppl_at_flops(kd[s], tf[s].summary["summary"]["flops"]) for s in seeds]
+    tf_final = [_final_val_ppl(tf[s]) for s in seeds]
+    d, h = paired_difference(kd_at, tf_final)
+    d_tok, h_tok = paired_difference([ppl(kd[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
+    add("C2", "teacher-free matches or beats vanilla KD at equal compute",
+        "at least: val ppl(KD at TF's FLOPs) - val ppl(TF) >= 0 (a tie counts)",
+        f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): KD - TF {fmt(d_tok, h_tok)}",
+        "TF matches/beats KD, ~1.5x cheaper (v1)", verdict_at_least(d, h))
+
+    # C3: KD costs ~1.5x per token
+    ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
+    analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
+    m, h = mean_ci(ratios)
+    add("C3", "KD costs ~1.5x more per token than teacher-free",
+        "measured step-time ratio >= 1.3", f"measured {fmt(m, h)}x, analytic FLOPs {analytic:.2f}x",
+        "~1.5x (1.67x analytic for N_t = 2 N_s)", REPRODUCED if m >= 1.3 else NOT_REPRODUCED)
+
+    # C4: removing layers near the output is worst
+    five = [c for c in ("max-gap", "input", "output", "middle", "both") if c in cfg.configs]
+    if "output" in five and len(five) > 1:
+        by_config = {c: [ppl(study.student("tf", strategy=c, seed=s)) for s in seeds] for c in five}
+        worst_other = [max(by_config[c][i] for c in five if c != "output") for i in range(len(seeds))]
+        d, h = paired_difference(by_config["output"], worst_other)
+        means = {c: mean_ci(v)[0] for c, v in by_config.items()}
+        add("C4", "removing layers near the output is worst", "strict: ppl(output) - max ppl(other configs) > 0",
+            ", ".join(f"{c} {v:.3g}" for c, v in sorted(means.items(), key=lambda kv: kv[1])) + f"; diff {fmt(d, h)}",
+            "output worst at 300M and 1.1B (Table 6)", verdict_strict(d, h))
+    else:
+        add("C4", "removing layers near the output is worst", "-", "-", "Table 6", NOT_TESTED)
+
+    # C5: one-shot ~ gradual removal
+    if cfg.gradual_every_tokens:
+        s0 = seeds[0]
+        one = ppl(tf[s0])
+        diffs = {k: ppl(study.student("gradual", seed=s0, every_tokens=k)) - one for k in cfg.gradual_every_tokens}
+        noise = mean_ci([ppl(tf[s]) for s in seeds])[1]
+        if noise is None:
+            verdict = INCONCLUSIVE
+        else:
+            verdict = NOT_REPRODUCED if any(v < -noise for v in diffs.values()) else REPRODUCED
+        add("C5", "removing all layers at once is as good as removing them gradually",
+            "at least: ppl(gradual) - ppl(one-shot) >= -(TF seed CI half-width)",
+            "; ".join(f"every {k:,} tok: {v:+.3g}" for k, v in diffs.items()) + (f" (noise ±{noise:.2g})" if noise else ""),
+            "no gain; slightly worse the slower (Fig 6)", verdict)
+    else:
+        add("C5", "one-shot ~ gradual removal", "-", "-", "Fig 6", NOT_TESTED)
+
+    # C6: pruned+continued and half-depth-from-scratch converge
+    scratch = {s: study.student("scratch", seed=s) for s in seeds}
+    curve = lambda run: [m["val_ppl"] for m in run.metrics() if "val_loss" in m]  # noqa: E731
+    first = float(np.mean([curve(scratch[s])[0] - curve(tf[s])[0] for s in seeds]))
+    last = float(np.mean([curve(scratch[s])[-1] - curve(tf[s])[-1] for s in seeds]))
+    verdict = REPRODUCED if 0 < first and abs(last) < 0.5 * first else (NOT_REPRODUCED if abs(last) >= first else INCONCLUSIVE)
+    add("C6", "pruned+continued converges to the half-size model trained from scratch",
+        "|gap at end| < half the gap at the first evaluation", f"val ppl gap (scratch - pruned): first eval {first:.3g}, end {last:.3g}",
+        "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", verdict)
+
+    add("C7", "width pruning ~ depth pruning in quality, ~2x costlier", "-", "not run in this study (width-pruning issue)",
+        "Fig 3", NOT_TESTED)
+
+    # C8: adding distillation losses does not help (at equal compute)
+    chop = {s: study.student("chop-distill", seed=s) for s in seeds}
+    chop_at = [_val_ppl_at_flops(chop[s], tf[s].summary["summary"]["flops"]) for s in seeds]
+    d, h = paired_difference(chop_at, tf_final)
+    d_tok, h_tok = paired_difference([ppl(chop[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
+    add("C8", "CHOP+distill (extra losses) does not beat plain continued pretraining",
+        "at least: val ppl(CHOP+distill at TF's FLOPs) - val ppl(TF) >= 0",
+        f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): {fmt(d_tok, h_tok)}",
+        "slightly worse, much costlier (Fig 4)", verdict_at_least(d, h))
+    return pd.DataFrame(rows)
