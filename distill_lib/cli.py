@@ -77,8 +77,9 @@ def print_plan(profile: str) -> int:
     tokens = lambda t: t.max_steps * t.batch_size * cfg.data.block_length  # noqa: E731
     print(f"profile {cfg.name}: {cfg.description}")
     print(f"  data: {cfg.data.corpus} {cfg.data.hf_path or ''} tokenizer={cfg.data.tokenizer} block={cfg.data.block_length}")
-    teacher = cfg.teacher_path or (f"train {cfg.teacher_model.n_layers}x{cfg.teacher_model.hidden_size} "
-                                   f"for {tokens(cfg.teacher_train):,} tokens")
+    shape_of = f"{cfg.teacher_model.n_layers} layers x d={cfg.teacher_model.hidden_size}"
+    teacher = (f"{cfg.teacher_path} ({shape_of}, as teacher_model describes it)" if cfg.teacher_path
+               else f"train {shape_of} for {tokens(cfg.teacher_train):,} tokens")
     print(f"  teacher: {teacher}")
     print(f"  students: drop {cfg.drop} ({cfg.strategy}), {tokens(cfg.student_train):,} tokens each, seeds {cfg.seeds}")
     n_runs = (len(cfg.configs) * len(cfg.seeds) + len(cfg.extra_strategies) + 4 * len(cfg.seeds) + 1
@@ -90,10 +91,12 @@ def print_plan(profile: str) -> int:
     shape = ModelShape("teacher", params, m.n_layers, m.hidden_size, vocab)
     from distill_lib.flops import halved
 
-    for row in plan_memory(shape, halved(shape), cfg.student_train.batch_size, cfg.data.block_length,
+    micro = cfg.student_train.micro_batch_size or cfg.student_train.batch_size
+    for row in plan_memory(shape, halved(shape), micro, cfg.data.block_length,
                            precision=cfg.student_train.precision, optimizer=cfg.student_train.optimizer,
                            card_gib=max(cfg.plan_cards_gib)):
-        print(f"  memory {row['method']:>13}: {row['total_gib']:.1f} GiB (fits {row['card_gib']:.0f} GiB: {row['fits']})")
+        print(f"  memory per device, micro-batch {micro}: {row['method']:>13} {row['total_gib']:.1f} GiB "
+              f"(fits {row['card_gib']:.0f} GiB: {row['fits']})")
     return 0
 
 

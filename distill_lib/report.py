@@ -90,6 +90,15 @@ def _median_tokens_per_s(run) -> float:
     return float(np.median([m["tokens_per_s"] for m in run.metrics()]))
 
 
+def _against_tf(other: dict, tf: dict, ppl, seeds) -> tuple[tuple, tuple]:
+    """Paired differences other - TF: validation ppl with `other` read at TF's total FLOPs (equal
+    compute), and test ppl at the end (equal tokens)."""
+    at_tf_flops = [_val_ppl_at_flops(other[s], tf[s].summary["summary"]["flops"]) for s in seeds]
+    equal_compute = paired_difference(at_tf_flops, [_final_val_ppl(tf[s]) for s in seeds])
+    equal_tokens = paired_difference([ppl(other[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
+    return equal_compute, equal_tokens
+
+
 def claims(study) -> "pd.DataFrame":
     """C1–C8 with our numbers, the rule that turns them into a verdict, and the verdict."""
     import pandas as pd
@@ -113,10 +122,7 @@ def claims(study) -> "pd.DataFrame":
 
     # C2: teacher-free >= KD at equal compute (KD's validation ppl read at TF's total FLOPs)
     kd = {s: study.student("kd", seed=s) for s in seeds}
-    kd_at = [_val_ppl_at_flops(kd[s], tf[s].summary["summary"]["flops"]) for s in seeds]
-    tf_final = [_final_val_ppl(tf[s]) for s in seeds]
-    d, h = paired_difference(kd_at, tf_final)
-    d_tok, h_tok = paired_difference([ppl(kd[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
+    (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds)
     add("C2", "teacher-free matches or beats vanilla KD at equal compute",
         "at least: val ppl(KD at TF's FLOPs) - val ppl(TF) >= 0 (a tie counts)",
         f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): KD - TF {fmt(d_tok, h_tok)}",
@@ -175,9 +181,7 @@ def claims(study) -> "pd.DataFrame":
 
     # C8: adding distillation losses does not help (at equal compute)
     chop = {s: study.student("chop-distill", seed=s) for s in seeds}
-    chop_at = [_val_ppl_at_flops(chop[s], tf[s].summary["summary"]["flops"]) for s in seeds]
-    d, h = paired_difference(chop_at, tf_final)
-    d_tok, h_tok = paired_difference([ppl(chop[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
+    (d, h), (d_tok, h_tok) = _against_tf(chop, tf, ppl, seeds)
     add("C8", "CHOP+distill (extra losses) does not beat plain continued pretraining",
         "at least: val ppl(CHOP+distill at TF's FLOPs) - val ppl(TF) >= 0",
         f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): {fmt(d_tok, h_tok)}",

@@ -132,9 +132,9 @@ class Study:
                                    train=self.cfg.teacher_train))
 
     def teacher_layers(self) -> int:
-        import json
+        from transformers import AutoConfig
 
-        return json.loads((self.teacher_dir() / "config.json").read_text())["num_hidden_layers"]
+        return AutoConfig.from_pretrained(str(self.teacher_dir())).num_hidden_layers
 
     def run_config(self, method: str, strategy: str | None = None, seed: int = 0,
                    every_tokens: int | None = None) -> RunConfig:

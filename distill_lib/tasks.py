@@ -129,79 +129,26 @@ def _sample(candidates: list, n: int, rng: random.Random, task: str) -> list:
     return rng.sample(candidates, n)
 
 
-_YAML = {
-    "offline_cloze": """task: offline_cloze
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: loglikelihood
-doc_to_text: "{{{{context}}}}"
-doc_to_target: "{{{{' ' + target}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-""",
-    "offline_choice": """task: offline_choice
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{gold}}}}"
-target_delimiter: " "
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-""",
-    "offline_pairs": """task: offline_pairs
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: ""
-doc_to_choice: "{{{{[good, bad]}}}}"
-doc_to_target: 0
-target_delimiter: ""
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-""",
-    "offline_bpb": """task: offline_bpb
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: word_perplexity
-  - metric: byte_perplexity
-  - metric: bits_per_byte
-metadata:
-  version: 1.0
-""",
-}
+def _task_yaml(task: str, data_file: Path) -> str:
+    """lm-eval task config; `data_file` is absolute (lm-eval resolves relative paths from its cwd)."""
+    import yaml
+
+    acc = {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
+    specific = {
+        "offline_cloze": {"output_type": "loglikelihood", "doc_to_text": "{{context}}",
+                          "doc_to_target": "{{' ' + target}}", "metric_list": [acc]},
+        "offline_choice": {"output_type": "multiple_choice", "doc_to_text": "{{context}}",
+                           "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}", "target_delimiter": " ",
+                           "metric_list": [acc, {**acc, "metric": "acc_norm"}]},
+        "offline_pairs": {"output_type": "multiple_choice", "doc_to_text": "", "doc_to_choice": "{{[good, bad]}}",
+                          "doc_to_target": 0, "target_delimiter": "", "metric_list": [acc]},
+        "offline_bpb": {"output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
+                        "metric_list": [{"metric": m, "higher_is_better": False}
+                                        for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]},
+    }[task]
+    config = {"task": task, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+              "test_split": "test", **specific, "metadata": {"version": 1.0}}
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteConfig = SuiteConfig(),
@@ -231,7 +178,7 @@ def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteCo
         for task, rows in items.items():
             (tmp / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             # the YAML names the *final* absolute path: lm-eval resolves data files from its cwd otherwise
-            (tmp / f"{task}.yaml").write_text(_YAML[task].format(path=final.resolve() / f"{task}.jsonl"))
+            (tmp / f"{task}.yaml").write_text(_task_yaml(task, final.resolve() / f"{task}.jsonl"))
 
     return atomic_directory(final, build)
 

@@ -109,9 +109,14 @@ def _teacher_for(run: RunConfig):
 
 
 def validate_run(run: RunConfig) -> None:
-    """Checks that need no model: paths exist. (Config values are checked by the dataclasses.)"""
-    if run.teacher is not None and not (Path(run.teacher) / "config.json").exists():
-        raise ConfigError(f"teacher: {run.teacher!r} is not an HF model folder (no config.json)")
+    """Checks that need no model: the teacher exists. (Config values are checked by the dataclasses.)"""
+    from distill_lib.env import online
+
+    if run.teacher is None or (Path(run.teacher) / "config.json").exists():
+        return
+    if Path(run.teacher).exists() or run.teacher.startswith((".", "/")) or not online():
+        raise ConfigError(f"teacher: {run.teacher!r} is not an HF model folder (no config.json); "
+                          "a hub name needs DISTILL_ONLINE=1")
 
 
 def _check_model_fits(model, run: RunConfig, data: PreparedData, name: str) -> None:

@@ -34,6 +34,7 @@ from distill_lib.study import Study
 from distill_lib.truncate import layer_importance, select_layers
 from distill_lib.models import load_causal_lm
 from distill_lib.report import mean_ci, fmt
+from distill_lib.evaluate import evaluate_model, headline
 
 sns.set_theme(style="whitegrid")
 study = Study.load(profile)
@@ -85,6 +86,20 @@ for s in strategies:
 table6 = pd.DataFrame(rows)
 study.save_table(table6, "01_table6")
 table6[["configuration", "kept", "ppl_after_truncation", "ppl (±95% CI) / avg acc", "seeds"]]
+
+# %% [markdown]
+# ## The main configuration before and after continued pretraining (full evaluation)
+
+# %%
+untrained, _ = study.truncated_untrained(cfg.strategy)
+before_after = pd.DataFrame([
+    {"model": f"{cfg.strategy}, right after truncation",
+     **headline(evaluate_model(untrained, study.data.tokenizer, study.data, cfg.eval, study.suite_dir), study.tasks)},
+    *[{"model": f"{cfg.strategy}, after continued pretraining (seed {s})", **study.headline(study.student("tf", seed=s))}
+      for s in cfg.seeds],
+])
+study.save_table(before_after, "01_before_after")
+before_after
 
 # %%
 paper = {"max-gap": 23.0, "input": 24.5, "output": 25.6, "middle": 24.0, "both": 23.0}  # v3 Table 6, 300M

@@ -1,12 +1,14 @@
 import dataclasses
+import re
 
 import pytest
 
-from distill_lib.config import ConfigError, DataConfig, StudyConfig, from_dict, load_profile, to_dict
+from distill_lib.config import ConfigError, DataConfig, from_dict, to_dict
+from distill_lib.study import StudyConfig, load_study_config as load_profile
 
 
 def test_profiles_in_params_load_and_round_trip():
-    for name in ("smoke", "mini"):
+    for name in ("smoke", "mini", "gpu-pythia"):
         cfg = load_profile(name)
         assert cfg.name == name
         assert from_dict(StudyConfig, to_dict(cfg)) == cfg
@@ -18,12 +20,13 @@ def test_profiles_in_params_load_and_round_trip():
     ({"data": {"vocab_size": "big"}}, "data.vocab_size: expected an integer"),
     ({"data": {"vocab_size": 4096.0}}, "data.vocab_size: expected an integer"),
     ({"data": {"hf_streaming": 1}}, "data.hf_streaming: expected true/false"),
-    ({"seed": True}, "seed: expected an integer"),
+    ({"drop": True}, "drop: expected a number"),
+    ({"seeds": [0, "1"]}, "seeds[1]: expected an integer"),
     ({"data": {"paths": "a.txt"}}, "data.paths: expected a list"),
     ({"data": []}, "data: expected a mapping"),
 ])
 def test_unknown_keys_and_wrong_types_name_the_key(data, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict(StudyConfig, data)
 
 

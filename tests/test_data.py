@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import distill_lib.data as data_mod
-from distill_lib.config import ConfigError, DataConfig, from_dict, StudyConfig
+from distill_lib.config import ConfigError, DataConfig
 from distill_lib.data import (
     SPLITS, CorpusError, Document, atomic_directory, clean_bible_verse, load_documents, pack_blocks,
     prepare_data, split_documents, split_of, tokenize_split,
@@ -192,7 +192,7 @@ def test_empty_split(tmp_path):
 
 
 def test_unknown_yaml_key_in_a_profile_file(tmp_path):
-    from distill_lib.config import load_profile
+    from distill_lib.study import load_study_config as load_profile
 
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\ndata:\n  corpus: web-bible\n  blocklength: 3\n")
@@ -218,8 +218,8 @@ def test_nothing_is_written_to_home(tmp_path):
            if not k.startswith(("HF_", "MPL", "IPYTHON", "JUPYTER", "XDG_", "PIP_"))}
     env["HOME"] = str(home)
     code = ("import distill_lib, matplotlib.pyplot, transformers, datasets;"
-            "from distill_lib.config import load_profile; from distill_lib.data import prepare_data;"
-            "prepare_data(load_profile('smoke').data)")
+            "from distill_lib.study import load_study_config; from distill_lib.data import prepare_data;"
+            "prepare_data(load_study_config('smoke').data)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path)
     assert list(home.rglob("*")) == []
 
@@ -233,11 +233,9 @@ def test_a_pretrained_tokenizer_folder_is_used_as_is(bible_data, tmp_path):
     assert prepared.tokenizer.get_vocab() == bible_data.tokenizer.get_vocab()
 
 
-def test_study_command_prepares_data(tmp_path, monkeypatch, capsys):
+def test_cli_refuses_an_unknown_profile_before_any_work(capsys):
     from distill_lib.cli import main
 
     assert main(["prepare-data", "--profile", "smoke"]) == 0
-    report = json.loads((PROJECT_ROOT / "reports" / "smoke" / "data.json").read_text())
-    assert report["stats"]["splits"]["train"]["tokens"] > 100_000
     assert main(["study", "--profile", "missing-profile"]) == 2
     assert "profile: 'missing-profile' not found" in capsys.readouterr().err

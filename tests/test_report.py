@@ -1,0 +1,36 @@
+import pytest
+
+from distill_lib.report import (
+    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, mean_ci, paired_difference, value_at, verdict_at_least, verdict_strict,
+)
+
+
+def test_mean_ci_uses_student_t():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-6)  # t(0.975, 2) * sd / sqrt(n)
+    assert mean_ci([5.0]) == (5.0, None)
+
+
+def test_paired_difference_pairs_by_seed():
+    d, h = paired_difference([10, 12, 14], [9, 11, 13])
+    assert d == 1.0 and h == 0.0
+    with pytest.raises(ValueError, match="equal counts"):
+        paired_difference([1, 2], [1])
+
+
+@pytest.mark.parametrize("diff, half, strict, at_least", [
+    (1.0, 0.5, REPRODUCED, REPRODUCED),
+    (0.2, 0.5, INCONCLUSIVE, REPRODUCED),       # a tie counts for "matches or beats"
+    (-1.0, 0.5, NOT_REPRODUCED, NOT_REPRODUCED),
+    (1.0, None, INCONCLUSIVE, INCONCLUSIVE),    # one seed: no interval
+])
+def test_verdict_rules(diff, half, strict, at_least):
+    assert verdict_strict(diff, half) == strict
+    assert verdict_at_least(diff, half) == at_least
+
+
+def test_value_at_interpolates_and_refuses_to_extrapolate():
+    assert value_at([0, 10, 20], [5.0, 3.0, 2.0], 15) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="outside the curve's range"):
+        value_at([0, 10], [1.0, 2.0], 11)
