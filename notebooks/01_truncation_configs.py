@@ -66,6 +66,7 @@ fig, ax = plt.subplots(figsize=(0.45 * n + 2, 0.4 * len(strategies) + 1))
 ax.imshow(grid, cmap="Greys", vmin=-0.3, vmax=1.2, aspect="auto")
 ax.set_yticks(range(len(strategies)), strategies); ax.set_xticks(range(n)); ax.set_xlabel("teacher layer")
 ax.set_title("layers kept by each configuration")
+ax.grid(False)
 study.save_figure(fig, "01_configs")
 
 # %% [markdown]

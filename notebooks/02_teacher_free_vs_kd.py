@@ -44,8 +44,12 @@ df = curves({f"{m} s{s}": r for (m, s), r in runs.items()})
 df["method"] = df.label.str.rsplit(" ", n=1).str[0]
 fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
 for ax, x, label in zip(axes, ["tokens", "flops", "wall_seconds"], ["training tokens", "training FLOPs (analytic)", "wall-clock seconds"]):
-    sns.lineplot(data=df, x=x, y="val_ppl", hue="method", errorbar=("ci", 95), ax=ax)
+    if x == "wall_seconds":  # each run has its own time stamps: one line per run, not a mean
+        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", units="label", estimator=None, ax=ax, alpha=0.8)
+    else:  # seeds share the evaluation points: mean and 95% CI
+        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", errorbar=("ci", 95), ax=ax)
     ax.set(xlabel=label, yscale="log")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
 axes[0].set_title("validation perplexity")
 study.save_figure(fig, "02_curves")
 
