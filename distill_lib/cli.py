@@ -53,7 +53,8 @@ def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
         log(f"[{i}/{len(chosen)}] {source.stem} ...", end="", flush=True)
         try:
             papermill.execute_notebook(str(staged), str(executed), parameters={"profile": study.cfg.name},
-                                       kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+                                       kernel_name="python3", language="python", cwd=str(NOTEBOOKS),
+                                       progress_bar=False)
         except papermill.PapermillExecutionError as err:
             log(f" FAILED in cell {err.exec_count}: {err.ename}: {err.evalue}")
             log(f"notebook {source.name} failed; the partial output is {executed}")
