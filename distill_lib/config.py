@@ -329,6 +329,30 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WidthConfig:
+    """Width pruning during training (DimCHOP, v3 Fig 3; see distill_lib.width)."""
+
+    target: float = 0.5
+    """Fraction of every layer's FFN units pruned by the end of the schedule."""
+    beta1: float = 0.85
+    """PLATON: EMA factor of the sensitivity |theta * grad|."""
+    beta2: float = 0.95
+    """PLATON: EMA factor of the uncertainty |I - I_bar|."""
+    prune_every: int = 10
+    """Grow the masks every this many steps (and at end_step)."""
+    start_step: int = 0
+    end_step: Optional[int] = None
+    """Step at which the target is reached (cubic schedule); None = 70% of train.max_steps."""
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.target < 1.0, f"width.target: must be in (0, 1), got {self.target}")
+        require(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "width.beta1 / beta2: must be in [0, 1)")
+        require(self.prune_every > 0, f"width.prune_every: must be > 0, got {self.prune_every}")
+        require(self.end_step is None or self.end_step > self.start_step,
+                f"width.end_step: must be after start_step ({self.start_step}), got {self.end_step}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one trained model; its hash names the run's folder."""
 
@@ -340,12 +364,16 @@ class RunConfig:
     teacher: Optional[str] = None
     """HF folder of the teacher: the model truncated (init 'truncate'/'pretrained') and the one
     distilled from (objectives kd, chop-distill, offline-kd)."""
+    width: Optional[WidthConfig] = None
+    """Width pruning during training (DimCHOP); None = off."""
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, f"name: must be a non-empty name without '/', got {self.name!r}")
         needs_teacher = self.train.objective != "lm" or self.init.kind in ("truncate", "random-truncated", "pretrained")
         require(not needs_teacher or self.teacher is not None,
                 f"teacher: objective {self.train.objective!r} with init {self.init.kind!r} needs a teacher folder")
+        require(self.width is None or self.train.remove_every_tokens is None,
+                "width: width pruning and gradual layer removal cannot be combined in one run")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -183,8 +183,18 @@ def claims(study) -> "pd.DataFrame":
         f"val ppl gap (scratch - pruned): first eval {first:.3g}, end {last:.3g} (pruned at end: {final_tf:.3g})",
         "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", verdict)
 
-    add("C7", "width pruning ~ depth pruning in quality, ~2x costlier", "-", "not run in this study (width-pruning issue)",
-        "Fig 3", NOT_TESTED)
+    # C7: width pruning (DimCHOP) ~ depth pruning in quality, ~2x costlier
+    width = {s: study.student("width", seed=s) for s in seeds}
+    d, h = paired_difference([ppl(width[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
+    cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
+    flops = width[seeds[0]].summary["summary"]["flops"] / tf[seeds[0]].summary["summary"]["flops"]
+    quality = verdict_at_least(d, h)
+    verdict = quality if quality == INCONCLUSIVE else (
+        REPRODUCED if quality == REPRODUCED and mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED)
+    add("C7", "width pruning ~ depth pruning in quality, ~2x costlier",
+        "depth matches or beats width (ppl(width) - ppl(depth) >= 0, a tie counts) and width costs >= 1.5x wall-clock",
+        f"test ppl width - depth {fmt(d, h)}; wall-clock width/depth {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
+        "similar quality; depth ~2x more efficient (Fig 3)", verdict)
 
     # C8: adding distillation losses does not help (at equal compute)
     chop = {s: study.student("chop-distill", seed=s) for s in seeds}

@@ -26,8 +26,17 @@ from distill_lib.env import PROJECT_ROOT
 RUNS_ROOT = PROJECT_ROOT / "runs"
 
 
+#: RunConfig fields added after runs were first stored: left out of the hash while unset, so runs
+#: stored before them keep their folders.
+_ADDED_FIELDS = ("width",)
+
+
 def config_hash(run: RunConfig) -> str:
-    return hashlib.sha256(json.dumps(to_dict(run), sort_keys=True).encode()).hexdigest()[:10]
+    data = to_dict(run)
+    for key in _ADDED_FIELDS:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_dir(run: RunConfig, root: Path | str = RUNS_ROOT) -> Path:
@@ -100,8 +109,13 @@ def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **trai
         return result  # only the main process writes the final model and the completion record
 
     def write_model(tmp: Path) -> None:
-        for item in (result.dir / CHECKPOINT / "model").iterdir():
-            shutil.copy2(item, tmp / item.name)
+        if run.width is not None:  # the deliverable is the physically smaller model
+            from distill_lib.train import shrunk_model
+
+            shrunk_model(result.dir / CHECKPOINT).save_pretrained(tmp)
+        else:
+            for item in (result.dir / CHECKPOINT / "model").iterdir():
+                shutil.copy2(item, tmp / item.name)
         data.tokenizer.save_pretrained(tmp)
 
     shutil.rmtree(result.model_dir, ignore_errors=True)  # a model/ without complete.json is stale

@@ -11,6 +11,8 @@ number of tokens, `student_train.max_steps` x batch x block length):
   random        the truncated architecture with random weights, LM loss (C1)
   scratch       half-depth model from scratch with the teacher's width, LM loss (v3 Fig 2; C6)
   gradual       the whole teacher, layers removed one at a time every K tokens (v3 Fig 6; C5)
+  width         the whole teacher, FFN units pruned during training (DimCHOP) to the depth-pruned
+                student's parameter count, then removed (v3 Fig 3; C7)
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ from pathlib import Path
 from typing import Optional
 
 from distill_lib.config import (
-    ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, from_dict, require,
+    ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
+    require,
 )
 from distill_lib.env import PROJECT_ROOT
 
-METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual")
+METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width")
 _OBJECTIVE = {"tf": "lm", "kd": "kd", "offline-kd": "offline-kd", "chop-distill": "chop-distill",
-              "random": "lm", "scratch": "lm", "gradual": "lm"}
+              "random": "lm", "scratch": "lm", "gradual": "lm", "width": "lm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +162,23 @@ class Study:
             train = dataclasses.replace(train, remove_every_tokens=every_tokens, removal_order=removed)
             return RunConfig(name=f"gradual{every_tokens}-{strategy}-s{seed}", data=cfg.data,
                              init=InitConfig(kind="pretrained"), teacher=teacher, train=train)
+        if method == "width":
+            return RunConfig(name=f"width-s{seed}", data=cfg.data, init=InitConfig(kind="pretrained"), teacher=teacher,
+                             train=train, width=WidthConfig(target=self.width_target()))
         kind = "random-truncated" if method == "random" else "truncate"
         return RunConfig(name=name, data=cfg.data, init=InitConfig(kind=kind, strategy=strategy, drop=cfg.drop),
                          teacher=teacher, train=train)
+
+    def width_target(self) -> float:
+        """Fraction of FFN units to prune so the width-pruned model has the depth-pruned student's
+        non-embedding parameter count (rounded, so the run's config hash is stable)."""
+        from distill_lib.models import compare_parameters, load_causal_lm
+        from distill_lib.width import matching_ffn_fraction
+
+        teacher = load_causal_lm(self.teacher_dir())
+        depth, _ = self.truncated_untrained(self.cfg.strategy)
+        keep = compare_parameters(teacher, depth)["kept_fraction_non_embedding"]
+        return round(matching_ffn_fraction(teacher, keep), 4)
 
     def student(self, method: str, strategy: str | None = None, seed: int = 0, every_tokens: int | None = None):
         return self._get(self.run_config(method, strategy, seed, every_tokens))

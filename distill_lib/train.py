@@ -132,7 +132,7 @@ def _check_model_fits(model, run: RunConfig, data: PreparedData, name: str) -> N
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
-def save_checkpoint(folder: Path, student, objective, optimizer, state: dict) -> None:
+def save_checkpoint(folder: Path, student, objective, optimizer, state: dict, pruner=None) -> None:
     """Model (HF safetensors), the objective's own weights, optimizer, RNG and loop state, written
     into a temporary folder and swapped in by rename: a kill at any point leaves the previous
     complete checkpoint (as `checkpoint` or, mid-swap, `checkpoint.old`)."""
@@ -145,6 +145,8 @@ def save_checkpoint(folder: Path, student, objective, optimizer, state: dict) ->
     objective_state = {k: v.contiguous() for k, v in objective.state_dict().items()}
     if objective_state:
         save_file(objective_state, tmp / "objective.safetensors")
+    if pruner is not None:  # width-pruning scores and masks
+        save_file({k: v.contiguous() for k, v in pruner.state_dict().items()}, tmp / "pruner.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "rng.pt")
@@ -162,6 +164,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         if (run_dir / name / "state.json").exists():
             return run_dir / name
     return None
+
+
+def shrunk_model(checkpoint: Path):
+    """The physically narrower model of a width-pruning checkpoint (masked FFN units removed)."""
+    from safetensors.torch import load_file
+
+    from distill_lib.width import shrink_ffn
+
+    model = load_causal_lm(checkpoint / "model")
+    state = load_file(checkpoint / "pruner.safetensors")
+    masks = [state[f"mask_{i}"] for i in range(len(decoder_layers(model)))]
+    return shrink_ffn(model, masks)
 
 
 def _load_pickle_free(path: Path):
@@ -265,6 +279,17 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
             torch.cuda.set_rng_state_all(rng["cuda"])
     else:
         torch.manual_seed(cfg.seed)
+    pruner = None
+    if run.width is not None:
+        from distill_lib.width import FFNPruner
+
+        w = run.width
+        pruner = FFNPruner(student, w.target, w.beta1, w.beta2, w.prune_every, w.start_step,
+                           w.end_step or max(w.start_step + 1, round(0.7 * cfg.max_steps))).to(device)
+        if ckpt is not None:
+            from safetensors.torch import load_file
+
+            pruner.load_state_dict(load_file(ckpt / "pruner.safetensors"))
     wrapped, optimizer = accelerator.prepare(module, optimizer)
 
     blocks = data.blocks("train")
@@ -313,6 +338,8 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
         if not all(math.isfinite(v) for v in values.values()):
             raise TrainingDiverged(f"train: loss is not finite at step {step} ({values}); "
                                    f"the last good checkpoint is kept in {run_dir}")
+        if pruner is not None:  # PLATON needs this step's gradients, before clipping and the update
+            pruner.update_scores()
         grad_norm = None
         if cfg.grad_clip > 0:
             grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip))
@@ -320,6 +347,8 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
         optimizer.zero_grad(set_to_none=True)
 
         state["step"] = step + 1
+        if pruner is not None:  # grow the masks on schedule and keep masked weights at zero
+            pruner.step(state["step"])
         state["tokens"] += cfg.batch_size * length
         state["flops"] += flops.total * cfg.batch_size * length
         now = time.perf_counter()
@@ -333,6 +362,8 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
                  "layers": len(decoder_layers(accelerator.unwrap_model(wrapped).student))}
         if grad_norm is not None:
             entry["grad_norm"] = grad_norm
+        if pruner is not None:
+            entry["ffn_pruned"] = pruner.pruned_fraction_now()
 
         # gradual removal (v3 Fig 6): one more layer every remove_every_tokens
         if cfg.remove_every_tokens and state["layers_removed"] < len(cfg.removal_order) and \
@@ -357,7 +388,8 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
             accelerator.wait_for_everyone()
             if is_main:
                 unwrapped = accelerator.unwrap_model(wrapped)
-                save_checkpoint(run_dir / CHECKPOINT, unwrapped.student, unwrapped.objective, optimizer, state)
+                save_checkpoint(run_dir / CHECKPOINT, unwrapped.student, unwrapped.objective, optimizer, state,
+                                pruner)
             step_started = time.perf_counter()  # checkpoint time is not training time
     bar.close()
     summary = {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
