@@ -38,4 +38,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .cache reports
+	rm -rf $(VENV) .cache reports/smoke figures/smoke  # keeps runs/ and the committed mini results
