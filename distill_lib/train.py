@@ -112,7 +112,12 @@ def validate_run(run: RunConfig) -> None:
     """Checks that need no model: the teacher exists. (Config values are checked by the dataclasses.)"""
     from distill_lib.env import online
 
+    from distill_lib.pretrained import gguf_location, is_named_source
+
     if run.teacher is None or (Path(run.teacher) / "config.json").exists():
+        return
+    if is_named_source(run.teacher):
+        gguf_location(run.teacher)  # package installed? (names the install command if not)
         return
     if Path(run.teacher).exists() or run.teacher.startswith((".", "/")) or not online():
         raise ConfigError(f"teacher: {run.teacher!r} is not an HF model folder (no config.json); "

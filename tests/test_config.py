@@ -8,7 +8,7 @@ from distill_lib.study import StudyConfig, load_study_config as load_profile
 
 
 def test_profiles_in_params_load_and_round_trip():
-    for name in ("smoke", "mini", "gpu-pythia"):
+    for name in ("smoke", "mini", "gpu-pythia", "smollm2"):
         cfg = load_profile(name)
         assert cfg.name == name
         assert from_dict(StudyConfig, to_dict(cfg)) == cfg

@@ -11,7 +11,7 @@ from distill_lib.study import Study
 
 
 def test_every_profile_validates_and_plans_offline(capsys):
-    for profile in ("smoke", "mini", "gpu-pythia"):
+    for profile in ("smoke", "mini", "gpu-pythia", "smollm2"):
         assert main(["plan", "--profile", profile]) == 0
     out = capsys.readouterr().out
     assert "EleutherAI/pythia-410m" in out and "vanilla KD" in out
