@@ -281,7 +281,8 @@ def pack_blocks(stream: np.ndarray, block_length: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Cached preparation
 # ---------------------------------------------------------------------------------------------
-def _hash(*parts: object) -> str:
+def content_hash(*parts: object) -> str:
+    """Short SHA-256 of JSON-able parts (bytes as is): the key of every derived cache."""
     h = hashlib.sha256()
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode() if not isinstance(part, bytes) else part)
@@ -346,7 +347,7 @@ def _tokenizer_for(cfg: DataConfig, train_docs: Sequence[Document], cache_root: 
         return tokenizer, Path(str(tokenizer.name_or_path))
     import tokenizers
 
-    key = _hash("bpe", CACHE_FORMAT, tokenizers.__version__, cfg.vocab_size, documents_fingerprint(train_docs))
+    key = content_hash("bpe", CACHE_FORMAT, tokenizers.__version__, cfg.vocab_size, documents_fingerprint(train_docs))
     folder = cache_root / "tokenizers" / f"bpe{cfg.vocab_size}-{key}"
 
     def build(tmp: Path) -> None:
@@ -368,7 +369,7 @@ def prepare_data(cfg: DataConfig, cache_root: Path | None = None, log=print) -> 
     splits = split_documents(documents, cfg)
     tokenizer, tokenizer_dir = _tokenizer_for(cfg, splits["train"], cache_root)
 
-    key = _hash("tokens", CACHE_FORMAT, {n: documents_fingerprint(d) for n, d in splits.items()},
+    key = content_hash("tokens", CACHE_FORMAT, {n: documents_fingerprint(d) for n, d in splits.items()},
                 _tokenizer_fingerprint(tokenizer))
     token_dir = cache_root / "tokens" / key
     reused = token_dir.exists()

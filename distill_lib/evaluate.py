@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from distill_lib.tasks import PAPER13_NOTES, TASK_SETS
 # ---------------------------------------------------------------------------------------------
 # Perplexity and bits per byte
 # ---------------------------------------------------------------------------------------------
-_BYTE_TOKEN = __import__("re").compile(r"^<0x[0-9A-Fa-f]{2}>$")  # SentencePiece byte fallback
+_BYTE_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")  # SentencePiece byte fallback
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
@@ -181,10 +182,10 @@ def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | No
                     log=print, tokenizer=None) -> dict:
     """`evaluate_model` for an HF folder, cached next to it as eval-<hash>.json (reused when the
     model, data and eval settings are the same)."""
-    from distill_lib.data import _hash
+    from distill_lib.data import content_hash
 
     model_dir = Path(model_dir)
-    key = _hash("eval", to_dict(cfg), str(data.cache_dir), str(suite_dir))
+    key = content_hash("eval", to_dict(cfg), str(data.cache_dir), str(suite_dir))
     path = model_dir.parent / f"eval-{key}.json"
     if path.exists():
         return json.loads(path.read_text())

@@ -44,7 +44,7 @@ def build_teacher_cache(teacher, blocks: np.ndarray, block_indices, top_k: int, 
     (position t predicts token t+1; the last position predicts nothing in the block)."""
     folder = Path(folder)
     wanted = sorted({int(i) for i in block_indices})
-    if not (folder / "meta.json").exists():
+    if not folder.exists():  # written atomically: an existing folder is complete
         started = time.perf_counter()
         teacher = teacher.to(device).eval()
         vocab = teacher.get_output_embeddings().weight.shape[0]

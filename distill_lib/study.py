@@ -138,6 +138,7 @@ class Study:
         return self._get(RunConfig(name="teacher", data=self.cfg.data, model=self.cfg.teacher_model,
                                    train=self.cfg.teacher_train))
 
+    @cached_property
     def teacher_layers(self) -> int:
         from transformers import AutoConfig
 
@@ -153,7 +154,7 @@ class Study:
         name = f"{method}-{strategy}-s{seed}"
         if method == "scratch":
             base = cfg.scratch_train or cfg.student_train
-            model = dataclasses.replace(cfg.teacher_model, n_layers=max(1, round(self.teacher_layers() * (1 - cfg.drop))))
+            model = dataclasses.replace(cfg.teacher_model, n_layers=max(1, round(self.teacher_layers * (1 - cfg.drop))))
             return RunConfig(name=f"scratch-s{seed}", data=cfg.data, model=model,
                              train=dataclasses.replace(base, objective="lm", seed=seed))
         # a named or hub teacher stays a name (portable config hash); the study's own one is a folder
@@ -161,7 +162,7 @@ class Study:
         if method == "gradual":
             from distill_lib.truncate import select_layers
 
-            n = self.teacher_layers()
+            n = self.teacher_layers
             keep = select_layers(strategy, n, drop=cfg.drop)
             removed = [i for i in range(n) if i not in keep]
             train = dataclasses.replace(train, remove_every_tokens=every_tokens, removal_order=removed)
@@ -169,14 +170,16 @@ class Study:
                              init=InitConfig(kind="pretrained"), teacher=teacher, train=train)
         if method == "width":
             return RunConfig(name=f"width-s{seed}", data=cfg.data, init=InitConfig(kind="pretrained"), teacher=teacher,
-                             train=train, width=WidthConfig(target=self.width_target()))
+                             train=train, width=WidthConfig(target=self.width_target))
         kind = "random-truncated" if method == "random" else "truncate"
         return RunConfig(name=name, data=cfg.data, init=InitConfig(kind=kind, strategy=strategy, drop=cfg.drop),
                          teacher=teacher, train=train)
 
+    @cached_property
     def width_target(self) -> float:
         """Fraction of FFN units to prune so the width-pruned model has the depth-pruned student's
-        non-embedding parameter count (rounded, so the run's config hash is stable)."""
+        non-embedding parameter count (rounded, so the run's config hash is stable). Loads and
+        truncates the teacher, so it is computed once per Study."""
         from distill_lib.models import compare_parameters, load_causal_lm
         from distill_lib.width import matching_ffn_fraction
 
@@ -189,21 +192,18 @@ class Study:
         return self._get(self.run_config(method, strategy, seed, every_tokens))
 
     def truncated_untrained(self, strategy: str):
-        """The truncated model before any training (for 'perplexity right after truncation')."""
+        """The truncated model before any training (for 'perplexity right after truncation'), chosen
+        exactly as a run's `init` chooses it."""
         import numpy as np
         import torch
 
         from distill_lib.models import load_causal_lm
-        from distill_lib.truncate import layer_importance, select_layers, truncate
+        from distill_lib.truncate import truncate_by_strategy
 
-        teacher = load_causal_lm(self.teacher_dir())
-        n = self.teacher_layers()
-        scores = None
-        if strategy in ("block-influence", "angular"):
-            ids = torch.from_numpy(self.data.blocks("validation")[:16].astype(np.int64))
-            scores = layer_importance(teacher, ids, strategy, self.cfg.drop)
-        keep = select_layers(strategy, n, drop=self.cfg.drop, scores=scores)
-        return truncate(teacher, keep), keep
+        blocks = InitConfig().calibration_blocks
+        ids = torch.from_numpy(self.data.blocks("validation")[:blocks].astype(np.int64))
+        return truncate_by_strategy(load_causal_lm(self.teacher_dir()), strategy, drop=self.cfg.drop,
+                                    calibration_ids=ids)
 
     # --- evaluation ------------------------------------------------------------------------------------
     def evaluate(self, run_or_dir) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distill_lib.config import ConfigError, SuiteConfig
-from distill_lib.data import Document, atomic_directory, _hash, documents_fingerprint
+from distill_lib.data import Document, atomic_directory, content_hash, documents_fingerprint
 
 #: The paper's task sets with the metric each one is reported with (PAPER.md, Evaluation).
 #: The paper used pmi-dc for boolq and arc_challenge; lm-eval has no such metric, so acc is used.
@@ -161,7 +161,7 @@ def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteCo
         raise ConfigError("eval.suite: the held-out split has no documents")
     max_tokens = max_length // 2 if (tokenizer is not None and max_length) else None
     tok_key = tokenizer.backend_tokenizer.to_str() if max_tokens else None
-    key = _hash("suite", SUITE_FORMAT, documents_fingerprint(held_out), dataclasses.asdict(cfg), max_tokens,
+    key = content_hash("suite", SUITE_FORMAT, documents_fingerprint(held_out), dataclasses.asdict(cfg), max_tokens,
                 tok_key)
     short = _length_filter(tokenizer if max_tokens else None, max_tokens)
     final = Path(folder) / f"offline-suite-{key}"

@@ -28,7 +28,7 @@ from distill_lib.objectives import (
     ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
 )
 from distill_lib.optim import Lion
-from distill_lib.truncate import remove_layers_, select_layers, truncate, layer_importance
+from distill_lib.truncate import remove_layers_, truncate_by_strategy
 
 CHECKPOINT = "checkpoint"
 
@@ -84,19 +84,14 @@ def initial_model(run: RunConfig, data: PreparedData, log=print):
     teacher = load_causal_lm(run.teacher)
     if init.kind == "pretrained":
         return teacher, None
-    n = len(decoder_layers(teacher))
-    scores = None
-    if init.strategy in ("block-influence", "angular"):
-        calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
-        scores = layer_importance(teacher, calibration, init.strategy, init.drop)
-    keep = select_layers(init.strategy, n, drop=init.drop, remove=init.remove, scores=scores)
-    student = truncate(teacher, keep)
+    calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
+    student, keep = truncate_by_strategy(teacher, init.strategy, drop=init.drop, remove=init.remove,
+                                         calibration_ids=calibration)
     if init.kind == "random-truncated":  # same architecture, fresh weights: the paper's random init
         torch.manual_seed(run.train.seed)
-        fresh = type(student)(student.config)
-        student = fresh
+        student = type(student)(student.config)
     if log:
-        log(f"init: {init.kind} with {init.strategy}, kept layers {keep} of {n}")
+        log(f"init: {init.kind} with {init.strategy}, kept layers {keep} of {len(decoder_layers(teacher))}")
     return student, keep
 
 

@@ -39,7 +39,7 @@ from distill_lib.evaluate import evaluate_model, headline
 sns.set_theme(style="whitegrid")
 study = Study.load(profile)
 cfg = study.cfg
-n = study.teacher_layers()
+n = study.teacher_layers
 
 # %% [markdown]
 # ## Importance scores of the teacher's layers

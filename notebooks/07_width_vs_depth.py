@@ -35,7 +35,7 @@ from distill_lib.report import fmt, mean_ci
 sns.set_theme(style="whitegrid")
 study = Study.load(profile)
 cfg = study.cfg
-print(f"FFN units pruned by DimCHOP: {study.width_target():.1%} of every layer")
+print(f"FFN units pruned by DimCHOP: {study.width_target:.1%} of every layer")
 runs = {(m, s): study.student(m, seed=s) for m in ("tf", "width") for s in cfg.seeds}
 
 # %%

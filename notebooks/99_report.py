@@ -46,7 +46,7 @@ setup = {
     "profile": study.cfg.name, "description": study.cfg.description, "seeds": study.cfg.seeds,
     "runs": len(summaries), "training wall-clock (s, all runs)": round(sum(s["summary"]["wall_seconds"] for s in summaries)),
     "corpus": study.cfg.data.corpus, "vocab": len(study.data.tokenizer), "block length": study.cfg.data.block_length,
-    "teacher": f"{study.teacher_layers()} layers, d={study.cfg.teacher_model.hidden_size}",
+    "teacher": f"{study.teacher_layers} layers, d={study.cfg.teacher_model.hidden_size}",
     "student budget (tokens)": study.cfg.student_train.max_steps * study.cfg.student_train.batch_size * study.cfg.data.block_length,
     **env["versions"], **{f"hw.{k}": v for k, v in env["hardware"].items()},
 }
