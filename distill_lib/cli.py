@@ -18,6 +18,9 @@ from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+#: Methods a notebook cannot do without: the runner skips it for a profile whose `methods` leave
+#: one out. (00, 01, 02, 06 and 99 adapt to the methods a profile has.)
+REQUIRED_METHODS = {"03": ("gradual",), "04": ("scratch",), "05": ("chop-distill", "kd"), "07": ("width",)}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -40,8 +43,16 @@ def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
     from distill_lib.study import Study
 
     study = Study.load(profile)  # a bad profile fails here, before any work
-    chosen = notebooks(only)
+    chosen = []
+    for nb in notebooks(only):
+        missing = [m for m in REQUIRED_METHODS.get(nb.name[:2], ()) if m not in study.cfg.methods]
+        if missing:
+            log(f"skipping {nb.stem}: it needs method(s) {', '.join(missing)}, not in profile {study.cfg.name}")
+        else:
+            chosen.append(nb)
     study.data  # noqa: B018  (corpus and tokenizer first: fast failure on a data problem)
+    # a profile given as a file reaches the notebooks (which run in notebooks/) as an absolute path
+    as_parameter = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
     out = PROJECT_ROOT / "reports" / study.cfg.name
     out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
@@ -52,7 +63,7 @@ def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
         jupytext.write(jupytext.read(source), staged)
         log(f"[{i}/{len(chosen)}] {source.stem} ...", end="", flush=True)
         try:
-            papermill.execute_notebook(str(staged), str(executed), parameters={"profile": study.cfg.name},
+            papermill.execute_notebook(str(staged), str(executed), parameters={"profile": as_parameter},
                                        kernel_name="python3", language="python", cwd=str(NOTEBOOKS),
                                        progress_bar=False)
         except papermill.PapermillExecutionError as err:
@@ -83,9 +94,12 @@ def print_plan(profile: str) -> int:
                else f"train {shape_of} for {tokens(cfg.teacher_train):,} tokens")
     print(f"  teacher: {teacher}")
     print(f"  students: drop {cfg.drop} ({cfg.strategy}), {tokens(cfg.student_train):,} tokens each, seeds {cfg.seeds}")
-    n_runs = (len(cfg.configs) * len(cfg.seeds) + len(cfg.extra_strategies) + 4 * len(cfg.seeds) + 1
-              + len(cfg.gradual_every_tokens))
-    print(f"  runs: about {n_runs} student runs ({', '.join(METHODS)}); eval task sets {cfg.eval.task_sets}")
+    per_method = {"tf": len(cfg.configs) * len(cfg.seeds) + len(cfg.extra_strategies), "offline-kd": 1,
+                  "gradual": len(cfg.gradual_every_tokens)}
+    n_runs = sum(per_method.get(m, len(cfg.seeds)) for m in cfg.methods)
+    left_out = [m for m in METHODS if m not in cfg.methods]
+    print(f"  runs: about {n_runs} student runs ({', '.join(cfg.methods)})"
+          + (f"; left out: {', '.join(left_out)}" if left_out else "") + f"; eval task sets {cfg.eval.task_sets}")
     m = cfg.teacher_model
     vocab = cfg.data.vocab_size if cfg.data.tokenizer == "train-bpe" else 50_000  # a GPT-2-sized guess
     params = 12 * m.n_layers * m.hidden_size**2 + 2 * vocab * m.hidden_size

@@ -113,14 +113,48 @@ def claims(study) -> "pd.DataFrame":
         rows.append({"claim": claim, "statement": statement, "ours": ours, "paper": paper, "rule": rule,
                      "verdict": verdict, "seeds": len(seeds)})
 
-    # C1: truncated init beats random init at equal tokens
+    def untested(claim, statement, paper, *methods) -> bool:
+        """Add a 'not tested' row and return True when the profile leaves out one of `methods`."""
+        missing = [m for m in methods if m not in cfg.methods]
+        if missing:
+            add(claim, statement, "-", f"method(s) {', '.join(missing)} not in this profile", paper, NOT_TESTED)
+        return bool(missing)
+
+    if not untested("C1", "truncated init beats random init at equal tokens", "yes (v1)", "random"):
+        _c1(study, tf, ppl, seeds, add)
+    if not (untested("C2", "teacher-free matches or beats vanilla KD at equal compute",
+                     "TF matches/beats KD, ~1.5x cheaper (v1)", "kd")
+            | untested("C3", "KD costs ~1.5x more per token than teacher-free", "~1.5x", "kd")):
+        _c2_c3(study, tf, ppl, seeds, add)
+    _c4(study, ppl, seeds, add)
+    if not untested("C5", "removing all layers at once is as good as removing them gradually",
+                    "no gain; slightly worse the slower (Fig 6)", "gradual"):
+        _c5(study, tf, ppl, seeds, add)
+    if not untested("C6", "pruned+continued converges to the half-size model trained from scratch",
+                    "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", "scratch"):
+        _c6(study, tf, seeds, add)
+    if not untested("C7", "width pruning ~ depth pruning in quality, ~2x costlier",
+                    "similar quality; depth ~2x more efficient (Fig 3)", "width"):
+        _c7(study, tf, ppl, seeds, add)
+    if not untested("C8", "CHOP+distill (extra losses) does not beat plain continued pretraining",
+                    "slightly worse, much costlier (Fig 4)", "chop-distill"):
+        _c8(study, tf, ppl, seeds, add)
+    return pd.DataFrame(rows).sort_values("claim", kind="stable").reset_index(drop=True)
+
+
+def _c1(study, tf, ppl, seeds, add):
+    """C1: truncated init beats random init at equal tokens."""
     rand = [ppl(study.student("random", seed=s)) for s in seeds]
     d, h = paired_difference(rand, [ppl(tf[s]) for s in seeds])
     add("C1", "truncated init beats random init at equal tokens", "strict: ppl(random) - ppl(TF) > 0",
         f"test ppl TF {fmt(*mean_ci([ppl(tf[s]) for s in seeds]))} vs random {fmt(*mean_ci(rand))}; diff {fmt(d, h)}",
         "yes (v1)", verdict_strict(d, h))
 
-    # C2: teacher-free >= KD at equal compute (KD's validation ppl read at TF's total FLOPs)
+
+
+def _c2_c3(study, tf, ppl, seeds, add):
+    """C2: teacher-free >= KD at equal compute (KD's validation ppl read at TF's total FLOPs);
+    C3: KD costs ~1.5x per token."""
     kd = {s: study.student("kd", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds)
     add("C2", "teacher-free matches or beats vanilla KD at equal compute",
@@ -128,7 +162,6 @@ def claims(study) -> "pd.DataFrame":
         f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): KD - TF {fmt(d_tok, h_tok)}",
         "TF matches/beats KD, ~1.5x cheaper (v1)", verdict_at_least(d, h))
 
-    # C3: KD costs ~1.5x per token
     ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
     m, h = mean_ci(ratios)
@@ -136,7 +169,11 @@ def claims(study) -> "pd.DataFrame":
         "measured step-time ratio >= 1.3", f"measured {fmt(m, h)}x, analytic FLOPs {analytic:.2f}x",
         "~1.5x (1.67x analytic for N_t = 2 N_s)", REPRODUCED if m >= 1.3 else NOT_REPRODUCED)
 
-    # C4: removing layers near the output is worst
+
+
+def _c4(study, ppl, seeds, add):
+    """C4: removing layers near the output is worst."""
+    cfg = study.cfg
     five = [c for c in ("max-gap", "input", "output", "middle", "both") if c in cfg.configs]
     if "output" in five and len(five) > 1:
         by_config = {c: [ppl(study.student("tf", strategy=c, seed=s)) for s in seeds] for c in five}
@@ -149,7 +186,11 @@ def claims(study) -> "pd.DataFrame":
     else:
         add("C4", "removing layers near the output is worst", "-", "-", "Table 6", NOT_TESTED)
 
-    # C5: one-shot ~ gradual removal
+
+
+def _c5(study, tf, ppl, seeds, add):
+    """C5: one-shot ~ gradual removal."""
+    cfg = study.cfg
     if cfg.gradual_every_tokens:
         s0 = seeds[0]
         one = ppl(tf[s0])
@@ -166,7 +207,10 @@ def claims(study) -> "pd.DataFrame":
     else:
         add("C5", "one-shot ~ gradual removal", "-", "-", "Fig 6", NOT_TESTED)
 
-    # C6: pruned+continued and half-depth-from-scratch converge
+
+
+def _c6(study, tf, seeds, add):
+    """C6: pruned+continued and half-depth-from-scratch converge."""
     scratch = {s: study.student("scratch", seed=s) for s in seeds}
     curve = lambda run: [m["val_ppl"] for m in run.metrics() if "val_loss" in m]  # noqa: E731
     first = float(np.mean([curve(scratch[s])[0] - curve(tf[s])[0] for s in seeds]))
@@ -183,7 +227,10 @@ def claims(study) -> "pd.DataFrame":
         f"val ppl gap (scratch - pruned): first eval {first:.3g}, end {last:.3g} (pruned at end: {final_tf:.3g})",
         "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", verdict)
 
-    # C7: width pruning (DimCHOP) ~ depth pruning in quality, ~2x costlier
+
+
+def _c7(study, tf, ppl, seeds, add):
+    """C7: width pruning (DimCHOP) ~ depth pruning in quality, ~2x costlier."""
     width = {s: study.student("width", seed=s) for s in seeds}
     d, h = paired_difference([ppl(width[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
     cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
@@ -196,11 +243,13 @@ def claims(study) -> "pd.DataFrame":
         f"test ppl width - depth {fmt(d, h)}; wall-clock width/depth {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
         "similar quality; depth ~2x more efficient (Fig 3)", verdict)
 
-    # C8: adding distillation losses does not help (at equal compute)
+
+
+def _c8(study, tf, ppl, seeds, add):
+    """C8: adding distillation losses does not help (at equal compute)."""
     chop = {s: study.student("chop-distill", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(chop, tf, ppl, seeds)
     add("C8", "CHOP+distill (extra losses) does not beat plain continued pretraining",
         "at least: val ppl(CHOP+distill at TF's FLOPs) - val ppl(TF) >= 0",
         f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): {fmt(d_tok, h_tok)}",
         "slightly worse, much costlier (Fig 4)", verdict_at_least(d, h))
-    return pd.DataFrame(rows)

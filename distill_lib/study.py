@@ -64,28 +64,80 @@ class StudyConfig:
     extra_strategies: list[str] = dataclasses.field(default_factory=lambda: ["first", "every-other", "block-influence", "angular"])
     gradual_every_tokens: list[int] = dataclasses.field(default_factory=list)
     """Gradual removal schedules (v3 Fig 6): remove one layer every K tokens."""
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
+    """The methods this profile trains (default: all). A notebook that needs a method left out is
+    skipped by the runner, and the claims that need it are reported 'not tested'."""
+    scale: int = 1
+    """Multiplies every training budget (max_steps of teacher, student and scratch training, with
+    their warmup, evaluation and checkpoint intervals): the one knob that grows a CPU profile into
+    a GPU one (see params/smollm2-gpu.yaml)."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """Caveats printed at the top of the report (notebook 99)."""
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
     plan_cards_gib: list[float] = dataclasses.field(default_factory=lambda: [24.0, 40.0, 80.0])
 
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: need at least one seed")
+        for m in self.methods:
+            require(m in METHODS, f"methods: unknown {m!r} (valid: {', '.join(METHODS)})")
+        require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")
+        require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         from distill_lib.truncate import STRATEGIES
 
         for s in [self.strategy, *self.configs, *self.extra_strategies]:
             require(s in STRATEGIES, f"strategy: unknown {s!r} (valid: {', '.join(STRATEGIES)})")
 
 
-def load_study_config(profile: str | Path) -> StudyConfig:
-    import yaml
-
+def _profile_path(profile: str | Path) -> Path:
     path = Path(profile)
     if not path.suffix:
         path = PROJECT_ROOT / "params" / f"{profile}.yaml"
     if not path.exists():
         available = sorted(p.stem for p in (PROJECT_ROOT / "params").glob("*.yaml"))
         raise ConfigError(f"profile: {str(profile)!r} not found (available: {', '.join(available)})")
-    return from_dict(StudyConfig, yaml.safe_load(path.read_text()) or {})
+    return path
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, mappings merged key by key (so `student_train: {lr: ...}`
+    changes only the learning rate)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _raw_profile(profile: str | Path, seen: tuple = ()) -> dict:
+    """The profile's YAML, with `base: <profile>` resolved (the named profile's keys, then this one's)."""
+    import yaml
+
+    path = _profile_path(profile)
+    if path in seen:
+        raise ConfigError(f"base: profiles {' -> '.join(p.stem for p in (*seen, path))} form a cycle")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile: {path} must hold a mapping of keys, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base and "name" not in data:
+        raise ConfigError(f"name: profile {path.stem} builds on {base!r} and needs its own name "
+                          f"(its runs, figures and reports are kept under that name)")
+    return _merge(_raw_profile(base, (*seen, path)), data) if base else data
+
+
+def _scaled(train: TrainConfig, scale: int) -> TrainConfig:
+    return dataclasses.replace(train, max_steps=train.max_steps * scale, warmup_steps=train.warmup_steps * scale,
+                               eval_every=train.eval_every * scale, checkpoint_every=train.checkpoint_every * scale)
+
+
+def load_study_config(profile: str | Path) -> StudyConfig:
+    cfg = from_dict(StudyConfig, _raw_profile(profile))
+    if cfg.scale == 1:
+        return cfg
+    return dataclasses.replace(
+        cfg, teacher_train=_scaled(cfg.teacher_train, cfg.scale), student_train=_scaled(cfg.student_train, cfg.scale),
+        scratch_train=cfg.scratch_train and _scaled(cfg.scratch_train, cfg.scale),
+        gradual_every_tokens=[k * cfg.scale for k in cfg.gradual_every_tokens])
 
 
 class Study:
@@ -148,6 +200,9 @@ class Study:
                    every_tokens: int | None = None) -> RunConfig:
         if method not in METHODS:
             raise ConfigError(f"method: unknown {method!r} (valid: {', '.join(METHODS)})")
+        if method not in self.cfg.methods:
+            raise ConfigError(f"method: {method!r} is not in profile {self.cfg.name}'s methods "
+                              f"({', '.join(self.cfg.methods)}); add it to params/{self.cfg.name}.yaml")
         cfg = self.cfg
         strategy = strategy or cfg.strategy
         train = dataclasses.replace(cfg.student_train, objective=_OBJECTIVE[method], seed=seed)
@@ -218,12 +273,14 @@ class Study:
 
         return headline(self.evaluate(run_or_dir), self.tasks)
 
-    def perplexity_of(self, model) -> dict:
+    def perplexity_of(self, model, split: str | None = None, max_blocks: int | None = None) -> dict:
+        """Perplexity on the evaluation split and window (default), or on `split`'s first `max_blocks`
+        blocks (e.g. the validation blocks that the training loop's curves use)."""
         from distill_lib.evaluate import perplexity
 
-        return perplexity(model, self.data.tokenizer, self.data.tokens[self.cfg.eval.ppl_split],
+        return perplexity(model, self.data.tokenizer, self.data.tokens[split or self.cfg.eval.ppl_split],
                           self.cfg.data.block_length, batch_size=self.cfg.eval.batch_size,
-                          max_blocks=self.cfg.eval.ppl_max_blocks)
+                          max_blocks=max_blocks or self.cfg.eval.ppl_max_blocks)
 
     # --- outputs ---------------------------------------------------------------------------------------
     def save_figure(self, fig, name: str) -> Path:

@@ -71,22 +71,45 @@ study.save_figure(fig, "01_configs")
 
 # %% [markdown]
 # ## Perplexity right after truncation, and after continued pretraining
+# `removed_block_influence` sums the block-influence scores of the layers a configuration removes:
+# if the score measured what a layer is worth, a lower sum would mean a lower perplexity right
+# after truncation.
 
 # %%
-rows = []
+rows, recovery = [], []
 for s in strategies:
     model, keep = study.truncated_untrained(s)
     before = study.perplexity_of(model)["ppl"]
     seeds = cfg.seeds if s in cfg.configs else cfg.seeds[:1]
-    after = [study.headline(study.student("tf", strategy=s, seed=seed)) for seed in seeds]
+    trained = [study.student("tf", strategy=s, seed=seed) for seed in seeds]
+    after = [study.headline(run) for run in trained]
     ppl_m, ppl_h = mean_ci([a["ppl"] for a in after])
     acc_m, acc_h = mean_ci([a.get("avg_acc", float("nan")) for a in after])
-    rows.append({"configuration": s, "kept": str(keep), "ppl_after_truncation": before, "ppl": ppl_m,
+    rows.append({"configuration": s, "kept": str(keep), "removed_block_influence": sum(bi[i] for i in range(n) if i not in keep),
+                 "ppl_after_truncation": before, "ppl": ppl_m,
                  "ppl_ci95": ppl_h, "avg_acc": acc_m, "avg_acc_ci95": acc_h, "seeds": len(seeds),
                  "ppl (±95% CI) / avg acc": f"{fmt(ppl_m, ppl_h)} / {fmt(100 * acc_m, None if acc_h is None else 100 * acc_h)}"})
+    # the recovery curve: step 0 is the untrained truncation on the loop's validation blocks
+    start = study.perplexity_of(model, split="validation", max_blocks=cfg.student_train.eval_blocks)["ppl"]
+    recovery += [{"configuration": s, "step": 0, "val_ppl": start}]
+    recovery += [{"configuration": s, "step": m["step"], "val_ppl": m["val_ppl"]} for m in trained[0].metrics() if "val_ppl" in m]
 table6 = pd.DataFrame(rows)
 study.save_table(table6, "01_table6")
-table6[["configuration", "kept", "ppl_after_truncation", "ppl (±95% CI) / avg acc", "seeds"]]
+table6[["configuration", "kept", "removed_block_influence", "ppl_after_truncation", "ppl (±95% CI) / avg acc", "seeds"]]
+
+# %% [markdown]
+# ## How fast continued pretraining recovers each configuration (first seed)
+# Validation perplexity over the first training steps; step 0 is the model right after truncation
+# (evaluated in fp32, the loop's later points under the run's precision).
+
+# %%
+recovery = pd.DataFrame(recovery)
+study.save_table(recovery, "01_recovery")
+fig, ax = plt.subplots(figsize=(7, 4))
+sns.lineplot(data=recovery, x="step", y="val_ppl", hue="configuration", marker="o", ax=ax)
+ax.set(yscale="log", title="Recovery by continued pretraining", xlabel="training step", ylabel="validation perplexity")
+study.save_figure(fig, "01_recovery")
+recovery.pivot(index="step", columns="configuration", values="val_ppl").round(1)
 
 # %% [markdown]
 # ## The main configuration before and after continued pretraining (full evaluation)

@@ -37,6 +37,7 @@ sns.set_theme(style="whitegrid")
 study = Study.load(profile)
 cfg = study.cfg
 methods = {"tf": cfg.seeds, "kd": cfg.seeds, "random": cfg.seeds, "offline-kd": cfg.seeds[:1]}
+methods = {m: seeds for m, seeds in methods.items() if m in cfg.methods}  # those the profile trains
 runs = {(m, s): study.student(m, seed=s) for m, seeds in methods.items() for s in seeds}
 
 # %%
@@ -82,8 +83,9 @@ cost = pd.DataFrame(cost).groupby("method").mean(numeric_only=True).drop(columns
 cost["flops_ratio_vs_tf"] = cost.flops_per_token / cost.loc["tf", "flops_per_token"]
 cost["time_ratio_vs_tf"] = cost.loc["tf", "tokens_per_s"] / cost.tokens_per_s
 study.save_table(cost.reset_index(), "02_cost")
-print(f"KD/TF per-token cost: analytic {cost.loc['kd', 'flops_ratio_vs_tf']:.2f}x, measured "
-      f"{cost.loc['kd', 'time_ratio_vs_tf']:.2f}x (paper: ~1.5x; 1.67x for a teacher of twice the student's size)")
+if "kd" in cost.index:
+    print(f"KD/TF per-token cost: analytic {cost.loc['kd', 'flops_ratio_vs_tf']:.2f}x, measured "
+          f"{cost.loc['kd', 'time_ratio_vs_tf']:.2f}x (paper: ~1.5x; 1.67x for a teacher of twice the student's size)")
 cost
 
 # %% [markdown]

@@ -32,6 +32,8 @@ from distill_lib.runs import environment_record
 
 pd.set_option("display.max_colwidth", 200)
 study = Study.load(profile)
+for note in study.cfg.notes:  # the profile's caveats, stated before any number
+    print(f"NOTE: {note}")
 table = claims(study)
 study.save_table(table, "99_claims")
 table[["claim", "statement", "ours", "paper", "verdict", "rule", "seeds"]]
@@ -46,7 +48,7 @@ setup = {
     "profile": study.cfg.name, "description": study.cfg.description, "seeds": study.cfg.seeds,
     "runs": len(summaries), "training wall-clock (s, all runs)": round(sum(s["summary"]["wall_seconds"] for s in summaries)),
     "corpus": study.cfg.data.corpus, "vocab": len(study.data.tokenizer), "block length": study.cfg.data.block_length,
-    "teacher": f"{study.teacher_layers} layers, d={study.cfg.teacher_model.hidden_size}",
+    "teacher": f"{study.cfg.teacher_path or 'trained here'}: {study.teacher_layers} layers, d={study.cfg.teacher_model.hidden_size}",
     "student budget (tokens)": study.cfg.student_train.max_steps * study.cfg.student_train.batch_size * study.cfg.data.block_length,
     **env["versions"], **{f"hw.{k}": v for k, v in env["hardware"].items()},
 }
@@ -61,3 +63,9 @@ paper = pd.DataFrame({"paper 300M ppl": [23.0, 24.5, 25.6, 24.0, 23.0], "paper 3
                       "paper 1.1B ppl": [18.1, 17.3, 22.0, 18.6, 18.6], "paper 1.1B acc": [54.8, 55.1, 53.1, 54.7, 53.8]},
                      index=["max-gap", "input", "output", "middle", "both"])
 paper.join(ours[["ppl", "ppl_ci95", "avg_acc"]].rename(columns=lambda c: f"ours {c}"), how="left")
+
+# %% [markdown]
+# ## The teacher: the reference every student is read against
+
+# %%
+pd.Series(study.headline(study.teacher_dir()), name="teacher").to_frame()

@@ -44,9 +44,9 @@ def trained(tmp_path_factory):
     return get_or_train(run, root=tmp_path_factory.mktemp("runs"), log=None)
 
 
-def random_model(data):
+def random_model(data, seed: int = 7):
     return build_model(ModelConfig(n_layers=2, hidden_size=64, n_heads=4, max_position_embeddings=64),
-                       len(data.tokenizer), seed=7).eval()
+                       len(data.tokenizer), seed=seed).eval()
 
 
 # --- perplexity ------------------------------------------------------------------------------------
@@ -170,6 +170,20 @@ def test_evaluate_folder_is_cached_and_tabulated(trained, data, suite):
     table = results_table([{"model": "m", "method": "lm", "seed": 0, "result": first}])
     assert list(table.columns) == ["model", "method", "seed", "task", "metric", "value", "stderr"]
     assert set(table.task) >= {"heldout", *OFFLINE}
+
+
+def test_two_models_sharing_a_parent_folder_get_their_own_cached_evaluation(data, suite, tmp_path):
+    """Converted models live side by side in .cache/models/: one's cached scores must not be read
+    as another's."""
+    cfg = EvalConfig(task_sets=["offline"], max_length=64, batch_size=16, suite=SMALL_SUITE, ppl_max_blocks=4)
+    for seed in (0, 1):
+        model = random_model(data, seed=seed)
+        model.save_pretrained(tmp_path / f"model-{seed}")
+        data.tokenizer.save_pretrained(tmp_path / f"model-{seed}")
+    a = evaluate_folder(tmp_path / "model-0", data, cfg, suite, log=None)
+    b = evaluate_folder(tmp_path / "model-1", data, cfg, suite, log=None)
+    assert a["perplexity"]["ppl"] != b["perplexity"]["ppl"]
+    assert len(list(tmp_path.glob("eval-*.json"))) == 2
 
 
 def test_latency_reports_min_median_max(data):

@@ -11,7 +11,7 @@ from distill_lib.study import Study
 
 
 def test_every_profile_validates_and_plans_offline(capsys):
-    for profile in ("smoke", "mini", "gpu-pythia", "smollm2"):
+    for profile in ("smoke", "mini", "gpu-pythia", "smollm2", "smollm2-gpu"):
         assert main(["plan", "--profile", profile]) == 0
     out = capsys.readouterr().out
     assert "EleutherAI/pythia-410m" in out and "vanilla KD" in out
@@ -52,3 +52,83 @@ def test_a_failing_notebook_stops_the_run_and_names_it(tmp_path, monkeypatch, ca
     assert run_study("smoke") == 1
     out = capsys.readouterr().out
     assert "FAILED in cell" in out and "RuntimeError: boom" in out and "00_broken.py failed" in out
+
+
+def _profile(tmp_path, text: str, name: str = "derived"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_profile_builds_on_another_and_scale_multiplies_every_budget(tmp_path):
+    from distill_lib.study import load_study_config
+
+    base = load_study_config("smoke")
+    derived = load_study_config(_profile(tmp_path, "base: smoke\nname: derived\nscale: 3\nstudent_train: {lr: 0.01}\n"))
+    assert derived.name == "derived" and derived.data == base.data and derived.seeds == base.seeds
+    # the nested mapping is merged key by key: only lr changes, then the scale applies
+    st, bt = derived.student_train, base.student_train
+    assert st.lr == 0.01 and st.batch_size == bt.batch_size
+    assert (st.max_steps, st.warmup_steps, st.eval_every) == (3 * bt.max_steps, 3 * bt.warmup_steps, 3 * bt.eval_every)
+    assert derived.teacher_train.max_steps == 3 * base.teacher_train.max_steps
+    assert derived.gradual_every_tokens == [3 * k for k in base.gradual_every_tokens]
+    # the GPU profile is smollm2 with one knob turned
+    gpu, cpu = load_study_config("smollm2-gpu"), load_study_config("smollm2")
+    assert gpu.student_train.max_steps == gpu.scale * cpu.student_train.max_steps and gpu.methods == cpu.methods
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: smoke\nscale: 2\n", "name: profile derived builds on 'smoke' and needs its own name"),
+    ("base: smoke\nname: d\nscale: 0\n", "scale: must be an integer >= 1, got 0"),
+    ("base: smoke\nname: d\nmethods: [tf, distil]\n", "methods: unknown 'distil' \\(valid: tf, kd"),
+    ("base: smoke\nname: d\nmethods: [kd]\n", "methods: 'tf'"),
+    ("base: nowhere\nname: d\n", "profile: 'nowhere' not found"),
+])
+def test_bad_profiles_are_refused_with_the_key(tmp_path, text, message):
+    from distill_lib.study import load_study_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(_profile(tmp_path, text))
+
+
+def test_a_base_cycle_is_refused(tmp_path):
+    from distill_lib.study import load_study_config
+
+    _profile(tmp_path, f"base: {tmp_path / 'b.yaml'}\nname: a\n", "a")
+    _profile(tmp_path, f"base: {tmp_path / 'a.yaml'}\nname: b\n", "b")
+    with pytest.raises(ConfigError, match="form a cycle"):
+        load_study_config(tmp_path / "a.yaml")
+
+
+def test_a_left_out_method_is_refused_before_any_work(tmp_path):
+    study = Study.load(_profile(tmp_path, "base: smoke\nname: d\nmethods: [tf, kd]\n"), root=tmp_path / "runs", log=None)
+    with pytest.raises(ConfigError, match="method: 'width' is not in profile d's methods \\(tf, kd\\)"):
+        study.student("width")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_profile_with_fewer_methods_skips_their_notebooks_and_claims(tmp_path, capsys):
+    """Notebooks 00, 01, 02 and 99 adapt to a profile that trains only the paper's method; 03
+    (gradual removal) is skipped by the runner; every claim that needs a left-out method (and C4,
+    with one configuration) is reported 'not tested'."""
+    import shutil
+
+    import pandas as pd
+
+    profile = _profile(tmp_path, "base: smoke\nname: smoke-tf-only\nmethods: [tf]\nconfigs: [max-gap]\n"
+                                 "extra_strategies: []\n")
+    study = Study.load(profile, log=None)
+    try:
+        assert run_study(str(profile), only=["00", "01", "02", "03", "99"]) == 0
+        out = capsys.readouterr().out
+        assert "skipping 03_prune_schedule: it needs method(s) gradual, not in profile smoke-tf-only" in out
+        assert not (PROJECT_ROOT / "reports" / "smoke-tf-only" / "03_prune_schedule.ipynb").exists()
+        table = pd.read_csv(study.figures / "99_claims.csv").set_index("claim")
+        assert list(table.index) == [f"C{i}" for i in range(1, 9)]
+        assert set(table.verdict) == {"not tested"}
+        assert "method(s) random not in this profile" in table.loc["C1", "ours"]
+        trained = sorted(p.parent.name.split("-")[0] for p in study.root.glob("*/complete.json"))
+        assert trained == ["teacher", "tf", "tf"]  # nothing else was trained
+    finally:
+        for folder in (study.root, study.figures, PROJECT_ROOT / "reports" / "smoke-tf-only"):
+            shutil.rmtree(folder, ignore_errors=True)
