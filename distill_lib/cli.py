@@ -2,7 +2,8 @@
 
   study --profile NAME [--only NN ...]   execute the notebooks in order with papermill into
                                          reports/<profile>/ (ipynb + html); figures and tables go
-                                         to figures/<profile>/
+                                         to figures/<profile>/; a notebook that needs a method the
+                                         profile leaves out (`methods:`) is skipped, with a line
   prepare-data --profile NAME            only the corpus / tokenizer / token-block step
   plan --profile NAME                    validate a profile and print its runs, token budgets, FLOPs
                                          and memory fit without downloading or training anything
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("study", "prepare-data", "plan"):
         p = sub.add_parser(name)
-        p.add_argument("--profile", default="mini", help="params/<profile>.yaml (default: mini)")
+        p.add_argument("--profile", default="mini", help="a name in params/ (default: mini) or a YAML file")
         if name == "study":
             p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 00 02)")
     args = parser.parse_args(argv)
