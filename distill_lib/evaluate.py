@@ -185,10 +185,9 @@ def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | No
     from distill_lib.data import content_hash
 
     model_dir = Path(model_dir)
-    # A run's model is <run>/model, one per folder; any other folder (a converted or hub model) may
-    # share its parent with others, so its name goes into the key.
-    own = () if model_dir.name == "model" else (model_dir.name,)
-    key = content_hash("eval", to_dict(cfg), str(data.cache_dir), str(suite_dir), *own)
+    # the scores sit in the folder's parent, which other models may share (.cache/models/): the
+    # folder's name is part of the key
+    key = content_hash("eval", to_dict(cfg), str(data.cache_dir), str(suite_dir), model_dir.name)
     path = model_dir.parent / f"eval-{key}.json"
     if path.exists():
         return json.loads(path.read_text())

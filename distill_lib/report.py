@@ -99,6 +99,24 @@ def _against_tf(other: dict, tf: dict, ppl, seeds) -> tuple[tuple, tuple]:
     return equal_compute, equal_tokens
 
 
+#: Each claim of the paper: the statement, what the paper reports, and the method (next to the
+#: paper's TF) that testing it needs; a profile without that method reports it 'not tested'.
+CLAIMS = {
+    "C1": ("truncated init beats random init at equal tokens", "yes (v1)", "random"),
+    "C2": ("teacher-free matches or beats vanilla KD at equal compute", "TF matches/beats KD, ~1.5x cheaper (v1)", "kd"),
+    "C3": ("KD costs ~1.5x more per token than teacher-free", "~1.5x (1.67x analytic for N_t = 2 N_s)", "kd"),
+    "C4": ("removing layers near the output is worst", "output worst at 300M and 1.1B (Table 6)", "tf"),
+    "C5": ("removing all layers at once is as good as removing them gradually",
+           "no gain; slightly worse the slower (Fig 6)", "gradual"),
+    "C6": ("pruned+continued converges to the half-size model trained from scratch",
+           "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", "scratch"),
+    "C7": ("width pruning ~ depth pruning in quality, ~2x costlier", "similar quality; depth ~2x more efficient (Fig 3)",
+           "width"),
+    "C8": ("CHOP+distill (extra losses) does not beat plain continued pretraining", "slightly worse, much costlier (Fig 4)",
+           "chop-distill"),
+}
+
+
 def claims(study) -> "pd.DataFrame":
     """C1–C8 with our numbers, the rule that turns them into a verdict, and the verdict."""
     import pandas as pd
@@ -109,35 +127,26 @@ def claims(study) -> "pd.DataFrame":
     ppl = lambda run: study.headline(run)["ppl"]  # noqa: E731  (test-split perplexity)
     rows = []
 
-    def add(claim, statement, rule, ours, paper, verdict):
+    def add(claim, rule, ours, verdict):
+        statement, paper, _ = CLAIMS[claim]
         rows.append({"claim": claim, "statement": statement, "ours": ours, "paper": paper, "rule": rule,
                      "verdict": verdict, "seeds": len(seeds)})
 
-    def untested(claim, statement, paper, *methods) -> bool:
-        """Add a 'not tested' row and return True when the profile leaves out one of `methods`."""
-        missing = [m for m in methods if m not in cfg.methods]
-        if missing:
-            add(claim, statement, "-", f"method(s) {', '.join(missing)} not in this profile", paper, NOT_TESTED)
-        return bool(missing)
-
-    if not untested("C1", "truncated init beats random init at equal tokens", "yes (v1)", "random"):
+    tested = {claim for claim, (_, _, method) in CLAIMS.items() if method in cfg.methods}
+    for claim in CLAIMS.keys() - tested:
+        add(claim, "-", f"method(s) {CLAIMS[claim][2]} not in this profile", NOT_TESTED)
+    if "C1" in tested:
         _c1(study, tf, ppl, seeds, add)
-    if not (untested("C2", "teacher-free matches or beats vanilla KD at equal compute",
-                     "TF matches/beats KD, ~1.5x cheaper (v1)", "kd")
-            | untested("C3", "KD costs ~1.5x more per token than teacher-free", "~1.5x", "kd")):
+    if "C2" in tested:
         _c2_c3(study, tf, ppl, seeds, add)
     _c4(study, ppl, seeds, add)
-    if not untested("C5", "removing all layers at once is as good as removing them gradually",
-                    "no gain; slightly worse the slower (Fig 6)", "gradual"):
+    if "C5" in tested:
         _c5(study, tf, ppl, seeds, add)
-    if not untested("C6", "pruned+continued converges to the half-size model trained from scratch",
-                    "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", "scratch"):
+    if "C6" in tested:
         _c6(study, tf, seeds, add)
-    if not untested("C7", "width pruning ~ depth pruning in quality, ~2x costlier",
-                    "similar quality; depth ~2x more efficient (Fig 3)", "width"):
+    if "C7" in tested:
         _c7(study, tf, ppl, seeds, add)
-    if not untested("C8", "CHOP+distill (extra losses) does not beat plain continued pretraining",
-                    "slightly worse, much costlier (Fig 4)", "chop-distill"):
+    if "C8" in tested:
         _c8(study, tf, ppl, seeds, add)
     return pd.DataFrame(rows).sort_values("claim", kind="stable").reset_index(drop=True)
 
@@ -146,10 +155,9 @@ def _c1(study, tf, ppl, seeds, add):
     """C1: truncated init beats random init at equal tokens."""
     rand = [ppl(study.student("random", seed=s)) for s in seeds]
     d, h = paired_difference(rand, [ppl(tf[s]) for s in seeds])
-    add("C1", "truncated init beats random init at equal tokens", "strict: ppl(random) - ppl(TF) > 0",
+    add("C1", "strict: ppl(random) - ppl(TF) > 0",
         f"test ppl TF {fmt(*mean_ci([ppl(tf[s]) for s in seeds]))} vs random {fmt(*mean_ci(rand))}; diff {fmt(d, h)}",
-        "yes (v1)", verdict_strict(d, h))
-
+        verdict_strict(d, h))
 
 
 def _c2_c3(study, tf, ppl, seeds, add):
@@ -157,18 +165,15 @@ def _c2_c3(study, tf, ppl, seeds, add):
     C3: KD costs ~1.5x per token."""
     kd = {s: study.student("kd", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds)
-    add("C2", "teacher-free matches or beats vanilla KD at equal compute",
-        "at least: val ppl(KD at TF's FLOPs) - val ppl(TF) >= 0 (a tie counts)",
+    add("C2", "at least: val ppl(KD at TF's FLOPs) - val ppl(TF) >= 0 (a tie counts)",
         f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): KD - TF {fmt(d_tok, h_tok)}",
-        "TF matches/beats KD, ~1.5x cheaper (v1)", verdict_at_least(d, h))
+        verdict_at_least(d, h))
 
     ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
     m, h = mean_ci(ratios)
-    add("C3", "KD costs ~1.5x more per token than teacher-free",
-        "measured step-time ratio >= 1.3", f"measured {fmt(m, h)}x, analytic FLOPs {analytic:.2f}x",
-        "~1.5x (1.67x analytic for N_t = 2 N_s)", REPRODUCED if m >= 1.3 else NOT_REPRODUCED)
-
+    add("C3", "measured step-time ratio >= 1.3", f"measured {fmt(m, h)}x, analytic FLOPs {analytic:.2f}x",
+        REPRODUCED if m >= 1.3 else NOT_REPRODUCED)
 
 
 def _c4(study, ppl, seeds, add):
@@ -180,12 +185,11 @@ def _c4(study, ppl, seeds, add):
         worst_other = [max(by_config[c][i] for c in five if c != "output") for i in range(len(seeds))]
         d, h = paired_difference(by_config["output"], worst_other)
         means = {c: mean_ci(v)[0] for c, v in by_config.items()}
-        add("C4", "removing layers near the output is worst", "strict: ppl(output) - max ppl(other configs) > 0",
+        add("C4", "strict: ppl(output) - max ppl(other configs) > 0",
             ", ".join(f"{c} {v:.3g}" for c, v in sorted(means.items(), key=lambda kv: kv[1])) + f"; diff {fmt(d, h)}",
-            "output worst at 300M and 1.1B (Table 6)", verdict_strict(d, h))
+            verdict_strict(d, h))
     else:
-        add("C4", "removing layers near the output is worst", "-", "-", "Table 6", NOT_TESTED)
-
+        add("C4", "-", "needs 'output' and another of the five configurations in `configs`", NOT_TESTED)
 
 
 def _c5(study, tf, ppl, seeds, add):
@@ -200,13 +204,11 @@ def _c5(study, tf, ppl, seeds, add):
             verdict = INCONCLUSIVE
         else:
             verdict = NOT_REPRODUCED if any(v < -noise for v in diffs.values()) else REPRODUCED
-        add("C5", "removing all layers at once is as good as removing them gradually",
-            "at least: ppl(gradual) - ppl(one-shot) >= -(TF seed CI half-width)",
+        add("C5", "at least: ppl(gradual) - ppl(one-shot) >= -(TF seed CI half-width)",
             "; ".join(f"every {k:,} tok: {v:+.3g}" for k, v in diffs.items()) + (f" (noise ±{noise:.2g})" if noise else ""),
-            "no gain; slightly worse the slower (Fig 6)", verdict)
+            verdict)
     else:
-        add("C5", "one-shot ~ gradual removal", "-", "-", "Fig 6", NOT_TESTED)
-
+        add("C5", "-", "no gradual schedule in `gradual_every_tokens`", NOT_TESTED)
 
 
 def _c6(study, tf, seeds, add):
@@ -222,11 +224,9 @@ def _c6(study, tf, seeds, add):
         verdict = NOT_REPRODUCED
     else:  # shrinking, but the budget ends before the two meet
         verdict = INCONCLUSIVE
-    add("C6", "pruned+continued converges to the half-size model trained from scratch",
-        "reproduced: abs(gap at end) <= 10% of the pruned model's ppl; not: gap not shrinking; else inconclusive",
+    add("C6", "reproduced: abs(gap at end) <= 10% of the pruned model's ppl; not: gap not shrinking; else inconclusive",
         f"val ppl gap (scratch - pruned): first eval {first:.3g}, end {last:.3g} (pruned at end: {final_tf:.3g})",
-        "converge at 300M/1.1B; pruning ahead at 7B (Fig 2)", verdict)
-
+        verdict)
 
 
 def _c7(study, tf, ppl, seeds, add):
@@ -238,18 +238,15 @@ def _c7(study, tf, ppl, seeds, add):
     quality = verdict_at_least(d, h)
     verdict = quality if quality == INCONCLUSIVE else (
         REPRODUCED if quality == REPRODUCED and mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED)
-    add("C7", "width pruning ~ depth pruning in quality, ~2x costlier",
-        "depth matches or beats width (ppl(width) - ppl(depth) >= 0, a tie counts) and width costs >= 1.5x wall-clock",
+    add("C7", "depth matches or beats width (ppl(width) - ppl(depth) >= 0, a tie counts) and width costs >= 1.5x wall-clock",
         f"test ppl width - depth {fmt(d, h)}; wall-clock width/depth {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
-        "similar quality; depth ~2x more efficient (Fig 3)", verdict)
-
+        verdict)
 
 
 def _c8(study, tf, ppl, seeds, add):
     """C8: adding distillation losses does not help (at equal compute)."""
     chop = {s: study.student("chop-distill", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(chop, tf, ppl, seeds)
-    add("C8", "CHOP+distill (extra losses) does not beat plain continued pretraining",
-        "at least: val ppl(CHOP+distill at TF's FLOPs) - val ppl(TF) >= 0",
+    add("C8", "at least: val ppl(CHOP+distill at TF's FLOPs) - val ppl(TF) >= 0",
         f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): {fmt(d_tok, h_tok)}",
-        "slightly worse, much costlier (Fig 4)", verdict_at_least(d, h))
+        verdict_at_least(d, h))

@@ -69,8 +69,9 @@ class StudyConfig:
     skipped by the runner, and the claims that need it are reported 'not tested'."""
     scale: int = 1
     """Multiplies every training budget (max_steps of teacher, student and scratch training, with
-    their warmup, evaluation and checkpoint intervals): the one knob that grows a CPU profile into
-    a GPU one (see params/smollm2-gpu.yaml)."""
+    their warmup, evaluation and checkpoint intervals, and gradual-removal spacing): the one knob
+    that grows a CPU profile into a GPU one (see params/smollm2-gpu.yaml). Applied by
+    `load_study_config`: a loaded config's budgets are already multiplied."""
     notes: list[str] = dataclasses.field(default_factory=list)
     """Caveats printed at the top of the report (notebook 99)."""
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
