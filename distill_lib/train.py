@@ -75,13 +75,23 @@ def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
-def initial_model(run: RunConfig, data: PreparedData, log=print):
+def teacher_location(teacher: str | None, run_dir: Path) -> str | None:
+    """Where a run's `teacher` is. `run:<folder>` names a sibling run in the same run store (the
+    study's own teacher): kept as a name in the config, so the config hash, and the run's record,
+    are the same on every machine and in every checkout; anything else (a folder, a hub name,
+    `pypi:...`) is returned unchanged."""
+    if teacher is None or not teacher.startswith("run:"):
+        return teacher
+    return str(Path(run_dir).parent / teacher[len("run:"):] / "model")
+
+
+def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print):
     """The run's starting model and, for truncations, the kept teacher layers."""
     init = run.init
     if init.kind == "scratch":
         return build_model(run.model, len(data.tokenizer), run.train.seed,
                            data.tokenizer.bos_token_id, data.eos_token_id), None
-    teacher = load_causal_lm(run.teacher)
+    teacher = load_causal_lm(teacher_location(run.teacher, run_dir))
     if init.kind == "pretrained":
         return teacher, None
     calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
@@ -95,27 +105,31 @@ def initial_model(run: RunConfig, data: PreparedData, log=print):
     return student, keep
 
 
-def _teacher_for(run: RunConfig):
+def _teacher_for(run: RunConfig, run_dir: Path):
     if run.train.objective not in ("kd", "chop-distill", "offline-kd"):
         return None
-    teacher = load_causal_lm(run.teacher)
+    teacher = load_causal_lm(teacher_location(run.teacher, run_dir))
     check_causal_decoder(teacher)
     return teacher.eval().requires_grad_(False)
 
 
-def validate_run(run: RunConfig) -> None:
+def validate_run(run: RunConfig, run_dir: Path) -> None:
     """Checks that need no model: the teacher exists. (Config values are checked by the dataclasses.)"""
     from distill_lib.env import online
 
     from distill_lib.pretrained import gguf_location, is_named_source
 
-    if run.teacher is None or (Path(run.teacher) / "config.json").exists():
+    teacher = teacher_location(run.teacher, run_dir)
+    if teacher is None or (Path(teacher) / "config.json").exists():
         return
-    if is_named_source(run.teacher):
-        gguf_location(run.teacher)  # package installed? (names the install command if not)
+    if run.teacher.startswith("run:"):
+        raise ConfigError(f"teacher: {run.teacher!r} names a run that is not complete in {Path(run_dir).parent} "
+                          "(train the teacher first)")
+    if is_named_source(teacher):
+        gguf_location(teacher)  # package installed? (names the install command if not)
         return
-    if Path(run.teacher).exists() or run.teacher.startswith((".", "/")) or not online():
-        raise ConfigError(f"teacher: {run.teacher!r} is not an HF model folder (no config.json); "
+    if Path(teacher).exists() or teacher.startswith((".", "/")) or not online():
+        raise ConfigError(f"teacher: {teacher!r} is not an HF model folder (no config.json); "
                           "a hub name needs DISTILL_ONLINE=1")
 
 
@@ -229,7 +243,7 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     from accelerate import Accelerator
 
     cfg = run.train
-    validate_run(run)
+    validate_run(run, run_dir)
     run_dir = Path(run_dir)
     accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
     device = accelerator.device
@@ -257,10 +271,10 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
         state = json.loads((ckpt / "state.json").read_text())
         say(f"resume: {run.name} from step {state['step']}")
     else:
-        student, _ = initial_model(run, data, log=say)
+        student, _ = initial_model(run, data, run_dir, log=say)
         state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "layers_removed": 0}
     _check_model_fits(student, run, data, "student")
-    teacher = _teacher_for(run)
+    teacher = _teacher_for(run, run_dir)
     if teacher is not None:
         _check_model_fits(teacher, run, data, "teacher")
     student.to(device).train()

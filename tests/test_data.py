@@ -142,6 +142,62 @@ def test_text_corpus_from_folder_glob_and_separator(tmp_path):
     assert [d.text for d in docs] == ["first document", "second", "third"]
 
 
+def _write_corpus(root: Path, n: int = 40) -> None:
+    """n small documents under root, some in a subfolder."""
+    for i in range(n):
+        path = root / ("sub" if i % 3 == 0 else ".") / f"doc{i:02d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"Document number {i} says something.\n\n\nIts second part, number {i}.\n")
+
+
+def test_text_corpus_ids_and_split_do_not_depend_on_how_the_path_is_written(tmp_path, monkeypatch):
+    _write_corpus(tmp_path / "corpus")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spellings = [["corpus"], ["corpus/"], ["./elsewhere/../corpus"], [str(tmp_path / "corpus")],
+                 ["corpus/**/*.txt"], [str(tmp_path / "elsewhere" / ".." / "corpus" / "**" / "*.txt")]]
+    reference = None
+    for paths in spellings:
+        cfg = DataConfig(corpus="text", paths=paths, validation_fraction=0.2, test_fraction=0.2)
+        docs = load_documents(cfg)
+        splits = {name: [d.id for d in docs] for name, docs in split_documents(docs, cfg).items()}
+        if reference is None:
+            reference = ([d.id for d in docs], splits)
+            # ids are relative to the corpus root: no machine path in them
+            assert reference[0][:2] == ["doc01.txt", "doc02.txt"] and "sub/doc00.txt" in reference[0]
+            assert not any(str(tmp_path) in i for i in reference[0])
+        assert ([d.id for d in docs], splits) == reference, paths
+    # documents split at a separator are numbered within their file
+    cfg = DataConfig(corpus="text", paths=["corpus"], document_separator="\n\n\n")
+    assert [d.id for d in load_documents(cfg)][:2] == ["doc01.txt#0", "doc01.txt#1"]
+
+
+def test_the_token_cache_is_shared_by_two_spellings_of_one_corpus(tmp_path, monkeypatch):
+    _write_corpus(tmp_path / "corpus")
+    monkeypatch.chdir(tmp_path)
+    common = {"corpus": "text", "vocab_size": 300, "validation_fraction": 0.2, "test_fraction": 0.2}
+    first = prepare_data(DataConfig(paths=["corpus"], **common), cache_root=tmp_path / "cache", log=None)
+    second = prepare_data(DataConfig(paths=[str(tmp_path / "corpus") + "/"], **common),
+                          cache_root=tmp_path / "cache", log=None)
+    assert second.stats["reused_cache"] and second.cache_dir == first.cache_dir
+    assert second.tokenizer_dir == first.tokenizer_dir
+
+
+def test_text_corpus_reads_a_file_named_twice_once_and_refuses_colliding_ids(tmp_path):
+    _write_corpus(tmp_path / "corpus", n=4)
+    docs = load_documents(DataConfig(corpus="text", paths=[str(tmp_path / "corpus"),
+                                                           str(tmp_path / "corpus" / "sub" / "doc00.txt")]))
+    assert [d.id for d in docs] == ["doc01.txt", "doc02.txt", "sub/doc00.txt", "sub/doc03.txt"]
+    # a file entry's id is its name; a glob's ids are relative to the common folder of its matches
+    docs = load_documents(DataConfig(corpus="text", paths=[str(tmp_path / "corpus" / "doc01.txt"),
+                                                           str(tmp_path / "corpus" / "sub" / "*.txt")]))
+    assert [d.id for d in docs] == ["doc01.txt", "doc00.txt", "doc03.txt"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "doc01.txt").write_text("same name, other file")
+    with pytest.raises(CorpusError, match="data.paths: two files get the document id 'doc01.txt'"):
+        load_documents(DataConfig(corpus="text", paths=[str(tmp_path / "corpus"), str(tmp_path / "other")]))
+
+
 def test_hf_corpus_reads_a_local_datasets_source_offline(tmp_path):
     assert os.environ["HF_DATASETS_OFFLINE"] == "1"
     rows = [{"text": f"Document number {i}. " * 5, "url": f"u{i}"} for i in range(60)]

@@ -1,0 +1,73 @@
+"""What every study notebook does first: open the profile's study, quietly.
+
+A notebook's first cell imports `distill_lib` (every cache inside the project, hubs offline) and
+reads its two parameters: `profile` (default: the `DISTILL_PROFILE` environment variable, else
+`mini`) and `train` (default: `DISTILL_TRAIN`, else true; false = read the committed records only,
+as `make report` does). Papermill overrides both. Then `open_study(profile, train)`.
+
+Executed notebooks are reports: library chatter (progress bars, lm-eval and transformers logging,
+warnings) is silenced here; training progress goes to `runs/<profile>/study.log` instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+
+def default_profile() -> str:
+    return os.environ.get("DISTILL_PROFILE", "mini")
+
+
+def default_train() -> bool:
+    return os.environ.get("DISTILL_TRAIN", "1").strip().lower() not in {"0", "false", "no"}
+
+
+def quiet() -> None:
+    """No progress bars, library logging below ERROR or warnings in a notebook's outputs."""
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.simplefilter("ignore")
+    for name in ("lm-eval", "lm_eval", "transformers", "datasets", "accelerate", "torch", "evaluate", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def _log_to_file(path) -> None:
+    """The study's progress lines (runs trained, reused, evaluated) go to a log file, not the report."""
+    logger = logging.getLogger("distill_lib")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not any(isinstance(h, logging.FileHandler) and h.baseFilename == str(path) for h in logger.handlers):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+
+
+def open_study(profile: str, train: bool = True):
+    """The profile's `Study`, with plotting defaults and quiet libraries."""
+    import pandas as pd
+
+    from distill_lib.plots import style
+    from distill_lib.study import Study
+
+    quiet()
+    style()
+    pd.set_option("display.max_colwidth", 120)
+    study = Study.load(profile, train=train)
+    if train:
+        _log_to_file(study.root / "study.log")
+    return study
