@@ -6,7 +6,9 @@ reads its two parameters: `profile` (default: the `DISTILL_PROFILE` environment 
 as `make report` does). Papermill overrides both. Then `open_study(profile, train)`.
 
 Executed notebooks are reports: library chatter (progress bars, lm-eval and transformers logging,
-warnings) is silenced here; training progress goes to `runs/<profile>/study.log` instead.
+warnings) stays out of them. The study's progress lines and everything written to stderr go to a
+log file instead: `runs/<profile>/study.log` when training, `.cache/logs/<profile>-report.log` when
+reading records. An error still shows in the notebook (the kernel reports it, not stderr).
 """
 from __future__ import annotations
 
@@ -46,12 +48,17 @@ def quiet() -> None:
 
 
 def _log_to_file(path) -> None:
-    """The study's progress lines (runs trained, reused, evaluated) go to a log file, not the report."""
+    """The study's progress lines (runs trained, reused, evaluated) and stderr (progress bars of
+    training and lm-eval, warnings) go to a log file, not the report."""
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(sys.stderr, "name", None) != str(path):
+        sys.stderr = open(path, "a", buffering=1)  # noqa: SIM115  (open for the kernel's lifetime)
     logger = logging.getLogger("distill_lib")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if not any(isinstance(h, logging.FileHandler) and h.baseFilename == str(path) for h in logger.handlers):
-        path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(handler)
@@ -67,7 +74,8 @@ def open_study(profile: str, train: bool = True):
     quiet()
     style()
     pd.set_option("display.max_colwidth", 120)
+    from distill_lib.env import CACHE_ROOT
+
     study = Study.load(profile, train=train)
-    if train:
-        _log_to_file(study.root / "study.log")
+    _log_to_file(study.root / "study.log" if train else CACHE_ROOT / "logs" / f"{study.cfg.name}-report.log")
     return study

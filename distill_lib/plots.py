@@ -151,3 +151,17 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):
         elif pd.api.types.is_integer_dtype(out[col]):
             out[col] = out[col].map(lambda v: f"{v:,}")
     return out.style.hide(axis="index")
+
+
+def summary_table(per_seed: pd.DataFrame, by: str, columns: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """One row per `by` group (in order of appearance), each of `columns` as `mean ± ci95` over its
+    rows (seeds; Student-t, as in the figures' bands), and the number of seeds."""
+    rows = []
+    for name, group in per_seed.groupby(by, sort=False):
+        row = {by: name}
+        for col in columns:
+            values = group[col].dropna().tolist()
+            row[col] = format_value(*mean_ci(values), digits=digits) if values else "–"
+        row["seeds"] = len(group)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -3,11 +3,15 @@
 Student's t with n - 1 degrees of freedom. With one seed there is no interval and a verdict that
 needs one is 'inconclusive'.
 
+Every difference is signed so that a positive value goes the paper's way.
+
 Verdict rules (stated in the report next to each claim):
-- strict claims ("A beats B"): reproduced when the CI of the difference excludes 0 in the claimed
-  direction; not reproduced when it excludes 0 in the other; inconclusive otherwise.
-- "A matches or beats B" / "A is not better than B": reproduced unless the CI excludes 0 against
-  the claim (a tie counts for the claim), inconclusive with one seed.
+- strict claims ("A beats B"): reproduced when the CI of the difference excludes 0 on the positive
+  side; not reproduced when it excludes 0 on the negative side; inconclusive when it covers 0.
+- "A matches or beats B" / "A is not better than B": reproduced when the CI excludes 0 on the
+  positive side; a tie when it covers 0 (consistent with "matches"); not reproduced when it
+  excludes 0 on the negative side.
+- With one seed there is no interval: inconclusive.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
+TIE = "tie"
 
 
 def t_quantile_975(dof: int) -> float:
@@ -54,10 +59,12 @@ def verdict_strict(diff: float, half: float | None) -> str:
 
 
 def verdict_at_least(diff: float, half: float | None) -> str:
-    """Claim: diff >= 0 (a tie counts for the claim)."""
+    """Claim: diff >= 0. A tie (the interval covers 0) is consistent with the claim, and says so."""
     if half is None:
         return INCONCLUSIVE
-    return NOT_REPRODUCED if diff + half < 0 else REPRODUCED
+    if diff - half > 0:
+        return REPRODUCED
+    return NOT_REPRODUCED if diff + half < 0 else TIE
 
 
 def value_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
@@ -70,8 +77,11 @@ def value_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     return float(np.interp(x, xs, ys))
 
 
-def fmt(mean: float, half: float | None, digits: int = 3) -> str:
-    return f"{mean:.{digits}g}" if half is None else f"{mean:.{digits}g} ± {half:.2g}"
+def fmt(mean: float, half: float | None = None, digits: int = 3) -> str:
+    """`mean ± half`, the half-width rounded to the mean's last shown decimal (`plots.format_value`)."""
+    from distill_lib.plots import format_value
+
+    return format_value(mean, half, digits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,23 +128,24 @@ CLAIMS = {
 
 
 def claims(study) -> "pd.DataFrame":
-    """C1–C8 with our numbers, the rule that turns them into a verdict, and the verdict."""
+    """C1–C8 with our numbers, the rule that turns them into a verdict, and the verdict. `diff` is
+    the difference the verdict reads (positive = the paper's direction), `ci95` its half-width."""
     import pandas as pd
 
     cfg = study.cfg
     seeds = cfg.seeds
+    tested = {claim for claim, (_, _, method) in CLAIMS.items() if method in cfg.methods}
     tf = {s: study.student("tf", seed=s) for s in seeds}
     ppl = lambda run: study.headline(run)["ppl"]  # noqa: E731  (test-split perplexity)
     rows = []
 
-    def add(claim, rule, ours, verdict):
+    def add(claim, rule, ours, verdict, diff=None, half=None, positive=""):
         statement, paper, _ = CLAIMS[claim]
-        rows.append({"claim": claim, "statement": statement, "ours": ours, "paper": paper, "rule": rule,
-                     "verdict": verdict, "seeds": len(seeds)})
+        rows.append({"claim": claim, "statement": statement, "verdict": verdict, "ours": ours, "paper": paper,
+                     "diff": diff, "ci95": half, "positive means": positive, "rule": rule, "seeds": len(seeds)})
 
-    tested = {claim for claim, (_, _, method) in CLAIMS.items() if method in cfg.methods}
-    for claim in CLAIMS.keys() - tested:
-        add(claim, "-", f"method(s) {CLAIMS[claim][2]} not in this profile", NOT_TESTED)
+    for claim in sorted(CLAIMS.keys() - tested):
+        add(claim, "-", f"method {CLAIMS[claim][2]} is not in this profile", NOT_TESTED)
     if "C1" in tested:
         _c1(study, tf, ppl, seeds, add)
     if "C2" in tested:
@@ -151,13 +162,27 @@ def claims(study) -> "pd.DataFrame":
     return pd.DataFrame(rows).sort_values("claim", kind="stable").reset_index(drop=True)
 
 
+def reading(row) -> str:
+    """One or two plain sentences for a claim row of `claims`: what was compared, which way it went."""
+    if row["verdict"] == NOT_TESTED:
+        return f"**{row['claim']}** ({row['statement']}): not tested here: {row['ours']}."
+    what = f"**{row['claim']}** ({row['statement']}): {row['ours']}."
+    if row["diff"] is not None and not (isinstance(row["diff"], float) and math.isnan(row["diff"])):
+        half = row["ci95"] if row["ci95"] is not None and not (isinstance(row["ci95"], float) and math.isnan(row["ci95"])) else None
+        direction = "the paper's way" if row["diff"] > 0 else "against the paper" if row["diff"] < 0 else "neither way"
+        covers = "" if half is None else (" and the 95% interval covers zero" if abs(row["diff"]) <= half
+                                          else " and the 95% interval excludes zero")
+        what += f" The difference ({row['positive means']}) is {fmt(row['diff'], half)}: {direction}{covers}."
+    return what + f" Verdict: **{row['verdict']}** (rule: {row['rule']})."
+
+
 def _c1(study, tf, ppl, seeds, add):
     """C1: truncated init beats random init at equal tokens."""
     rand = [ppl(study.student("random", seed=s)) for s in seeds]
     d, h = paired_difference(rand, [ppl(tf[s]) for s in seeds])
-    add("C1", "strict: ppl(random) - ppl(TF) > 0",
-        f"test ppl TF {fmt(*mean_ci([ppl(tf[s]) for s in seeds]))} vs random {fmt(*mean_ci(rand))}; diff {fmt(d, h)}",
-        verdict_strict(d, h))
+    add("C1", "strict: the interval of ppl(random) - ppl(TF) lies above 0",
+        f"test ppl TF {fmt(*mean_ci([ppl(tf[s]) for s in seeds]))}, random init {fmt(*mean_ci(rand))}",
+        verdict_strict(d, h), d, h, "random init's test ppl minus TF's")
 
 
 def _c2_c3(study, tf, ppl, seeds, add):
@@ -165,15 +190,17 @@ def _c2_c3(study, tf, ppl, seeds, add):
     C3: KD costs ~1.5x per token."""
     kd = {s: study.student("kd", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds)
-    add("C2", "at least: val ppl(KD at TF's FLOPs) - val ppl(TF) >= 0 (a tie counts)",
-        f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): KD - TF {fmt(d_tok, h_tok)}",
-        verdict_at_least(d, h))
+    add("C2", "at least: val ppl(KD at TF's total FLOPs) - val ppl(TF) >= 0; equal FLOPs are analytic, the "
+              "teacher's forward counted",
+        f"at equal FLOPs KD's val ppl minus TF's is {fmt(d, h)}; at equal tokens KD's test ppl minus TF's is "
+        f"{fmt(d_tok, h_tok)}", verdict_at_least(d, h), d, h, "KD's val ppl minus TF's, at TF's total FLOPs")
 
     ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
     m, h = mean_ci(ratios)
-    add("C3", "measured step-time ratio >= 1.3", f"measured {fmt(m, h)}x, analytic FLOPs {analytic:.2f}x",
-        REPRODUCED if m >= 1.3 else NOT_REPRODUCED)
+    add("C3", "measured step-time ratio KD/TF >= 1.3", f"KD/TF time per token {fmt(m, h)}x measured, "
+        f"{analytic:.2f}x analytic FLOPs", REPRODUCED if m >= 1.3 else NOT_REPRODUCED, m - 1.3, h,
+        "measured KD/TF ratio minus 1.3")
 
 
 def _c4(study, ppl, seeds, add):
@@ -185,9 +212,9 @@ def _c4(study, ppl, seeds, add):
         worst_other = [max(by_config[c][i] for c in five if c != "output") for i in range(len(seeds))]
         d, h = paired_difference(by_config["output"], worst_other)
         means = {c: mean_ci(v)[0] for c, v in by_config.items()}
-        add("C4", "strict: ppl(output) - max ppl(other configs) > 0",
-            ", ".join(f"{c} {v:.3g}" for c, v in sorted(means.items(), key=lambda kv: kv[1])) + f"; diff {fmt(d, h)}",
-            verdict_strict(d, h))
+        add("C4", "strict: the interval of ppl(output) - max ppl(other configurations) lies above 0",
+            "test ppl " + ", ".join(f"{c} {fmt(v)}" for c, v in sorted(means.items(), key=lambda kv: kv[1])),
+            verdict_strict(d, h), d, h, "output's test ppl minus the worst other configuration's")
     else:
         add("C4", "-", "needs 'output' and another of the five configurations in `configs`", NOT_TESTED)
 
@@ -204,9 +231,12 @@ def _c5(study, tf, ppl, seeds, add):
             verdict = INCONCLUSIVE
         else:
             verdict = NOT_REPRODUCED if any(v < -noise for v in diffs.values()) else REPRODUCED
-        add("C5", "at least: ppl(gradual) - ppl(one-shot) >= -(TF seed CI half-width)",
-            "; ".join(f"every {k:,} tok: {v:+.3g}" for k, v in diffs.items()) + (f" (noise ±{noise:.2g})" if noise else ""),
-            verdict)
+        best = min(diffs.values())
+        add("C5", "gradual's test ppl minus one-shot's >= minus the half-width of TF's seed interval, for every "
+                  "schedule (gradual has one seed)",
+            "gradual minus one-shot test ppl: " + "; ".join(f"one layer every {k:,} tokens {v:+.3g}" for k, v in diffs.items())
+            + (f" (TF's seed noise ±{noise:.2g})" if noise else ""), verdict, best, noise,
+            "the best gradual schedule's test ppl minus one-shot's")
     else:
         add("C5", "-", "no gradual schedule in `gradual_every_tokens`", NOT_TESTED)
 
@@ -224,9 +254,11 @@ def _c6(study, tf, seeds, add):
         verdict = NOT_REPRODUCED
     else:  # shrinking, but the budget ends before the two meet
         verdict = INCONCLUSIVE
-    add("C6", "reproduced: abs(gap at end) <= 10% of the pruned model's ppl; not: gap not shrinking; else inconclusive",
-        f"val ppl gap (scratch - pruned): first eval {first:.3g}, end {last:.3g} (pruned at end: {final_tf:.3g})",
-        verdict)
+    add("C6", "reproduced: the gap at the end is within 10% of the pruned model's ppl; not reproduced: the gap "
+              "does not shrink; inconclusive: it shrinks but stays wider",
+        f"val ppl gap (from scratch minus pruned) {first:.3g} at the first evaluation, {last:.3g} at the end "
+        f"(pruned model at the end: {final_tf:.3g})", verdict, first - last, None,
+        "how much the gap shrank over training")
 
 
 def _c7(study, tf, ppl, seeds, add):
@@ -236,17 +268,21 @@ def _c7(study, tf, ppl, seeds, add):
     cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
     flops = width[seeds[0]].summary["summary"]["flops"] / tf[seeds[0]].summary["summary"]["flops"]
     quality = verdict_at_least(d, h)
-    verdict = quality if quality == INCONCLUSIVE else (
-        REPRODUCED if quality == REPRODUCED and mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED)
-    add("C7", "depth matches or beats width (ppl(width) - ppl(depth) >= 0, a tie counts) and width costs >= 1.5x wall-clock",
-        f"test ppl width - depth {fmt(d, h)}; wall-clock width/depth {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
-        verdict)
+    if quality == INCONCLUSIVE:
+        verdict = INCONCLUSIVE
+    else:  # a quality tie is what the claim says ("similar quality")
+        verdict = REPRODUCED if quality in (REPRODUCED, TIE) and mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED
+    add("C7", "depth matches or beats width (the interval of ppl(width) - ppl(depth) does not lie below 0) and "
+              "width costs >= 1.5x the wall-clock",
+        f"width minus depth test ppl {fmt(d, h)}; width/depth wall-clock {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
+        verdict, d, h, "width's test ppl minus depth's")
 
 
 def _c8(study, tf, ppl, seeds, add):
     """C8: adding distillation losses does not help (at equal compute)."""
     chop = {s: study.student("chop-distill", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(chop, tf, ppl, seeds)
-    add("C8", "at least: val ppl(CHOP+distill at TF's FLOPs) - val ppl(TF) >= 0",
-        f"equal FLOPs: diff {fmt(d, h)}; equal tokens (test ppl): {fmt(d_tok, h_tok)}",
-        verdict_at_least(d, h))
+    add("C8", "at least: val ppl(CHOP+distill at TF's total FLOPs) - val ppl(TF) >= 0",
+        f"at equal FLOPs CHOP+distill's val ppl minus TF's is {fmt(d, h)}; at equal tokens its test ppl minus "
+        f"TF's is {fmt(d_tok, h_tok)}", verdict_at_least(d, h), d, h,
+        "CHOP+distill's val ppl minus TF's, at TF's total FLOPs")

@@ -1,87 +1,94 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 00 · Corpus, tokenizer and base models
 #
 # The paper starts from base models its authors trained themselves (300M / 1.1B on C4). The
-# miniature study does the same on its own corpus: it trains a *teacher* from scratch, and the
-# *half-depth model from scratch* (same width, half the layers), the paper's upper-bound baseline.
-# All settings come from `params/<profile>.yaml`; papermill injects `profile`.
+# miniature study does the same on its own corpus: it trains a *teacher* from scratch and, where the
+# profile includes it, the *half-depth model from scratch* (same width, half the layers), the
+# paper's upper-bound baseline. A profile with `teacher_path` starts from a pretrained teacher.
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import pandas as pd
 import matplotlib.pyplot as plt
-import seaborn as sns
+import pandas as pd
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study, curves
-from distill_lib.models import build_model, load_causal_lm, parameter_counts
-from distill_lib.evaluate import evaluate_model, headline
+from distill_lib import plots
+from distill_lib.study import curves
 
-sns.set_theme(style="whitegrid")
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg
+for note in cfg.notes:
+    display(Markdown(f"> **Note.** {note}"))
 
 # %% [markdown]
 # ## Corpus and tokenizer
+# Each document (a Bible chapter, for `web-bible`) goes wholly to one split.
 
 # %%
-stats = pd.DataFrame(study.data.stats["splits"]).T
-stats.index.name = "split"
-study.save_table(stats.reset_index(), "00_corpus")
-print(f"corpus: {cfg.data.corpus}, tokenizer: {cfg.data.tokenizer} (vocab {len(study.data.tokenizer)}), "
-      f"block length {cfg.data.block_length}")
-stats
+corpus = study.result("00_corpus", {}, lambda: {"splits": study.data.stats["splits"],
+                                                 "vocab": len(study.data.tokenizer)})
+splits = pd.DataFrame(corpus["splits"]).T.rename_axis("split").reset_index()
+study.save_table(splits, "00_corpus")
+display(Markdown(f"Corpus `{cfg.data.corpus}`, tokenizer `{cfg.data.tokenizer}` with {corpus['vocab']:,} tokens, "
+                 f"blocks of {cfg.data.block_length} tokens."))
+plots.table(splits)
 
 # %% [markdown]
-# ## The teacher and the half-depth model trained from scratch
-# A profile with `teacher_path` starts from a pretrained teacher (nothing to train); the half-depth
-# model from scratch is trained only when the profile's `methods` include `scratch`.
+# ## The teacher and the half-depth model from scratch
 
 # %%
 teacher = None if cfg.teacher_path else study.teacher()
-scratch = {s: study.student("scratch", seed=s) for s in cfg.seeds} if "scratch" in cfg.methods else {}
-t_model = load_causal_lm(study.teacher_dir())
-sizes = pd.DataFrame([{"model": "teacher", "source": cfg.teacher_path or "trained here",
-                       "layers": t_model.config.num_hidden_layers, **parameter_counts(t_model)}]
-                     + [{"model": f"scratch (seed {s})", "source": "trained here",
-                         "layers": r.load_model().config.num_hidden_layers, **parameter_counts(r.load_model())}
-                        for s, r in scratch.items()])
-sizes
+scratch = [study.student("scratch", seed=s) for s in cfg.seeds] if "scratch" in cfg.methods else []
+info = study.teacher_model_info
+sizes = pd.DataFrame([{"model": "teacher", "source": cfg.teacher_path or "trained here", **info}]
+                     + [{"model": f"half-depth from scratch (seed {r.config.train.seed})", "source": "trained here",
+                         **r.record["model"]} for r in scratch])
+sizes = sizes[["model", "source", "layers", "total", "embedding", "non_embedding"]]
+study.save_table(sizes, "00_model_sizes")
+plots.table(sizes)
 
 # %%
-trained = ({"teacher": teacher} if teacher else {}) | {f"scratch s{s}": r for s, r in scratch.items()}
+trained = ({"teacher": teacher} if teacher else {}) | ({"from scratch": scratch} if scratch else {})
 if trained:
     df = curves(trained)
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=df, x="tokens", y="val_ppl", hue="label", marker="o", ax=ax)
-    ax.set(yscale="log", title="Validation perplexity while training from scratch", xlabel="training tokens")
+    plots.draw_curves(ax, df, "tokens", "val_ppl", marker="o")
+    plots.log_axis(ax)
+    plots.eng_axis(ax)
+    plots.label_axes(ax, "tokens", "val_ppl")
+    ax.set_title("Training from scratch")
+    plots.figure_legend(fig, ax)
     study.save_figure(fig, "00_base_training")
+    final = df.sort_values("step").groupby("method").val_ppl.last()
+    display(Markdown("Final validation perplexity: " + ", ".join(f"{m} {plots.format_value(v)}" for m, v in final.items())
+                     + " (last evaluation of each run; several seeds are averaged in the curve)."))
 
 # %% [markdown]
 # ## How good is the teacher? (against an untrained model of the same architecture)
-# For a pretrained teacher these are the reference scores every student is read against.
+# Test-split perplexity, bits per byte and the zero-shot suite's average accuracy; these are the
+# reference every student is read against.
 
 # %%
-random_teacher = build_model(cfg.teacher_model, len(study.data.tokenizer), seed=0)
-rows = [
-    {"model": "untrained (random)", **headline(evaluate_model(random_teacher, study.data.tokenizer, study.data,
-                                                              cfg.eval, study.suite_dir), study.tasks)},
-    {"model": "teacher", **study.headline(study.teacher_dir())},
-    *[{"model": f"scratch half-depth (seed {s})", **study.headline(r)} for s, r in scratch.items()],
-]
-base = pd.DataFrame(rows)
+from distill_lib.config import to_dict
+from distill_lib.evaluate import headline
+from distill_lib.models import build_model
+
+untrained = headline(study.evaluate_model("00_untrained-evaluation", {"model": to_dict(cfg.teacher_model)},
+                                          lambda: build_model(cfg.teacher_model, len(study.data.tokenizer), seed=0)),
+                     study.tasks)
+rows = [{"model": "untrained (random weights)", **untrained},
+        {"model": "teacher", **study.teacher_headline()},
+        *[{"model": f"half-depth from scratch (seed {r.config.train.seed})", **study.headline(r)} for r in scratch]]
+base = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
 study.save_table(base, "00_base_models")
-base
+t = base.set_index("model").loc["teacher"]
+display(Markdown(f"The teacher's test perplexity is {plots.format_value(t.ppl)} against "
+                 f"{plots.format_value(untrained['ppl'])} untrained"
+                 + (f"; its average zero-shot accuracy is {100 * t.avg_acc:.1f}% against {100 * untrained['avg_acc']:.1f}%."
+                    if "avg_acc" in base else ".")))
+plots.table(base, percent=[c for c in base.columns if "/acc" in c or c == "avg_acc"])

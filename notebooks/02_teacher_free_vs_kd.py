@@ -1,15 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 02 · Teacher-free continued pretraining vs vanilla knowledge distillation (v1 headline)
 #
@@ -17,80 +5,103 @@
 # with the plain LM loss (teacher-free, TF), with vanilla KD (teacher in memory, KL on logits), with
 # offline KD (top-k teacher logits stored once, teacher never in memory), and — for claim C1 — the
 # same architecture from a random initialisation. Curves are plotted against tokens, analytic FLOPs
-# and wall-clock. Claims: C1 truncated init beats random init; C2 TF >= KD at equal compute; C3 KD
+# and wall-clock. Claims: C1 truncated init beats random init; C2 TF ≥ KD at equal compute; C3 KD
 # costs ~1.5x per token.
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import matplotlib.pyplot as plt
-import seaborn as sns
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study, curves
+from distill_lib import plots
 from distill_lib.flops import PAPER_MODELS, halved, plan_memory
-from distill_lib.report import mean_ci, fmt
+from distill_lib.plots import format_value
+from distill_lib.study import curves
 
-sns.set_theme(style="whitegrid")
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg
-methods = {"tf": cfg.seeds, "kd": cfg.seeds, "random": cfg.seeds, "offline-kd": cfg.seeds[:1]}
-methods = {m: seeds for m, seeds in methods.items() if m in cfg.methods}  # those the profile trains
-runs = {(m, s): study.student(m, seed=s) for m, seeds in methods.items() for s in seeds}
+labels = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init"}
+seeds_of = {"tf": cfg.seeds, "kd": cfg.seeds, "offline-kd": cfg.seeds[:1], "random": cfg.seeds}
+runs = {labels[m]: [study.student(m, seed=s) for s in seeds] for m, seeds in seeds_of.items() if m in cfg.methods}
+
+# %% [markdown]
+# ## Validation perplexity against tokens, compute and wall-clock
+# Mean and 95% t-interval over seeds (offline KD: one seed). Wall-clock differs between seeds, so
+# each seed is its own line there. The bottom row leaves out random init, which would squeeze the
+# others into the bottom of the axis.
 
 # %%
-df = curves({f"{m} s{s}": r for (m, s), r in runs.items()})
-df["method"] = df.label.str.rsplit(" ", n=1).str[0]
-fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
-for ax, x, label in zip(axes, ["tokens", "flops", "wall_seconds"], ["training tokens", "training FLOPs (analytic)", "wall-clock seconds"]):
-    if x == "wall_seconds":  # each run has its own time stamps: one line per run, not a mean
-        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", units="label", estimator=None, ax=ax, alpha=0.8)
-    else:  # seeds share the evaluation points: mean and 95% CI
-        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", errorbar=("ci", 95), ax=ax)
-    ax.set(xlabel=label, yscale="log")
-    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-axes[0].set_title("validation perplexity")
+df = curves(runs)
+study.save_table(df, "02_curves")
+fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharey="row")
+for row, part in enumerate([df, df[df.method != "random init"]]):
+    for ax, x in zip(axes[row], ["tokens", "flops", "wall_seconds"]):
+        plots.draw_curves(ax, part, x, "val_ppl", order=list(runs))
+        plots.log_axis(ax)
+        if x != "wall_seconds":
+            plots.eng_axis(ax)
+        plots.label_axes(ax, x, "val_ppl")
+axes[0, 0].set_title("All methods")
+axes[1, 0].set_title("Without random init")
+plots.figure_legend(fig, axes)
 study.save_figure(fig, "02_curves")
 
 # %% [markdown]
-# ## Final evaluation (test perplexity, offline zero-shot suite), mean ± 95% CI over seeds
+# ## Final evaluation: test perplexity and the zero-shot suite
+# Mean ± 95% t-interval over seeds; accuracies in percent.
 
 # %%
-rows = []
-for (m, s), r in runs.items():
-    rows.append({"method": m, "seed": s, **study.headline(r)})
-per_seed = pd.DataFrame(rows)
-summary = per_seed.drop(columns="seed").groupby("method").agg(lambda v: fmt(*mean_ci(list(v))))
+per_seed = pd.DataFrame([{"method": m, "seed": r.config.train.seed, **study.headline(r)}
+                         for m, group in runs.items() for r in group]).drop(columns=["avg_acc_stderr"], errors="ignore")
+accuracy = [c for c in per_seed.columns if "/acc" in c or c == "avg_acc"]
+per_seed[accuracy] = per_seed[accuracy] * 100
 study.save_table(per_seed, "02_per_seed")
-study.save_table(summary.reset_index(), "02_summary")
-summary
+summary = plots.summary_table(per_seed, "method", [c for c in per_seed.columns if c not in ("method", "seed")])
+study.save_table(summary, "02_summary")
+mean = per_seed.groupby("method", sort=False).ppl.mean()
+text = f"At equal tokens TF reaches test perplexity {format_value(mean['TF'])}"
+if "KD" in mean:
+    text += f", KD {format_value(mean['KD'])}"
+if "offline KD" in mean:
+    text += f", offline KD {format_value(mean['offline KD'])}"
+if "random init" in mean:
+    text += f"; the same architecture from random weights {format_value(mean['random init'])}"
+display(Markdown(text + ". The claims table (notebook 99) reads KD at TF's compute, not at its tokens."))
+plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
 
 # %% [markdown]
 # ## Compute and memory
 # Per-token FLOPs are analytic (forward 2·N_matmul + attention, backward 2x forward; KD adds the
-# teacher's forward). Tokens/s is the median over logged steps of each run on this machine.
+# teacher's forward). Tokens/s is the median over logged steps of each run on the machine that
+# trained it (records keep the hardware).
 
 # %%
-cost = []
-for (m, s), r in runs.items():
-    metrics = r.metrics()
-    cost.append({"method": m, "seed": s, "flops_per_token": r.summary["summary"]["flops_per_token"]["total"],
-                 "tokens_per_s": float(np.median([e["tokens_per_s"] for e in metrics])),
-                 "wall_seconds": r.summary["summary"]["wall_seconds"]})
-cost = pd.DataFrame(cost).groupby("method").mean(numeric_only=True).drop(columns="seed")
-cost["flops_ratio_vs_tf"] = cost.flops_per_token / cost.loc["tf", "flops_per_token"]
-cost["time_ratio_vs_tf"] = cost.loc["tf", "tokens_per_s"] / cost.tokens_per_s
-study.save_table(cost.reset_index(), "02_cost")
-if "kd" in cost.index:
-    print(f"KD/TF per-token cost: analytic {cost.loc['kd', 'flops_ratio_vs_tf']:.2f}x, measured "
-          f"{cost.loc['kd', 'time_ratio_vs_tf']:.2f}x (paper: ~1.5x; 1.67x for a teacher of twice the student's size)")
-cost
+cost = pd.DataFrame([{"method": m, "seed": r.config.train.seed,
+                      "FLOPs per token": r.summary["summary"]["flops_per_token"]["total"],
+                      "tokens/s": float(np.median([e["tokens_per_s"] for e in r.metrics()])),
+                      "wall-clock s": r.summary["summary"]["wall_seconds"]} for m, group in runs.items() for r in group])
+cost = cost.groupby("method", sort=False).mean(numeric_only=True).drop(columns="seed")
+cost["FLOPs ratio vs TF"] = cost["FLOPs per token"] / cost.loc["TF", "FLOPs per token"]
+cost["time ratio vs TF"] = cost.loc["TF", "tokens/s"] / cost["tokens/s"]
+cost = cost.reset_index()
+study.save_table(cost, "02_cost")
+if "KD" in set(cost.method):
+    kd = cost.set_index("method").loc["KD"]
+    display(Markdown(f"KD costs {kd['time ratio vs TF']:.2f}x TF's time per token on this machine and "
+                     f"{kd['FLOPs ratio vs TF']:.2f}x its FLOPs (paper: ~1.5x; 1.67x for a teacher twice the "
+                     "student's size)."))
+plots.table(cost)
 
 # %% [markdown]
 # ## Does KD fit? The memory-fit planner for the paper's model sizes
-# (bf16 mixed precision, AdamW, batch 4 x 2048 tokens, flash attention, no sharding)
+# bf16 mixed precision, AdamW, batch 4 x 2048 tokens, flash attention, no sharding; GiB per device.
 
 # %%
 plan = pd.DataFrame([row for shape in PAPER_MODELS.values() for card in cfg.plan_cards_gib
@@ -98,4 +109,4 @@ plan = pd.DataFrame([row for shape in PAPER_MODELS.values() for card in cfg.plan
 plan = plan[["teacher", "student", "method", "card_gib", "student_state_gib", "activations_gib",
              "teacher_extra_gib", "total_gib", "fits"]]
 study.save_table(plan, "02_memory_plan")
-plan
+plots.table(plan)

@@ -1,15 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 03 · Remove all layers at once, or one at a time? (v3 Fig 6)
 #
@@ -18,33 +6,55 @@
 # throughout; the total token budget is the same. Claim C5: no gain from gradual removal.
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import pandas as pd
 import matplotlib.pyplot as plt
-import seaborn as sns
+import pandas as pd
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study, curves
+from distill_lib import plots
+from distill_lib.plots import format_value
+from distill_lib.study import curves
 
-sns.set_theme(style="whitegrid")
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg
 seed = cfg.seeds[0]
-runs = {"one-shot": study.student("tf", seed=seed)}
+runs = {"one-shot (TF)": [study.student("tf", seed=s) for s in cfg.seeds]}
 for k in cfg.gradual_every_tokens:
-    runs[f"gradual every {k:,} tokens"] = study.student("gradual", seed=seed, every_tokens=k)
+    runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=seed, every_tokens=k)]
+
+# %% [markdown]
+# One-shot has every seed of the profile (mean and 95% t-interval); each gradual schedule has the
+# first seed. While layers are still being removed, the gradual model is larger than the one-shot
+# one, so its early validation perplexity is not comparable.
 
 # %%
 df = curves(runs)
-fig, ax = plt.subplots(figsize=(7, 4))
-sns.lineplot(data=df, x="tokens", y="val_ppl", hue="label", marker="o", ax=ax)
-ax.set(yscale="log", xlabel="training tokens", title="One-shot vs gradual layer removal")
+fig, ax = plt.subplots(figsize=(8, 4.5))
+plots.draw_curves(ax, df, "tokens", "val_ppl", marker="o", colors={"one-shot (TF)": "tab:blue"})
+plots.log_axis(ax)
+plots.eng_axis(ax)
+plots.label_axes(ax, "tokens", "val_ppl")
+ax.set_title("One-shot vs gradual layer removal")
+plots.figure_legend(fig, ax, ncol=1)
 study.save_figure(fig, "03_schedule")
 
 # %%
-table = pd.DataFrame([{"schedule": name, **study.headline(r),
-                       "layers_at_end": r.metrics()[-1]["layers"], "wall_seconds": r.summary["summary"]["wall_seconds"]}
-                      for name, r in runs.items()])
-study.save_table(table, "03_schedule")
-table
+rows = []
+for name, group in runs.items():
+    for r in group:
+        rows.append({"schedule": name, "seed": r.config.train.seed, **study.headline(r),
+                     "layers at end": r.metrics()[-1]["layers"], "wall-clock s": r.summary["summary"]["wall_seconds"]})
+per_seed = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
+table = plots.summary_table(per_seed, "schedule", ["ppl", "bits_per_byte", "avg_acc", "layers at end", "wall-clock s"])
+study.save_table(per_seed, "03_schedule")
+one = per_seed[per_seed.schedule == "one-shot (TF)"].ppl.mean()
+display(Markdown("Test perplexity, gradual minus one-shot (first seed): " + "; ".join(
+    f"{name}: {g.ppl.iloc[0] - per_seed[(per_seed.schedule == 'one-shot (TF)') & (per_seed.seed == seed)].ppl.iloc[0]:+.3g}"
+    for name, g in per_seed[per_seed.schedule != "one-shot (TF)"].groupby("schedule", sort=False))
+    + f" (one-shot mean over seeds: {format_value(one)}). Positive = gradual is worse, the paper's direction."))
+plots.table(table)

@@ -1,15 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 04 · Pruned + continued vs a half-depth model trained from scratch (v3 Fig 2)
 #
@@ -18,31 +6,47 @@
 # two converge (at 300M / 1.1B in the paper; at 7B pruning stays ahead).
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import pandas as pd
 import matplotlib.pyplot as plt
-import seaborn as sns
+import pandas as pd
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study, curves
+from distill_lib import plots
+from distill_lib.plots import format_value
+from distill_lib.study import curves
 
-sns.set_theme(style="whitegrid")
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg
-runs = {**{f"pruned+continued s{s}": study.student("tf", seed=s) for s in cfg.seeds},
-        **{f"from scratch s{s}": study.student("scratch", seed=s) for s in cfg.seeds}}
+runs = {"TF": [study.student("tf", seed=s) for s in cfg.seeds],
+        "from scratch": [study.student("scratch", seed=s) for s in cfg.seeds]}
+
+# %% [markdown]
+# Mean and 95% t-interval over seeds. Both axes are logarithmic.
 
 # %%
-df = curves(runs)
-df["model"] = df.label.str.rsplit(" ", n=1).str[0]
-fig, ax = plt.subplots(figsize=(7, 4))
-sns.lineplot(data=df, x="tokens", y="val_ppl", hue="model", errorbar=("ci", 95), marker="o", ax=ax)
-ax.set(yscale="log", xlabel="training tokens", title="Validation perplexity over tokens")
+df = curves(runs).replace({"method": {"TF": "pruned + continued (TF)"}})
+fig, ax = plt.subplots(figsize=(8, 4.5))
+plots.draw_curves(ax, df, "tokens", "val_ppl", marker="o", colors={"pruned + continued (TF)": "tab:blue"})
+plots.log_axis(ax)
+ax.set_xscale("log")
+plots.eng_axis(ax)
+plots.label_axes(ax, "tokens", "val_ppl")
+ax.set_title("Pruned + continued vs the same architecture from scratch")
+plots.figure_legend(fig, ax)
 study.save_figure(fig, "04_vs_scratch")
 
 # %%
-gap = df.pivot_table(index="tokens", columns="model", values="val_ppl", aggfunc="mean")
-gap["gap (scratch - pruned)"] = gap["from scratch"] - gap["pruned+continued"]
-study.save_table(gap.reset_index(), "04_gap")
-gap
+gap = df.pivot_table(index="tokens", columns="method", values="val_ppl", aggfunc="mean").reset_index()
+gap["gap (scratch − pruned)"] = gap["from scratch"] - gap["pruned + continued (TF)"]
+gap["gap / pruned"] = gap["gap (scratch − pruned)"] / gap["pruned + continued (TF)"]
+study.save_table(gap, "04_gap")
+first, last = gap.iloc[0], gap.iloc[-1]
+display(Markdown(f"The gap in validation perplexity goes from {format_value(first['gap (scratch − pruned)'])} after "
+                 f"{first.tokens:,.0f} tokens to {format_value(last['gap (scratch − pruned)'])} after {last.tokens:,.0f} "
+                 f"({100 * last['gap / pruned']:.0f}% of the pruned model's perplexity); the claim needs it to close."))
+plots.table(gap, percent=["gap / pruned"])

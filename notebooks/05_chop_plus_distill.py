@@ -1,15 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 05 · CHOP vs CHOP+distill (v3 Fig 4)
 #
@@ -19,36 +7,48 @@
 # wall-clock. Claim C8: the extra losses do not help.
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import pandas as pd
 import matplotlib.pyplot as plt
-import seaborn as sns
+import pandas as pd
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study, curves
-from distill_lib.report import fmt, mean_ci
+from distill_lib import plots
+from distill_lib.study import curves
 
-sns.set_theme(style="whitegrid")
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg
-runs = {(m, s): study.student(m, seed=s) for m in ("tf", "chop-distill", "kd") for s in cfg.seeds}
+labels = {"tf": "TF", "chop-distill": "CHOP+distill", "kd": "KD"}
+runs = {labels[m]: [study.student(m, seed=s) for s in cfg.seeds] for m in labels}
+
+# %% [markdown]
+# Mean and 95% t-interval over seeds against compute; each seed's own line against wall-clock.
 
 # %%
-df = curves({f"{m} s{s}": r for (m, s), r in runs.items()})
-df["method"] = df.label.str.rsplit(" ", n=1).str[0]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+df = curves(runs)
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
 for ax, x in zip(axes, ["flops", "wall_seconds"]):
-    if x == "wall_seconds":  # one line per run: time stamps differ between runs
-        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", units="label", estimator=None, ax=ax, alpha=0.8)
-    else:
-        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", errorbar=("ci", 95), ax=ax)
-    ax.set(yscale="log", xlabel=x)
+    plots.draw_curves(ax, df, x, "val_ppl", order=list(runs))
+    plots.log_axis(ax)
+    plots.label_axes(ax, x, "val_ppl")
+plots.eng_axis(axes[0])
+plots.figure_legend(fig, axes)
 study.save_figure(fig, "05_chop_distill")
 
 # %%
-rows = [{"method": m, "seed": s, **study.headline(r), "wall_seconds": r.summary["summary"]["wall_seconds"],
-         "flops": r.summary["summary"]["flops"]} for (m, s), r in runs.items()]
-table = pd.DataFrame(rows).drop(columns="seed").groupby("method").agg(lambda v: fmt(*mean_ci(list(v))))
-study.save_table(table.reset_index(), "05_chop_distill")
-table
+per_seed = pd.DataFrame([{"method": m, "seed": r.config.train.seed, **study.headline(r),
+                          "wall-clock s": r.summary["summary"]["wall_seconds"], "FLOPs": r.summary["summary"]["flops"]}
+                         for m, group in runs.items() for r in group]).drop(columns=["avg_acc_stderr"], errors="ignore")
+per_seed["avg_acc"] *= 100
+table = plots.summary_table(per_seed, "method", ["ppl", "bits_per_byte", "avg_acc", "wall-clock s", "FLOPs"])
+study.save_table(per_seed, "05_chop_distill")
+mean = per_seed.groupby("method", sort=False).mean(numeric_only=True)
+display(Markdown(f"At equal tokens CHOP+distill's test perplexity is {mean.ppl['CHOP+distill'] - mean.ppl['TF']:+.3g} "
+                 f"against TF's for {mean['FLOPs']['CHOP+distill'] / mean['FLOPs']['TF']:.2f}x the FLOPs and "
+                 f"{mean['wall-clock s']['CHOP+distill'] / mean['wall-clock s']['TF']:.2f}x the wall-clock; the claims "
+                 "table compares them at equal FLOPs."))
+plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))

@@ -1,52 +1,61 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 06 · Inference speed of the compressed model (v3 Table 3)
 #
 # Time to generate a fixed number of tokens (greedy, KV cache) from fixed prompts and forward-pass
 # throughput, teacher vs the truncated student, same device, threads and settings; min / median /
 # max over repeats after a warm-up. The paper reports a 1.84x end-to-end speed-up at 50% depth.
+# Timings are recorded with the machine that made them (a report from records shows those).
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import numpy as np
 import pandas as pd
-import torch
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study
-from distill_lib.evaluate import latency, speedup
-from distill_lib.models import load_causal_lm
+from distill_lib import plots
+from distill_lib.paper import GENERATION_SPEEDUP
 
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg.latency
-blocks = study.data.blocks("test")
-prompts = torch.from_numpy(blocks[: cfg.batch, : cfg.prompt_length].astype(np.int64))
-models = {"teacher": load_causal_lm(study.teacher_dir()),
-          f"student ({study.cfg.strategy}, TF)": study.student("tf", seed=study.cfg.seeds[0]).load_model()}
-results = {name: latency(m, prompts, new_tokens=cfg.new_tokens, repeats=cfg.repeats) for name, m in models.items()}
+student = study.student("tf", seed=study.cfg.seeds[0])
+
+
+def measure():
+    import numpy as np
+    import torch
+
+    from distill_lib.evaluate import latency
+    from distill_lib.models import load_causal_lm
+    from distill_lib.runs import environment_record
+
+    prompts = torch.from_numpy(study.data.blocks("test")[: cfg.batch, : cfg.prompt_length].astype(np.int64))
+    models = {"teacher": load_causal_lm(study.teacher_dir()), "student": student.load_model()}
+    return {name: {**latency(m, prompts, new_tokens=cfg.new_tokens, repeats=cfg.repeats),
+                   "layers": m.config.num_hidden_layers} for name, m in models.items()} | {
+        "hardware": environment_record()["hardware"]}
+
+
+results = study.result("06_latency", {"latency": cfg.__dict__, "student": student.dir.name}, measure)
 
 # %%
 base = results["teacher"]
 rows = []
-for name, r in results.items():
-    up = speedup(base, r)
-    rows.append({"model": name, "layers": models[name].config.num_hidden_layers,
-                 "generate_s_median": r["generate_seconds"]["median"], "generate_s_min": r["generate_seconds"]["min"],
-                 "generate_s_max": r["generate_seconds"]["max"], "speedup_median": up["median"],
-                 "speedup_min..max": f"{min(up.values()):.2f}..{max(up.values()):.2f}",
-                 "forward_tokens_per_s": r["forward_tokens_per_s"], "threads": r["threads"]})
+for name in ("teacher", "student"):
+    r = results[name]
+    up = {s: base["generate_seconds"][s] / r["generate_seconds"][s] for s in ("min", "median", "max")}
+    rows.append({"model": name if name == "teacher" else f"student ({study.cfg.strategy}, TF)", "layers": r["layers"],
+                 "generate s (median)": r["generate_seconds"]["median"], "generate s (min)": r["generate_seconds"]["min"],
+                 "generate s (max)": r["generate_seconds"]["max"], "speed-up (median)": up["median"],
+                 "speed-up range": f"{min(up.values()):.2f}–{max(up.values()):.2f}",
+                 "forward tokens/s": r["forward_tokens_per_s"], "threads": r["threads"]})
 table = pd.DataFrame(rows)
 study.save_table(table, "06_latency")
-table
+hw = results["hardware"]
+display(Markdown(f"Generating {cfg.new_tokens} tokens (batch {cfg.batch}, prompt {cfg.prompt_length}) the student is "
+                 f"{rows[1]['speed-up (median)']:.2f}x faster than the teacher (paper: {GENERATION_SPEEDUP}x), "
+                 f"measured on {hw['machine']} with {rows[0]['threads']} threads."))
+plots.table(table)

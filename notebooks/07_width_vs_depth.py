@@ -1,15 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 07 · Width pruning (DimCHOP) vs depth pruning at the same size (v3 Fig 3)
 #
@@ -21,43 +9,52 @@
 # Claim C7: similar quality, depth pruning ~2x more efficient.
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import pandas as pd
 import matplotlib.pyplot as plt
-import seaborn as sns
+import pandas as pd
+from IPython.display import Markdown, display
 
-from distill_lib.study import Study, curves
-from distill_lib.models import parameter_counts
-from distill_lib.report import fmt, mean_ci
+from distill_lib import plots
+from distill_lib.study import curves
 
-sns.set_theme(style="whitegrid")
-study = Study.load(profile)
+study = nb.open_study(profile, train)
 cfg = study.cfg
-print(f"FFN units pruned by DimCHOP: {study.width_target:.1%} of every layer")
-runs = {(m, s): study.student(m, seed=s) for m in ("tf", "width") for s in cfg.seeds}
+runs = {"depth (LayerCHOP)": [study.student("tf", seed=s) for s in cfg.seeds],
+        "width (DimCHOP)": [study.student("width", seed=s) for s in cfg.seeds]}
+display(Markdown(f"DimCHOP prunes {study.width_target:.1%} of the FFN units of every layer."))
+
+# %% [markdown]
+# Mean and 95% t-interval over seeds against compute; each seed's own line against wall-clock.
+# While it trains, the width-pruned model is the whole teacher with masked units.
 
 # %%
-df = curves({f"{'depth' if m == 'tf' else 'width'} s{s}": r for (m, s), r in runs.items()})
-df["method"] = df.label.str.rsplit(" ", n=1).str[0]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+df = curves(runs)
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
 for ax, x in zip(axes, ["flops", "wall_seconds"]):
-    if x == "wall_seconds":
-        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", units="label", estimator=None, ax=ax, alpha=0.8)
-    else:
-        sns.lineplot(data=df, x=x, y="val_ppl", hue="method", errorbar=("ci", 95), ax=ax)
-    ax.set(yscale="log", xlabel=x)
-axes[0].set_title("validation perplexity (width: masked model during training)")
+    plots.draw_curves(ax, df, x, "val_ppl", order=list(runs))
+    plots.log_axis(ax)
+    plots.label_axes(ax, x, "val_ppl")
+plots.eng_axis(axes[0])
+plots.figure_legend(fig, axes)
 study.save_figure(fig, "07_width_vs_depth")
 
 # %%
-rows = []
-for (m, s), r in runs.items():
-    model = r.load_model()
-    rows.append({"method": "depth (LayerCHOP)" if m == "tf" else "width (DimCHOP)", "seed": s, **study.headline(r),
-                 "params_non_embedding": parameter_counts(model)["non_embedding"],
-                 "wall_seconds": r.summary["summary"]["wall_seconds"], "train_flops": r.summary["summary"]["flops"]})
-table = pd.DataFrame(rows).drop(columns="seed").groupby("method").agg(lambda v: fmt(*mean_ci(list(v))))
-study.save_table(table.reset_index(), "07_width_vs_depth")
-table
+per_seed = pd.DataFrame([{"method": m, "seed": r.config.train.seed, **study.headline(r),
+                          "non-embedding params": r.record["model"]["non_embedding"],
+                          "wall-clock s": r.summary["summary"]["wall_seconds"], "training FLOPs": r.summary["summary"]["flops"]}
+                         for m, group in runs.items() for r in group]).drop(columns=["avg_acc_stderr"], errors="ignore")
+per_seed["avg_acc"] *= 100
+table = plots.summary_table(per_seed, "method", ["ppl", "bits_per_byte", "avg_acc", "non-embedding params",
+                                                 "wall-clock s", "training FLOPs"])
+study.save_table(per_seed, "07_width_vs_depth")
+mean = per_seed.groupby("method", sort=False).mean(numeric_only=True)
+w, d = mean.loc["width (DimCHOP)"], mean.loc["depth (LayerCHOP)"]
+display(Markdown(f"Width minus depth test perplexity: {w.ppl - d.ppl:+.3g}; width costs {w['wall-clock s'] / d['wall-clock s']:.2f}x "
+                 f"the wall-clock and {w['training FLOPs'] / d['training FLOPs']:.2f}x the FLOPs of depth pruning "
+                 "(paper: similar quality, depth ~2x more efficient)."))
+plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))

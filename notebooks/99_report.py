@@ -1,71 +1,88 @@
-# ---
-# jupyter:
-#   jupytext:
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 99 · Report: the paper's claims, tested
 #
-# Every number below comes from the runs of the earlier notebooks (reused from the run store, not
-# retrained). Perplexities are token-level on the held-out *test* split of our corpus (validation
-# split for curves); "avg acc" is the mean over the offline zero-shot suite's accuracy tasks.
-# Verdict rules are stated per claim; 95% confidence intervals are over paired seeds.
+# Every number below is read from the run records of the earlier notebooks (`records/<profile>/`),
+# never retrained here. Perplexities are token-level on the held-out *test* split of our corpus
+# (validation split for curves); "avg acc" is the mean accuracy over the zero-shot suite.
+# Intervals are 95% Student-t intervals over paired seeds. Every difference is signed so that
+# **positive goes the paper's way**. Verdicts: *reproduced* (the interval lies on the paper's
+# side), *tie* (a "matches or beats" claim whose interval covers zero: consistent with "matches"),
+# *inconclusive* (a strict claim whose interval covers zero, or one seed), *not reproduced* (the
+# interval lies on the other side), *not tested* (the profile leaves the method out).
 
 # %% tags=["parameters"]
-profile = "mini"
+import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
+
+profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
+train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import json
+from pathlib import Path
 
 import pandas as pd
+from IPython.display import Image, Markdown, display
 
-from distill_lib.study import Study
-from distill_lib.report import claims
-from distill_lib.runs import environment_record
+from distill_lib import plots
+from distill_lib.report import claims, reading
 
-pd.set_option("display.max_colwidth", 200)
-study = Study.load(profile)
-for note in study.cfg.notes:  # the profile's caveats, stated before any number
-    print(f"NOTE: {note}")
+study = nb.open_study(profile, train)
+cfg = study.cfg
+records = study.records.runs()
+first = records[0]
+display(Markdown(f"**Profile `{cfg.name}`**: {cfg.description}"))
+for note in cfg.notes:  # the profile's caveats, before any number
+    display(Markdown(f"> **Caveat.** {note}"))
+
+# %% [markdown]
+# ## Verdicts
+
+# %%
 table = claims(study)
 study.save_table(table, "99_claims")
-table[["claim", "statement", "ours", "paper", "verdict", "rule", "seeds"]]
+counts = table.verdict.value_counts()
+display(Markdown("Of the eight claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."))
+plots.table(table[["claim", "statement", "verdict", "diff", "ci95", "positive means", "seeds"]])
 
 # %% [markdown]
-# ## Set-up
+# ## Claim by claim
 
 # %%
-summaries = [json.loads(p.read_text()) for p in study.root.glob("*/complete.json")]
-env = environment_record()
-setup = {
-    "profile": study.cfg.name, "description": study.cfg.description, "seeds": study.cfg.seeds,
-    "runs": len(summaries), "training wall-clock (s, all runs)": round(sum(s["summary"]["wall_seconds"] for s in summaries)),
-    "corpus": study.cfg.data.corpus, "vocab": len(study.data.tokenizer), "block length": study.cfg.data.block_length,
-    "teacher": f"{study.cfg.teacher_path or 'trained here'}: {study.teacher_layers} layers, d={study.cfg.teacher_model.hidden_size}",
-    "student budget (tokens)": study.cfg.student_train.max_steps * study.cfg.student_train.batch_size * study.cfg.data.block_length,
-    **env["versions"], **{f"hw.{k}": v for k, v in env["hardware"].items()},
-}
-pd.Series(setup, name="value").to_frame()
+display(Markdown("\n\n".join(reading(row) for _, row in table.iterrows())))
 
 # %% [markdown]
-# ## Table 6 next to the paper's (300M base, 20B tokens; C4 perplexity / 6-task accuracy)
+# ## Key figures
 
 # %%
-ours = pd.read_csv(study.figures / "01_table6.csv").set_index("configuration")
-paper = pd.DataFrame({"paper 300M ppl": [23.0, 24.5, 25.6, 24.0, 23.0], "paper 300M acc": [53.2, 52.9, 51.6, 52.9, 53.2],
-                      "paper 1.1B ppl": [18.1, 17.3, 22.0, 18.6, 18.6], "paper 1.1B acc": [54.8, 55.1, 53.1, 54.7, 53.8]},
-                     index=["max-gap", "input", "output", "middle", "both"])
-paper.join(ours[["ppl", "ppl_ci95", "avg_acc"]].rename(columns=lambda c: f"ours {c}"), how="left")
+for name, caption in [("02_curves", "TF, KD, offline KD and random init against tokens, FLOPs and wall-clock (notebook 02)."),
+                      ("01_recovery", "Recovery of each truncation configuration by continued pretraining (notebook 01)."),
+                      ("01_table6", "Our configurations next to the paper's Table 6 (notebook 01)."),
+                      ("04_vs_scratch", "Pruned + continued vs from scratch (notebook 04)."),
+                      ("07_width_vs_depth", "Width vs depth pruning (notebook 07).")]:
+    path = study.figures / f"{name}.png"
+    if path.exists():
+        display(Markdown(f"**{caption}**"))
+        display(Image(filename=str(path), width=900))
 
 # %% [markdown]
 # ## The teacher: the reference every student is read against
 
 # %%
-pd.Series(study.headline(study.teacher_dir()), name="teacher").to_frame()
+teacher = pd.DataFrame([{"model": "teacher", **study.teacher_headline()}]).drop(columns=["avg_acc_stderr"], errors="ignore")
+plots.table(teacher, percent=[c for c in teacher.columns if "/acc" in c or c == "avg_acc"])
+
+# %% [markdown]
+# ## Set-up: what was run, where
+
+# %%
+student = cfg.student_train
+setup = {
+    "profile": cfg.name, "seeds": ", ".join(map(str, cfg.seeds)), "training runs recorded": len(records),
+    "training wall-clock, all runs (min)": round(sum(r["summary"]["wall_seconds"] for r in records) / 60),
+    "corpus": cfg.data.corpus, "block length": cfg.data.block_length,
+    "teacher": f"{cfg.teacher_path or 'trained here'}, {study.teacher_layers} layers",
+    "student budget (tokens)": f"{student.max_steps * student.batch_size * cfg.data.block_length:,}",
+    "precision": student.precision, "evaluation task sets": ", ".join(cfg.eval.task_sets),
+    **{f"trained with {k}": v for k, v in first["versions"].items()},
+    **{f"trained on: {k}": v for k, v in first["hardware"].items() if k in ("machine", "cpus", "torch_threads", "cuda")},
+}
+plots.table(pd.DataFrame({"setting": list(setup), "value": [str(v) for v in setup.values()]}))
