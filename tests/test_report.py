@@ -1,7 +1,7 @@
 import pytest
 
 from distill_lib.report import (
-    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, mean_ci, paired_difference, value_at, verdict_at_least, verdict_strict,
+    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, TIE, mean_ci, paired_difference, value_at, verdict_at_least, verdict_strict,
 )
 
 
@@ -21,7 +21,8 @@ def test_paired_difference_pairs_by_seed():
 
 @pytest.mark.parametrize("diff, half, strict, at_least", [
     (1.0, 0.5, REPRODUCED, REPRODUCED),
-    (0.2, 0.5, INCONCLUSIVE, REPRODUCED),       # a tie counts for "matches or beats"
+    (0.2, 0.5, INCONCLUSIVE, TIE),              # the interval covers 0: a tie, consistent with "matches"
+    (-0.2, 0.5, INCONCLUSIVE, TIE),
     (-1.0, 0.5, NOT_REPRODUCED, NOT_REPRODUCED),
     (1.0, None, INCONCLUSIVE, INCONCLUSIVE),    # one seed: no interval
 ])

@@ -23,23 +23,50 @@ def test_only_refuses_an_unknown_notebook():
     assert [nb.name[:2] for nb in notebooks(["02", "99"])] == ["02", "99"]
 
 
-def test_smoke_study_executes_every_notebook_and_reuses_runs(capsys):
+def _tables(profile: str) -> dict:
+    return {p.name: p.read_text() for p in sorted((PROJECT_ROOT / "figures" / profile).glob("*.csv"))}
+
+
+def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_alone(capsys):
+    import shutil
+
     assert run_study("smoke") == 0
     reports = PROJECT_ROOT / "reports" / "smoke"
     for nb in notebooks():
         executed = json.loads((reports / f"{nb.stem}.ipynb").read_text())
-        errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert not errors, nb.name
-        assert (reports / f"{nb.stem}.html").exists()
+        outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.get("output_type") == "error"], nb.name
+        html = (reports / f"{nb.stem}.html").read_text()
+        # reports, not logs: no stderr, no code in the HTML, no path of this machine
+        assert not [o for o in outputs if o.get("name") == "stderr"], nb.name
+        assert "jp-InputArea" not in html and "import distill_lib" not in html, nb.name
+        assert str(PROJECT_ROOT) not in html and str(PROJECT_ROOT) not in json.dumps(executed), nb.name
     figures = PROJECT_ROOT / "figures" / "smoke"
     assert (figures / "99_claims.md").exists() and (figures / "01_configs.png").exists()
     claims = (figures / "99_claims.csv").read_text()
     assert all(f"C{i}" in claims for i in range(1, 9))
-    # a second execution reuses every run: no training line in the notebooks' outputs
+    trained = _tables("smoke")
     study = Study.load("smoke", log=None)
-    before = {p: p.stat().st_mtime_ns for p in study.root.glob("*/complete.json")}
-    assert run_study("smoke", only=["04"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in study.root.glob("*/complete.json")} == before
+    completed = {p: p.stat().st_mtime_ns for p in study.root.glob("*/complete.json")}
+
+    # every table again from the records alone, with the run store (weights) out of the way
+    hidden = study.root.with_name("smoke.hidden")
+    shutil.rmtree(hidden, ignore_errors=True)
+    study.root.rename(hidden)
+    try:
+        assert run_study("smoke", train=False) == 0
+        assert not study.root.exists()  # nothing trained
+    finally:
+        shutil.rmtree(study.root, ignore_errors=True)
+        hidden.rename(study.root)
+    assert _tables("smoke") == trained
+
+    # and once more after the run records are re-made from the run store (re-evaluated from weights)
+    for record in study.records.root.glob("runs/*.json"):
+        record.unlink()
+    assert run_study("smoke", only=["02", "99"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in study.root.glob("*/complete.json")} == completed  # reused, not retrained
+    assert _tables("smoke") == trained
 
 
 def test_a_failing_notebook_stops_the_run_and_names_it(tmp_path, monkeypatch, capsys):
@@ -132,3 +159,20 @@ def test_a_profile_with_fewer_methods_skips_their_notebooks_and_claims(tmp_path,
     finally:
         for folder in (study.root, study.figures, PROJECT_ROOT / "reports" / "smoke-tf-only"):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_relative_corpus_paths_are_relative_to_the_profile_file(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from distill_lib.study import load_study_config
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("some text\n")
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: smoke\nname: mine\ndata: {corpus: text, paths: [corpus/]}\n")
+    monkeypatch.chdir(tmp_path.parent)  # any working directory, e.g. notebooks/
+    cfg = load_study_config(path)
+    assert cfg.data.paths == [str(tmp_path / "corpus")] and Path(cfg.data.paths[0]).is_absolute()
+    path.write_text("base: smoke\nname: mine\ndata: {corpus: text, paths: [nowhere/]}\n")
+    assert main(["plan", "--profile", str(path)]) == 2
+    assert f"data.paths: '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+"""Records: the committed results that reports are rendered from (distill_lib/records.py)."""
+import json
+
+import pytest
+
+from distill_lib.config import ConfigError
+from distill_lib.env import PROJECT_ROOT
+from distill_lib.records import RECORD_VERSION, MissingRecord, RecordStore, portable, write_json_atomic
+from distill_lib.study import Study
+
+
+def _run_record(name: str, evaluations: dict) -> dict:
+    return {"record_version": RECORD_VERSION, "name": name.rsplit("-", 1)[0], "hash": name.rsplit("-", 1)[1],
+            "config": {}, "summary": {"wall_seconds": 1.0}, "metrics": [], "model": {"layers": 2},
+            "evaluations": evaluations, "versions": {}, "hardware": {}}
+
+
+def test_a_missing_record_names_the_notebook_that_makes_it_and_trains_nothing(tmp_path):
+    study = Study.load("smoke", root=tmp_path / "runs", records=tmp_path / "records", train=False)
+    with pytest.raises(MissingRecord, match=r"run teacher-[0-9a-f]{10} is not in .*notebook 00_base_models makes it: "
+                                            r"`python -m distill_lib study --profile smoke --only 00`"):
+        study.teacher()
+    with pytest.raises(MissingRecord, match="notebook 01_truncation_configs makes it"):
+        study.student("tf", strategy="middle")  # the study's own teacher is a name: no teacher needed
+    with pytest.raises(MissingRecord, match="result 07_width-target .* notebook 07_width_vs_depth makes it"):
+        study.width_target  # noqa: B018
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "records").exists()
+
+
+def test_results_are_computed_once_then_read_back_as_recorded(tmp_path):
+    study = Study.load("smoke", root=tmp_path / "runs", records=tmp_path / "records")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"kept": (0, 3), "ppl": 12.5}
+
+    first = study.result("01_example", {"strategy": "x"}, compute)
+    again = study.result("01_example", {"strategy": "x"}, compute)
+    assert calls == [1] and first == again == {"kept": [0, 3], "ppl": 12.5}  # JSON as recorded, both times
+    study.result("01_example", {"strategy": "y"}, compute)  # other inputs: another record
+    assert len(calls) == 2
+    reader = Study.load("smoke", root=tmp_path / "runs", records=tmp_path / "records", train=False)
+    assert reader.result("01_example", {"strategy": "x"}, lambda: pytest.fail("recomputed")) == first
+
+
+def test_records_merge_runs_results_and_evaluations(tmp_path):
+    mine, theirs = RecordStore(tmp_path / "a"), RecordStore(tmp_path / "b")
+    write_json_atomic(mine.run_path("tf-s0-0000000001"), _run_record("tf-s0-0000000001", {"k1": {"ppl": 1}}))
+    write_json_atomic(theirs.run_path("tf-s0-0000000001"), _run_record("tf-s0-0000000001", {"k2": {"ppl": 2}}))
+    write_json_atomic(theirs.run_path("kd-s0-0000000002"), _run_record("kd-s0-0000000002", {}))
+    theirs.save_result("01_x", "abc", {"s": 1}, [1, 2], {"versions": {}, "hardware": {}})
+    assert mine.merge_from(theirs.root) == {"runs": 1, "evaluations": 1, "results": 1}
+    assert set(mine.run("tf-s0-0000000001")["evaluations"]) == {"k1", "k2"}
+    assert mine.run("kd-s0-0000000002") is not None and mine.result("01_x", "abc")["value"] == [1, 2]
+    assert mine.merge_from(theirs.root) == {"runs": 0, "evaluations": 0, "results": 0}  # idempotent
+
+
+def test_a_record_of_another_version_or_broken_json_is_refused(tmp_path):
+    store = RecordStore(tmp_path / "p")
+    write_json_atomic(store.run_path("tf-s0-0000000001"), {**_run_record("tf-s0-0000000001", {}), "record_version": 0})
+    with pytest.raises(ConfigError, match="has record_version 0, this code reads 1"):
+        store.run("tf-s0-0000000001")
+    store.run_path("kd-s0-0000000002").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        store.run("kd-s0-0000000002")
+
+
+def test_records_name_no_path_of_the_machine_that_wrote_them():
+    from distill_lib.env import CACHE_ROOT
+
+    data = {"teacher": str(PROJECT_ROOT / "runs" / "x"), "cache": f"{CACHE_ROOT}/models/y", "n": 1}
+    assert portable(data) == {"teacher": "<project>/runs/x", "cache": "<cache>/models/y", "n": 1}
+    for profile in ("mini", "smollm2"):  # the committed ones, if present
+        for path in (PROJECT_ROOT / "records" / profile).rglob("*.json"):
+            text = path.read_text()
+            assert str(PROJECT_ROOT) not in text and "/home/" not in text, path
+
+
+def test_opening_and_saving_a_notebook_in_lab_keeps_the_py_clean(tmp_path):
+    """What JupyterLab does through jupytext's contents manager (notebooks/jupytext.toml): the .py
+    opens as a notebook; saving it with outputs writes them to the paired .ipynb and the .py
+    text is unchanged."""
+    import shutil
+
+    import nbformat
+    from jupytext import TextFileContentsManager
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "notebooks" / "jupytext.toml", root)
+    source = PROJECT_ROOT / "notebooks" / "03_prune_schedule.py"
+    shutil.copy(source, root)
+    manager = TextFileContentsManager(root_dir=str(root))
+    model = manager.get("03_prune_schedule.py", content=True)
+    nb = model["content"]
+    assert model["type"] == "notebook" and "parameters" in nb.cells[1].metadata.tags
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="an output\n")]
+    manager.save({"type": "notebook", "content": nb}, "03_prune_schedule.py")
+    assert (root / "03_prune_schedule.py").read_text() == source.read_text()
+    assert "an output" in (root / "03_prune_schedule.ipynb").read_text()
+
+
+def test_the_profile_default_of_a_notebook_comes_from_the_environment(monkeypatch):
+    import distill_lib.notebook as nb
+
+    monkeypatch.setenv("DISTILL_PROFILE", "smoke")
+    monkeypatch.setenv("DISTILL_TRAIN", "0")
+    assert nb.default_profile() == "smoke" and nb.default_train() is False
+    monkeypatch.delenv("DISTILL_PROFILE")
+    monkeypatch.delenv("DISTILL_TRAIN")
+    assert nb.default_profile() == "mini" and nb.default_train() is True
+
+
+def test_tables_show_meaningful_digits():
+    from distill_lib.plots import format_value
+
+    assert format_value(0.973, 3.4e-16) == "0.973 ± 0"
+    assert format_value(47.83, 0.612) == "47.8 ± 0.6"
+    assert format_value(3_012_345.0) == "3,012,345"
+    assert format_value(194.2, 29.4) == "194 ± 29"
