@@ -127,12 +127,16 @@ def range_without(df: pd.DataFrame, y: str, hue: str, left_out: Sequence[str], m
 
 
 def format_value(mean: float, half: float | None = None, digits: int = 3) -> str:
-    """`mean ± half` with `digits` significant digits for the mean and the half-width rounded to the
-    mean's last shown decimal (no `0.973 ± 3.4e-16`); a half-width that rounds to zero is shown as
-    `± 0`."""
+    """`mean ± half`: the mean to `digits` significant digits, both rounded to the same decimal,
+    which is never finer than two significant digits of the half-width (`47.8 ± 0.6`, `0.3 ± 1.9`,
+    no `0.973 ± 3.4e-16`: a half-width that rounds to zero is shown as `± 0`)."""
     if mean is None or (isinstance(mean, float) and np.isnan(mean)):
         return "–"
+    if half is not None and np.isnan(half):
+        half = None
     decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(mean))))) if mean else digits - 1
+    if half:
+        decimals = min(decimals, max(0, 1 - int(np.floor(np.log10(abs(half))))))
     text = f"{mean:,.{decimals}f}"
     if half is None:
         return text
@@ -143,6 +147,7 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):
     """A DataFrame as a reader sees it: no index, numbers to `digits` significant digits, thousands
     separated, `percent` columns (fractions) as percentages."""
     out = df.reset_index(drop=True).copy()
+    text = [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])]
     for col in out.columns:
         if col in percent:
             out[col] = out[col].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}%")
@@ -150,7 +155,11 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):
             out[col] = out[col].map(lambda v: format_value(v, digits=digits))
         elif pd.api.types.is_integer_dtype(out[col]):
             out[col] = out[col].map(lambda v: f"{v:,}")
-    return out.style.hide(axis="index")
+    styled = out.style.hide(axis="index")
+    if text:  # words read from the left, numbers from the right
+        styled = styled.set_properties(subset=text, **{"text-align": "left"})
+        styled = styled.set_table_styles([{"selector": "th", "props": "text-align: left"}])
+    return styled
 
 
 def summary_table(per_seed: pd.DataFrame, by: str, columns: Sequence[str], digits: int = 3) -> pd.DataFrame:

@@ -41,7 +41,8 @@ table = claims(study)
 study.save_table(table, "99_claims")
 counts = table.verdict.value_counts()
 display(Markdown("Of the eight claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."))
-plots.table(table[["claim", "statement", "verdict", "diff", "ci95", "positive means", "seeds"]])
+shown = table.assign(**{"difference (95% CI)": [plots.format_value(d, h) for d, h in zip(table["diff"], table["ci95"])]})
+plots.table(shown[["claim", "statement", "verdict", "difference (95% CI)", "positive means", "seeds"]])
 
 # %% [markdown]
 # ## Claim by claim

@@ -119,3 +119,4 @@ def test_tables_show_meaningful_digits():
     assert format_value(47.83, 0.612) == "47.8 ± 0.6"
     assert format_value(3_012_345.0) == "3,012,345"
     assert format_value(194.2, 29.4) == "194 ± 29"
+    assert format_value(0.350, 1.904) == "0.3 ± 1.9"
