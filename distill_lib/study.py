@@ -418,17 +418,19 @@ class Study:
                           max_blocks=max_blocks or self.cfg.eval.ppl_max_blocks)
 
     # --- outputs ---------------------------------------------------------------------------------------
-    def save_figure(self, fig, name: str) -> Path:
+    def save_figure(self, fig, name: str) -> None:
+        """figures/<profile>/<name>.png and .pdf (returns nothing: a notebook cell that ends with it
+        shows the figure, not a path of this machine)."""
         self.figures.mkdir(parents=True, exist_ok=True)
         for ext in ("png", "pdf"):
-            fig.savefig(self.figures / f"{name}.{ext}", bbox_inches="tight", dpi=130)
-        return self.figures / f"{name}.png"
+            fig.savefig(self.figures / f"{name}.{ext}", bbox_inches="tight", dpi=130,
+                        metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
 
-    def save_table(self, df, name: str) -> Path:
+    def save_table(self, df, name: str) -> None:
+        """figures/<profile>/<name>.csv (full precision) and .md (rounded, for reading)."""
         self.figures.mkdir(parents=True, exist_ok=True)
         df.to_csv(self.figures / f"{name}.csv", index=False)
         (self.figures / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
-        return self.figures / f"{name}.md"
 
 
 def curves(runs: dict) -> "pd.DataFrame":

@@ -64,6 +64,10 @@ for ax in axes:
     plots.integer_axis(ax)
 fig.tight_layout()
 study.save_figure(fig, "01_importance")
+low = sorted(range(n), key=lambda i: bi[i])[:removed]
+display(Markdown(f"The {removed} layers of lowest block influence are {', '.join(map(str, sorted(low)))}; the first layer "
+                 f"scores {bi[0]:.3g} and the last {bi[-1]:.3g} (median over layers {np.median(bi):.3g}). The block of lowest "
+                 f"angular distance starts at layer {int(np.argmin(ang))}."))
 
 # %% [markdown]
 # ## The configurations (like v3 Fig 5)
@@ -154,6 +158,11 @@ axes[0].set_title("From truncation to the end of training (log scale)")
 axes[1].set_title(f"From step {int(late.step.min())} on (linear scale)")
 plots.figure_legend(fig, axes, ncol=5)
 study.save_figure(fig, "01_recovery")
+ends = recovery.groupby(["configuration", "step"]).val_ppl.mean().unstack()
+first_eval = sorted(recovery.step.unique())[1]
+display(Markdown(f"Mean validation perplexity right after truncation, after the first evaluation (step {first_eval}) and "
+                 "at the end: " + "; ".join(f"`{c}` {format_value(ends.loc[c, 0])} → {format_value(ends.loc[c, first_eval])} → "
+                                           f"{format_value(ends.loc[c].dropna().iloc[-1])}" for c in strategies) + "."))
 
 # %% [markdown]
 # ## The main configuration before and after continued pretraining (full evaluation)

@@ -52,6 +52,9 @@ axes[0, 0].set_title("All methods")
 axes[1, 0].set_title("Without random init")
 plots.figure_legend(fig, axes)
 study.save_figure(fig, "02_curves")
+end = df.sort_values("step").groupby(["method", "seed"]).last().groupby("method", sort=False).mean(numeric_only=True)
+display(Markdown("At the end of training (equal tokens), mean validation perplexity: " + ", ".join(
+    f"{m} {format_value(end.val_ppl[m])} after {end.flops[m] / end.flops['TF']:.2f}x TF's FLOPs" for m in end.index) + "."))
 
 # %% [markdown]
 # ## Final evaluation: test perplexity and the zero-shot suite

@@ -120,3 +120,13 @@ def test_tables_show_meaningful_digits():
     assert format_value(3_012_345.0) == "3,012,345"
     assert format_value(194.2, 29.4) == "194 ± 29"
     assert format_value(0.350, 1.904) == "0.3 ± 1.9"
+
+
+def test_a_run_record_is_written_one_metrics_line_per_step_and_reads_back_equal(tmp_path):
+    store = RecordStore(tmp_path)
+    record = _run_record("tf-s0-0000000001", {"k": {"ppl": 3.5}})
+    record["metrics"] = [{"step": i, "loss": 1.0 / (i + 1), "val_ppl": None} for i in range(5)]
+    write_json_atomic(store.run_path("tf-s0-0000000001"), record)
+    text = store.run_path("tf-s0-0000000001").read_text()
+    assert '  {"loss": 0.5, "step": 1, "val_ppl": null},' in text
+    assert store.run("tf-s0-0000000001") == record
