@@ -116,16 +116,23 @@ def write_report(executed: Path) -> int:
 
 
 def print_plan(profile: str) -> int:
-    """What a profile will do, computed offline from its config alone: checks that fail before any
-    training (corpus paths, eval-suite sizes), then runs, token budgets, FLOPs, time and memory."""
+    """What a profile will do, computed offline from its config alone: every check that needs no
+    download and no training (the config's values, corpus paths, the teacher folder, block length
+    and `drop` against the teacher's shape, eval-suite sizes), then runs, token budgets, FLOPs, time
+    and memory."""
     from distill_lib.study import load_study_config
 
     cfg = load_study_config(profile)
     _check_corpus_paths(cfg.data)
+    teacher = teacher_shape(cfg)
+    _check_teacher_fits(cfg, teacher)
+    _check_teacher_tokenizer(cfg)
     suite_line = _check_suite_sizes(cfg)
     print(f"profile {cfg.name}: {cfg.description}")
     _print_data(cfg.data)
     print(f"  {suite_line}")
+    if teacher["note"]:
+        print(f"  {teacher['note']}")
     _print_runs(cfg)
     _print_compute(cfg, _measured_speeds(RECORDS / cfg.name / "runs"))
     _print_memory(cfg)
@@ -159,6 +166,101 @@ def _check_corpus_paths(data) -> None:
         missing = missing_paths(data.paths)
         if missing:
             raise ConfigError(f"data.paths: {missing[0]!r} does not exist (no file, folder or glob match)")
+
+
+def _read_model_config(folder: Path, key: str) -> dict:
+    """config.json of a local model folder, checked to be a causal decoder of a supported family
+    (what truncation needs), without loading any weights."""
+    import json
+
+    from distill_lib.models import FAMILIES, check_causal_config
+
+    if not (folder / "config.json").is_file():
+        what = "a file" if folder.is_file() else "a folder" if folder.is_dir() else "missing"
+        raise ConfigError(f"{key}: {str(folder)!r} is not an HF model folder ({what}, no config.json)")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{key}: {folder / 'config.json'} cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{key}: {folder / 'config.json'} does not hold a model config")
+    try:
+        check_causal_config(config, repr(str(folder)))
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {str(err).removeprefix('model: ')}") from None
+    if config.get("model_type") not in FAMILIES:
+        raise ConfigError(f"{key}: {str(folder)!r} is a {config.get('model_type')!r} model, a family whose truncation "
+                          f"is not supported (supported: {', '.join(FAMILIES)})")
+    return config
+
+
+def teacher_shape(cfg) -> dict:
+    """Layers and maximum positions of the profile's teacher, from what is readable offline: the
+    config.json of a local `teacher_path` (or of a `pypi:` source already converted), else
+    `teacher_model`. Refuses a `teacher_path` that is not a model, or a `pypi:` source whose package
+    is missing. `note` says where the shape comes from when the teacher itself was not read."""
+    from distill_lib.pretrained import converted_location, gguf_location, is_named_source
+
+    m = cfg.teacher_model
+    shape = {"layers": m.n_layers, "positions": m.max_position_embeddings, "source": "teacher_model", "note": None}
+    path = cfg.teacher_path
+    if path is None:
+        return shape
+    if is_named_source(path):
+        gguf_location(path)  # the package is installed (else: the install command)
+        folder = converted_location(path)
+        if not (folder / "config.json").is_file():
+            shape["note"] = f"teacher_path {path}: not converted yet; its shape is taken from teacher_model"
+            return shape
+    elif Path(path).expanduser().is_absolute() or Path(path).exists():
+        folder = Path(path).expanduser()
+    else:
+        shape["note"] = f"teacher_path {path}: a hub name, not read offline; its shape is taken from teacher_model"
+        return shape
+    config = _read_model_config(folder, "teacher_path")
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    return {"layers": layers or m.n_layers, "positions": positions, "source": f"teacher_path {path}", "note": None}
+
+
+def _check_teacher_fits(cfg, teacher: dict) -> None:
+    """Block length and `drop` against the teacher's shape, for every strategy the profile trains."""
+    from distill_lib.truncate import select_layers
+
+    positions = teacher["positions"]
+    if positions and cfg.data.block_length > positions:
+        raise ConfigError(f"data.block_length: {cfg.data.block_length} exceeds the teacher's maximum positions "
+                          f"({positions}, from {teacher['source']})")
+    if positions and cfg.eval.max_length > positions:  # every model evaluated has the teacher's positions
+        raise ConfigError(f"eval.max_length: {cfg.eval.max_length} exceeds the teacher's maximum positions "
+                          f"({positions}, from {teacher['source']})")
+    if "scratch" in cfg.methods and cfg.data.block_length > cfg.teacher_model.max_position_embeddings:
+        raise ConfigError(f"data.block_length: {cfg.data.block_length} exceeds teacher_model.max_position_embeddings "
+                          f"({cfg.teacher_model.max_position_embeddings}) of the from-scratch model")
+    n = teacher["layers"]
+    for strategy in dict.fromkeys([cfg.strategy, *cfg.configs, *cfg.extra_strategies]):
+        try:  # importance strategies: any scores will do, only the count is checked
+            select_layers(strategy, n, drop=cfg.drop, scores=[0.0] * n)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (strategy {strategy!r}, teacher of {n} layers from {teacher['source']})") from None
+
+
+def _check_teacher_tokenizer(cfg) -> None:
+    """A pretrained teacher is truncated and distilled token id for token id: the data must be read
+    with its own tokenizer. Checked offline where both are local folders (or a fresh BPE)."""
+    if not cfg.teacher_path or cfg.data.tokenizer == cfg.teacher_path:
+        return
+    if cfg.data.tokenizer == "train-bpe":
+        raise ConfigError(f"data.tokenizer: 'train-bpe' trains a new tokenizer, but the teacher ({cfg.teacher_path}) "
+                          f"reads its own; set data.tokenizer: {cfg.teacher_path}")
+    from distill_lib.data import has_tokenizer, load_tokenizer, vocabulary_hash
+
+    folders = [Path(p).expanduser() for p in (cfg.data.tokenizer, cfg.teacher_path)]
+    if all(has_tokenizer(f) for f in folders):
+        ours, theirs = (load_tokenizer(f) for f in folders)
+        if vocabulary_hash(ours) != vocabulary_hash(theirs):
+            raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer} ({len(ours)} tokens) is not the teacher's tokenizer "
+                              f"({cfg.teacher_path}, {len(theirs)} tokens); set data.tokenizer: {cfg.teacher_path}")
 
 
 def suite_capacity(held_out, cloze_context_words: int) -> dict[str, int]:
@@ -271,7 +373,9 @@ def compute_estimate(cfg) -> list[dict]:
     teacher = _forward_flops(cfg.teacher_model, vocab, length)
     with_layers = lambda k: dataclasses.replace(cfg.teacher_model, n_layers=k)  # noqa: E731
     student = _forward_flops(with_layers(n - drop_count(n, cfg.drop)), vocab, length)
-    scratch = _forward_flops(with_layers(max(1, round(n * (1 - cfg.drop)))), vocab, length)  # as Study.run_config
+    # as Study.run_config builds it (a fraction: of the depth, rounded; a number of layers: removed)
+    kept = n - cfg.drop if isinstance(cfg.drop, int) else max(1, round(n * (1 - cfg.drop)))
+    scratch = _forward_flops(with_layers(kept), vocab, length)
     per_token = {"teacher": 3 * teacher, "tf": 3 * student, "random": 3 * student, "scratch": 3 * scratch,
                  "kd": 3 * student + teacher, "chop-distill": 3 * student + teacher,
                  "offline-kd": 3 * student + teacher,  # one teacher pass fills the logit cache
@@ -391,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("study", "report"):
             p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 00 02)")
     args = parser.parse_args(argv)
+    import yaml
+
     try:
         if args.command in ("study", "report"):
             return run_study(args.profile, args.only, train=args.command == "study")
@@ -406,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         study.data  # noqa: B018
         return 0
-    except (ConfigError, ValueError) as err:
+    except ConfigError as err:  # the project's own input errors: one line; anything else is a bug (traceback)
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as err:  # a profile that does not parse (the file is read as text, so not named by yaml)
+        from distill_lib.config import yaml_error
+
+        print(f"error: {yaml_error(err, f'{args.profile!r} (or a profile it builds on)')}", file=sys.stderr)
         return 2

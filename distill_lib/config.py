@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,10 +22,45 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A parameter has an invalid name or value; the message names it and what would be valid."""
+    """An input of the project is invalid: a parameter's name or value, a profile file, or a file or
+    folder a parameter names (a corpus file, a teacher folder, a run's checkpoint). The message is
+    one line that names the input and what would be valid; the CLI prints it without a traceback.
+    Any other exception is a bug and keeps its traceback."""
+
+
+def yaml_error(err: Exception, source: object) -> ConfigError:
+    """A one-line ConfigError for a YAML file that does not parse: the file, the problem, and where."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    context = getattr(err, "context", None)
+    return ConfigError(f"profile: {source} is not valid YAML: {problem}" + (f" ({context})" if context else "") + where)
+
+
+def load_yaml(path: Path | str) -> Any:
+    """A YAML file's data; a file that does not parse raises `yaml_error` (one line naming it)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise yaml_error(err, path) from None
+
+
+_READABLE = {int: "an integer", float: "a number", bool: "true/false", str: "a string", type(None): "null"}
 
 
 def _type_name(tp: Any) -> str:
+    """What a value of annotation `tp` looks like, in words ("an integer or null")."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if {a for a in args if a is not type(None)} == {int, float}:
+            return "a number (integer or float)" + (" or null" if type(None) in args else "")
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if tp in _READABLE:
+        return _READABLE[tp]
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -36,6 +73,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        others = [arg for arg in args if arg is not type(None)]
+        if len(others) == 1:
+            inner = others[0]
+            nested = typing.get_origin(inner) in (list, tuple, dict) or dataclasses.is_dataclass(inner)
+            if nested and isinstance(value, (list, tuple, dict)):
+                return _coerce(value, inner, key)  # its message names the wrong item or key
         for arg in args:
             if arg is type(None):
                 continue
@@ -102,6 +145,36 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         return cls(**kwargs)
     except TypeError as err:  # a required field is missing
         raise ConfigError(f"{where or cls.__name__}: {err}") from None
+    except ConfigError as err:  # a value check names the class's own section: name the key it was given as
+        section = _SECTIONS.get(cls.__name__)
+        if not where or not section or section == where:
+            raise
+        raise ConfigError(re.sub(rf"(?<![\w.]){re.escape(section)}\.", f"{where}.", str(err))) from None
+
+
+#: The key prefix each config's own messages use (`train.lr`); `from_dict` renames it to the key the
+#: section was given under (`student_train.lr`).
+_SECTIONS = {"DataConfig": "data", "ModelConfig": "model", "InitConfig": "init", "TrainConfig": "train",
+             "WidthConfig": "width", "SuiteConfig": "eval.suite", "EvalConfig": "eval"}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_field_types(obj: Any, section: str) -> None:
+    """Refuse a field of the wrong type in a dataclass built directly (`TrainConfig(lr="1e-3")`), with
+    the same one-line message `from_dict` gives for a profile, before any value check compares it.
+    A mapping given for a nested config (`RunConfig(train={"lr": 0.01})`) becomes that config, as in
+    a profile; no other value is changed (an int stays an int, so config hashes do not move)."""
+    hints = _field_types(type(obj))
+    prefix = f"{section}." if section else ""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        checked = _coerce(value, hints[f.name], prefix + f.name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(checked):
+            object.__setattr__(obj, f.name, checked)
 
 
 def to_dict(obj: Any) -> Any:
@@ -210,6 +283,7 @@ class DataConfig:
     """Tokens per packed training block."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data")
         require(self.corpus in CORPORA, f"data.corpus: unknown corpus {self.corpus!r} "
                 f"(valid: {', '.join(CORPORA)})")
         require(self.corpus != "text" or bool(self.paths),
@@ -257,6 +331,11 @@ class ModelConfig:
     tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "model")
+        from distill_lib.models import FAMILIES
+
+        require(self.family in FAMILIES, f"model.family: unknown {self.family!r} (supported causal decoders: "
+                f"{', '.join(FAMILIES)})")
         for name in ("n_layers", "hidden_size", "n_heads", "max_position_embeddings"):
             require(getattr(self, name) > 0, f"model.{name}: must be > 0, got {getattr(self, name)}")
         require(self.hidden_size % self.n_heads == 0,
@@ -276,19 +355,34 @@ class InitConfig:
     strategy: str = "max-gap"
     """Layer-selection strategy of distill_lib.truncate.select_layers."""
     drop: Union[int, float] = 0.5
-    """Layers to remove: a count, or a fraction of the teacher's depth."""
+    """Layers to remove: an integer is a number of layers (`drop: 2` removes two), a float in (0, 1)
+    a fraction of the teacher's depth, rounded (`drop: 0.5` removes half). 1.0 and 2.0 are floats,
+    so they are refused: write 1 or 2 for a number of layers."""
     remove: Optional[list[int]] = None
     """Strategy 'explicit': the layer indices to remove."""
     calibration_blocks: int = 16
     """Validation blocks scored by the importance strategies (block-influence, angular)."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "init")
         require(self.kind in INIT_KINDS, f"init.kind: unknown {self.kind!r} (valid: {', '.join(INIT_KINDS)})")
         from distill_lib.truncate import STRATEGIES
 
         require(self.strategy in STRATEGIES,
                 f"init.strategy: unknown {self.strategy!r} (valid: {', '.join(STRATEGIES)})")
         require(self.calibration_blocks > 0, "init.calibration_blocks: must be > 0")
+        check_drop(self.drop, "init.drop")
+
+
+def check_drop(drop: int | float, key: str = "drop") -> None:
+    """The checks of a `drop` that need no model: an integer counts layers (>= 1), a float is a
+    fraction in (0, 1). (distill_lib.truncate.drop_count checks it against a model's depth.)"""
+    if isinstance(drop, float):
+        require(0.0 < drop < 1.0, f"{key}: a fraction must be in (0, 1), got {drop}; "
+                f"an integer is a number of layers (e.g. {max(1, round(drop))})")
+    else:
+        require(drop >= 1, f"{key}: a number of layers to remove must be >= 1, got {drop}; "
+                "a float in (0, 1) is a fraction of the layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,12 +443,17 @@ class TrainConfig:
     """Gradual removal: layers to remove, one at a time, in the *starting* model's numbering."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "train")
         require(self.objective in OBJECTIVES,
                 f"train.objective: unknown {self.objective!r} (valid: {', '.join(OBJECTIVES)})")
         for name in ("max_steps", "batch_size", "eval_blocks", "checkpoint_every", "log_every", "offline_top_k"):
             require(getattr(self, name) > 0, f"train.{name}: must be > 0, got {getattr(self, name)}")
         require(self.micro_batch_size is None or self.micro_batch_size > 0,
                 f"train.micro_batch_size: must be > 0, got {self.micro_batch_size}")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            fits = max(d for d in range(1, self.micro_batch_size + 1) if self.batch_size % d == 0)
+            raise ConfigError(f"train.micro_batch_size: {self.micro_batch_size} does not divide train.batch_size "
+                              f"({self.batch_size}); use a divisor of it, e.g. {fits}")
         require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
         require(self.warmup_steps >= 0 and self.eval_every >= 0, "train.warmup_steps / eval_every: must be >= 0")
@@ -396,6 +495,7 @@ class WidthConfig:
     """Step at which the target is reached (cubic schedule); None = 70% of train.max_steps."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "width")
         require(0.0 < self.target < 1.0, f"width.target: must be in (0, 1), got {self.target}")
         require(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "width.beta1 / beta2: must be in [0, 1)")
         require(self.prune_every > 0, f"width.prune_every: must be > 0, got {self.prune_every}")
@@ -419,6 +519,7 @@ class RunConfig:
     """Width pruning during training (DimCHOP); None = off."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "")
         require(bool(self.name) and "/" not in self.name, f"name: must be a non-empty name without '/', got {self.name!r}")
         needs_teacher = self.train.objective != "lm" or self.init.kind in ("truncate", "random-truncated", "pretrained")
         require(not needs_teacher or self.teacher is not None,
@@ -439,6 +540,7 @@ class SuiteConfig:
     seed: int = 1234
 
     def __post_init__(self) -> None:
+        check_field_types(self, "eval.suite")
         for f in dataclasses.fields(self):
             if f.name != "seed":
                 require(getattr(self, f.name) > 0, f"eval.suite.{f.name}: must be > 0, got {getattr(self, f.name)}")
@@ -462,6 +564,7 @@ class EvalConfig:
     suite: SuiteConfig = dataclasses.field(default_factory=SuiteConfig)
 
     def __post_init__(self) -> None:
+        check_field_types(self, "eval")
         require(self.max_length > 0, f"eval.max_length: must be > 0, got {self.max_length}")
         require(self.batch_size > 0, f"eval.batch_size: must be > 0, got {self.batch_size}")
         require(self.limit is None or self.limit > 0, f"eval.limit: must be > 0, got {self.limit}")

@@ -43,8 +43,9 @@ class Document:
     text: str
 
 
-class CorpusError(ValueError):
-    """The corpus cannot be read or is unusable (missing package, empty split, ...)."""
+class CorpusError(ConfigError):
+    """The corpus cannot be read or is unusable (missing package, a file that is not UTF-8 text,
+    empty split, ...): an input error, reported in one line that names the file or parameter."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +157,13 @@ def text_file_documents(patterns: Sequence[str], separator: str | None = None) -
     `separator`-delimited part of it (id '<file id>#<part>')."""
     documents = []
     for file_id, path in text_files(patterns):
-        text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
+        try:
+            text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
+        except UnicodeDecodeError as err:
+            raise CorpusError(
+                f"data.paths: {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                "convert it (e.g. `iconv -f latin1 -t utf-8`) or leave it out of data.paths (list the files "
+                "or a glob that skips it)") from None
         parts = text.split(separator) if separator else [text]
         for i, part in enumerate(parts):
             part = part.strip()
@@ -299,6 +306,20 @@ def load_tokenizer(name_or_path: str | Path):
     except (OSError, ValueError) as err:
         raise ConfigError(f"data.tokenizer: cannot load tokenizer {str(name_or_path)!r} ({err}); "
                           "give a local folder, or set DISTILL_ONLINE=1 for a hub name") from err
+
+
+#: Files that make a model folder carry its own tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def has_tokenizer(folder: Path | str) -> bool:
+    folder = Path(folder).expanduser()
+    return folder.is_dir() and any((folder / name).exists() for name in TOKENIZER_FILES)
+
+
+def vocabulary_hash(tokenizer) -> str:
+    """A tokenizer's identity for distillation: a hash of its vocabulary (token -> id)."""
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
 
 
 def eos_id(tokenizer) -> int:

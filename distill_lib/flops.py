@@ -17,6 +17,8 @@ import time
 import torch
 from torch import nn
 
+from distill_lib.config import ConfigError
+
 
 def matmul_weights(model: nn.Module) -> int:
     """Weights multiplied per token: every Linear (and GPT-2's Conv1D), the LM head included even
@@ -147,9 +149,9 @@ def plan_memory(teacher: ModelShape, student: ModelShape, batch: int, seq_len: i
     their gradient, 8·b·s·V. KD adds the teacher's weights for inference (2 or 4 bytes/param) and
     its logits (4·b·s·V); offline KD adds only the batch's top-k cache."""
     if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision: unknown {precision!r} (valid: bf16, fp32)")
+        raise ConfigError(f"precision: unknown {precision!r} (valid: bf16, fp32)")
     if optimizer not in ("adamw", "lion"):
-        raise ValueError(f"optimizer: unknown {optimizer!r} (valid: adamw, lion)")
+        raise ConfigError(f"optimizer: unknown {optimizer!r} (valid: adamw, lion)")
     act_bytes = 2 if precision == "bf16" else 4
     # weights + grads: 2 + 4 (master) + 2 in bf16 mixed precision, 4 + 4 in fp32: 8 bytes either way
     state_per_param = 8 + (8 if optimizer == "adamw" else 4)

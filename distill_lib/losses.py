@@ -40,7 +40,9 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         per_token = (jsd_beta * (log_pt.exp() * (log_pt - log_m)).sum(-1)
                      + (1 - jsd_beta) * (log_ps.exp() * (log_ps - log_m)).sum(-1))
     else:
-        raise ValueError(f"kd_divergence: unknown {kind!r} (valid: {', '.join(DIVERGENCES)})")
+        from distill_lib.config import ConfigError
+
+        raise ConfigError(f"kd_divergence: unknown {kind!r} (valid: {', '.join(DIVERGENCES)})")
     return per_token.sum()
 
 

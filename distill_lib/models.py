@@ -31,24 +31,56 @@ FAMILIES: dict[str, str] = {
 }
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def check_causal_config(config, source: object) -> None:
+    """Refuse, in one line, a model config that is not a causal decoder-only LM (T5, BERT, ...):
+    checked on the config alone, before any weights are read."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    model_type = get("model_type")
+    if get("is_encoder_decoder", False) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        kind = "encoder-decoder" if get("is_encoder_decoder", False) else "not a causal LM"
+        architectures = get("architectures") or []
+        raise ConfigError(f"model: {source} is a {model_type!r} model ({', '.join(architectures) or kind}), not a "
+                          f"causal decoder-only LM; supported families: {', '.join(FAMILIES)}")
+
+
 def load_causal_lm(model_or_path, trust_remote_code: bool = False, dtype=None) -> nn.Module:
-    """An in-memory causal LM as is, or one loaded from an HF folder / hub name."""
+    """An in-memory causal LM as is, or one loaded from an HF folder / hub name. Every input error
+    (no such folder, no config.json, not a causal LM, unreadable weights) is a one-line ConfigError."""
     if isinstance(model_or_path, nn.Module):
         return model_or_path
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from distill_lib.pretrained import resolve
 
     model_or_path = resolve(model_or_path)  # pypi:<name> → its converted local folder
-    path = Path(str(model_or_path))
-    if not path.exists() and (path.is_absolute() or str(model_or_path).startswith(".")):
-        raise ConfigError(f"model: path {str(model_or_path)!r} does not exist")
+    name = str(model_or_path)
+    path = Path(name)
+    local = path.exists()
+    if not local and (path.is_absolute() or name.startswith(".")):
+        raise ConfigError(f"model: path {name!r} does not exist")
+    if local and not (path / "config.json").is_file():
+        raise ConfigError(f"model: {name!r} is not an HF model folder (no config.json)")
+    hint = "" if local else "; give a local HF folder, or set DISTILL_ONLINE=1 for a hub name"
     try:
-        return AutoModelForCausalLM.from_pretrained(str(model_or_path), trust_remote_code=trust_remote_code,
-                                                    dtype=dtype)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"model: cannot load causal LM {str(model_or_path)!r} ({err}); "
-                          "give a local HF folder, or set DISTILL_ONLINE=1 for a hub name") from err
+        raise ConfigError(f"model: cannot read the config of {name!r} ({_first_line(err)}){hint}") from err
+    if not (trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})):
+        check_causal_config(config, repr(name))
+    from safetensors import SafetensorError
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, config=config, trust_remote_code=trust_remote_code,
+                                                    dtype=dtype)
+    except (OSError, ValueError, SafetensorError) as err:  # e.g. a truncated model.safetensors
+        raise ConfigError(f"model: cannot load causal LM {name!r} ({_first_line(err)}){hint}") from err
 
 
 def check_causal_decoder(model: nn.Module) -> str:

@@ -54,15 +54,20 @@ def load_gguf(name: str):
             AutoTokenizer.from_pretrained(folder, gguf_file=gguf))
 
 
+def converted_location(name: str) -> Path:
+    """Where `converted_folder` keeps (or will keep) the named source's HF folder; builds nothing."""
+    folder, gguf = gguf_location(name)
+    size = (folder / gguf).stat().st_size
+    return CACHE_ROOT / "models" / f"{name[len(PREFIX):]}-{size}"
+
+
 def converted_folder(name: str, log=print) -> Path:
     """A plain HF folder (safetensors + tokenizer) for the named source, converted once and cached.
     `save_pretrained` refuses a GGUF-loaded model, so the weights go into a fresh model of the same
     config without its quantization_config."""
     from distill_lib.data import atomic_directory
 
-    folder, gguf = gguf_location(name)
-    size = (folder / gguf).stat().st_size
-    final = CACHE_ROOT / "models" / f"{name[len(PREFIX):]}-{size}"
+    final = converted_location(name)
 
     def build(tmp: Path) -> None:
         import time

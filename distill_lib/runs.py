@@ -127,6 +127,20 @@ class RecordedRun:
         return load_causal_lm(self.model_dir)
 
 
+def _remove_leftovers(folder: Path) -> None:
+    """What a process killed while finishing a run leaves in its folder: a model/ that has no
+    complete.json yet, temporary folders and files of atomic writes (`.model.tmp-<pid>`,
+    `.complete.json.tmp`, `checkpoint.tmp`) and a checkpoint swapped out but not yet deleted
+    (`checkpoint.old`). Called once the final checkpoint is in place, by the one process that
+    finishes the run."""
+    from distill_lib.train import CHECKPOINT
+
+    for path in [folder / "model", folder / f"{CHECKPOINT}.tmp", folder / f"{CHECKPOINT}.old",
+                 *folder.glob(".model.tmp-*")]:
+        shutil.rmtree(path, ignore_errors=True)
+    (folder / ".complete.json.tmp").unlink(missing_ok=True)
+
+
 def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **train_kwargs) -> Run:
     """The complete run for `run`: reused if done, resumed if interrupted, trained otherwise."""
     from distill_lib.data import prepare_data
@@ -152,7 +166,10 @@ def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **trai
                 shutil.copy2(item, tmp / item.name)
         data.tokenizer.save_pretrained(tmp)
 
-    shutil.rmtree(result.model_dir, ignore_errors=True)  # a model/ without complete.json is stale
+    # Finishing is idempotent: a kill anywhere below leaves no complete.json, and the restart (whose
+    # train() resumes from the final checkpoint and returns the same summary) redoes all of it,
+    # first removing what the killed process left: model/ without complete.json, its temporaries.
+    _remove_leftovers(result.dir)
     atomic_directory(result.model_dir, write_model)
     record = {"name": run.name, "hash": config_hash(run), "config": to_dict(run), "summary": summary,
               **environment_record()}

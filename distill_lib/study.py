@@ -20,11 +20,11 @@ import dataclasses
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from distill_lib.config import (
     ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
-    require, resolve_profile_paths,
+    load_yaml, require, resolve_profile_paths,
 )
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.records import MissingRecord
@@ -59,7 +59,8 @@ class StudyConfig:
     """Training of the half-depth model from scratch; None = student_train."""
     strategy: str = "max-gap"
     """The main truncation configuration (the others are compared in notebook 01)."""
-    drop: float = 0.5
+    drop: Union[int, float] = 0.5
+    """Layers to remove: an integer is a number of layers, a float in (0, 1) a fraction (see InitConfig.drop)."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     """Seeds of the runs that carry claims C1, C2, C4, C6, C8."""
     configs: list[str] = dataclasses.field(default_factory=lambda: ["max-gap", "input", "output", "middle", "both"])
@@ -118,7 +119,7 @@ def _raw_profile(profile: str | Path, seen: tuple = ()) -> dict:
     path = _profile_path(profile)
     if path in seen:
         raise ConfigError(f"base: profiles {' -> '.join(p.stem for p in (*seen, path))} form a cycle")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"profile: {path} must hold a mapping of keys, got {type(data).__name__}")
     data = resolve_profile_paths(data, path.parent)  # paths in a profile are relative to its file
@@ -305,7 +306,10 @@ class Study:
         name = f"{method}-{strategy}-s{seed}"
         if method == "scratch":
             base = cfg.scratch_train or cfg.student_train
-            model = dataclasses.replace(cfg.teacher_model, n_layers=max(1, round(self.teacher_layers * (1 - cfg.drop))))
+            from distill_lib.truncate import drop_count
+
+            n = self.teacher_layers
+            model = dataclasses.replace(cfg.teacher_model, n_layers=n - drop_count(n, cfg.drop))
             return RunConfig(name=f"scratch-s{seed}", data=cfg.data, model=model,
                              train=dataclasses.replace(base, objective="lm", seed=seed))
         if self.train and not cfg.teacher_path:

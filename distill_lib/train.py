@@ -5,7 +5,15 @@ the random-init student, vanilla KD, CHOP+distill and offline KD — only the ob
 Read top to bottom: set-up (checks first, before anything expensive) → data → model (fresh or from
 the last checkpoint) → objective → optimizer → loop (lr, micro-batches, backward, clip, step,
 metrics, gradual removal, validation, checkpoint) → final checkpoint. `accelerate` runs the same
-code on CPU, one GPU or several (`accelerate launch`), with DDP or FSDP from its config.
+code on CPU, one GPU or several, with DDP or FSDP from its config. N processes on one machine:
+`accelerate launch --multi_gpu --num_processes N ...` (or `torchrun --nproc_per_node N ...`); on a
+machine without GPU they form a CPU (gloo) group. `accelerate launch --cpu --num_processes N` starts
+one process (accelerate 1.x), so `make_accelerator` refuses it.
+
+Reproducibility: the run's random stream (dropout) is seeded, or restored from the checkpoint, just
+before the first step, and only the training forward draws from it; benchmarks, validation and
+checkpoint writing run on a fork of the generators (`outside_the_run_rng`). A run trained twice in
+one process, or killed and resumed in a new process, ends with the same weights bit for bit (CPU).
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +30,7 @@ import numpy as np
 import torch
 
 from distill_lib.config import ConfigError, RunConfig, to_dict
-from distill_lib.data import PreparedData, prepare_data
+from distill_lib.data import PreparedData, has_tokenizer, prepare_data
 from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
 from distill_lib.objectives import (
@@ -35,6 +44,23 @@ CHECKPOINT = "checkpoint"
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint is kept and the run is not complete."""
+
+
+class CheckpointError(ConfigError):
+    """A run folder's checkpoint cannot be read (a truncated or damaged file) and no earlier good
+    checkpoint is left; the message names it and how to restart."""
+
+
+@contextlib.contextmanager
+def outside_the_run_rng(device: torch.device | str = "cpu"):
+    """Run work that is not the run's own (benchmarks, validation, checkpoint writing) on a fork of
+    the global random generators: whatever it draws, the run's stream (dropout masks) continues
+    exactly where it was, so a result never depends on what else ran in the process, and a resumed
+    run draws what the uninterrupted one drew."""
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +159,38 @@ def validate_run(run: RunConfig, run_dir: Path) -> None:
                           "a hub name needs DISTILL_ONLINE=1")
 
 
+def check_teacher_tokenizer(run: RunConfig, data: PreparedData, run_dir: Path) -> None:
+    """A run that uses the teacher's weights or logits (truncation, the pretrained init, every
+    distillation objective) must read the data with the teacher's own tokenizer: token i of the
+    student is token i of the teacher. Equal vocabulary sizes are not enough, so when the teacher's
+    folder carries a tokenizer its vocabulary is compared with the data tokenizer's (token -> id)."""
+    uses_teacher = run.train.objective != "lm" or run.init.kind in ("truncate", "pretrained")
+    location = teacher_location(run.teacher, run_dir)
+    if not uses_teacher or location is None:
+        return
+    from distill_lib.pretrained import resolve
+
+    folder = Path(str(resolve(location)))
+    if not has_tokenizer(folder):
+        return  # a hub name or a bare weights folder: nothing to compare offline
+    if data.tokenizer_dir is not None and Path(data.tokenizer_dir).resolve() == folder.resolve():
+        return
+    from distill_lib.data import load_tokenizer, vocabulary_hash
+
+    theirs = load_tokenizer(folder)
+    ours = data.tokenizer
+    if vocabulary_hash(theirs) == vocabulary_hash(ours):
+        return
+    v_ours, v_theirs = ours.get_vocab(), theirs.get_vocab()
+    differ = sorted(set(v_ours.items()) ^ set(v_theirs.items()), key=lambda kv: (kv[1], kv[0]))
+    token_id = differ[0][1] if differ else None
+    by_id = lambda vocab: {i: t for t, i in vocab.items()}.get(token_id)  # noqa: E731
+    raise ConfigError(
+        f"data.tokenizer: the data tokenizer {run.data.tokenizer!r} ({data.tokenizer_dir}, {len(ours)} tokens) is not "
+        f"the teacher's tokenizer ({folder}, {len(theirs)} tokens): their vocabularies differ (id {token_id} is "
+        f"{by_id(v_ours)!r} vs {by_id(v_theirs)!r}); set data.tokenizer to the teacher folder")
+
+
 def _check_model_fits(model, run: RunConfig, data: PreparedData, name: str) -> None:
     limit = max_positions(model)
     if limit is not None and run.data.block_length > limit:
@@ -173,11 +231,55 @@ def save_checkpoint(folder: Path, student, objective, optimizer, state: dict, pr
     shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, newest first: `checkpoint`, then `checkpoint.old` (left by a
+    kill in the middle of a swap)."""
+    return [run_dir / name for name in (CHECKPOINT, CHECKPOINT + ".old") if (run_dir / name / "state.json").exists()]
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    for name in (CHECKPOINT, CHECKPOINT + ".old"):
-        if (run_dir / name / "state.json").exists():
-            return run_dir / name
-    return None
+    found = checkpoints(run_dir)
+    return found[0] if found else None
+
+
+def read_checkpoint(folder: Path) -> dict:
+    """Everything a resume needs from one checkpoint, read (and so checked) before any of it is used."""
+    from safetensors.torch import load_file
+
+    out = {"state": json.loads((folder / "state.json").read_text()), "student": load_causal_lm(folder / "model"),
+           "optimizer": _load_pickle_free(folder / "optimizer.pt"), "rng": _load_pickle_free(folder / "rng.pt")}
+    for part in ("objective", "pruner"):
+        path = folder / f"{part}.safetensors"
+        out[part] = load_file(path) if path.exists() else None
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    """`Type: first sentence of the message` (library errors can run to paragraphs)."""
+    text = str(err).strip().splitlines()
+    line = (text[0] if text else "").split(". ")[0]
+    return f"{type(err).__name__}: {line[:200]}"
+
+
+def load_resume_checkpoint(run_dir: Path, log=print) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint of `run_dir` that reads completely, or (None, None) for a fresh run. A
+    damaged one (a truncated model.safetensors or optimizer.pt, ...) is named and skipped for the
+    previous good one; when none is left, CheckpointError says how to restart."""
+    from safetensors import SafetensorError
+
+    damaged = []
+    for folder in checkpoints(Path(run_dir)):
+        try:
+            return folder, read_checkpoint(folder)
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+            damaged.append((folder, _first_line(err)))
+            if log:
+                log(f"resume: checkpoint {folder} cannot be read ({_first_line(err)}); trying an earlier one")
+    if damaged:
+        folder, why = damaged[0]
+        raise CheckpointError(f"resume: checkpoint {folder} cannot be read ({why}) and no earlier good checkpoint is "
+                              f"left; delete {Path(run_dir) / CHECKPOINT} to restart the run from step 0")
+    return None, None
 
 
 def shrunk_model(checkpoint: Path):
@@ -235,17 +337,37 @@ def _validation_loss(student, blocks: np.ndarray, micro: int, device, accelerato
 _PLAIN_LM = LMObjective()
 
 
+def make_accelerator(precision: str = "fp32"):
+    """The run's `Accelerator`. Several processes started by a launcher (`torchrun --nproc_per_node
+    N`, `accelerate launch --multi_gpu --num_processes N`) join one DDP group; on a machine without
+    GPU that group is a CPU one (gloo), which accelerate forms only when told to use the CPU. A
+    launch that asked for several processes but got one, or whose processes did not join, is
+    refused: each process would train alone, all of them writing into the same run folder."""
+    from accelerate import Accelerator
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = world > 1 and not torch.cuda.is_available()
+    if world == 1 and os.environ.get("MASTER_ADDR") and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
+        raise ConfigError("launch: `accelerate launch --cpu --num_processes N` starts one process (without mpirun); "
+                          "start N CPU processes with `accelerate launch --multi_gpu --num_processes N` or "
+                          "`torchrun --nproc_per_node N`")
+    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=cpu)
+    if accelerator.num_processes != world:
+        raise ConfigError(f"launch: {world} processes were started (WORLD_SIZE) but accelerate joined "
+                          f"{accelerator.num_processes} ({accelerator.distributed_type}); start N processes with "
+                          "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
+    return accelerator
+
+
 def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=print,
           peak_flops: float | None = None, stop_after: int | None = None) -> dict:
     """Train `run` in `run_dir`, resuming from its last checkpoint if there is one. Returns the
     summary (also the last line of metrics.jsonl). `stop_after` ends the process's work after that
     many steps *without* the final save, as a kill would (used to test resume)."""
-    from accelerate import Accelerator
-
     cfg = run.train
     validate_run(run, run_dir)
     run_dir = Path(run_dir)
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    accelerator = make_accelerator(cfg.precision)
     device = accelerator.device
     procs = accelerator.num_processes
     micro = cfg.micro_batch_size or cfg.batch_size // procs
@@ -264,12 +386,11 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     if is_main:
         saved_config.write_text(json.dumps(to_dict(run), indent=2))
 
-    # --- model: fresh, or from the last checkpoint --------------------------------------------------
-    ckpt = latest_checkpoint(run_dir)
+    # --- model: fresh, or from the last checkpoint that reads completely ---------------------------
+    ckpt, saved = load_resume_checkpoint(run_dir, log=say)
     if ckpt is not None:
-        student = load_causal_lm(ckpt / "model")
-        state = json.loads((ckpt / "state.json").read_text())
-        say(f"resume: {run.name} from step {state['step']}")
+        student, state = saved["student"], saved["state"]
+        say(f"resume: {run.name} from step {state['step']}" + (f" ({ckpt.name})" if ckpt.name != CHECKPOINT else ""))
     else:
         student, _ = initial_model(run, data, run_dir, log=say)
         state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "layers_removed": 0}
@@ -277,22 +398,16 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     teacher = _teacher_for(run, run_dir)
     if teacher is not None:
         _check_model_fits(teacher, run, data, "teacher")
+        check_same_vocabulary(student, teacher)
+    check_teacher_tokenizer(run, data, run_dir)
     student.to(device).train()
     objective = _objective_for(run, student, teacher, data, run_dir, device, say)
     module = TrainingModule(student, objective).to(device)
     optimizer = make_optimizer(module, cfg)
     if ckpt is not None:
-        if (ckpt / "objective.safetensors").exists():
-            from safetensors.torch import load_file
-
-            objective.load_state_dict(load_file(ckpt / "objective.safetensors"))
-        optimizer.load_state_dict(_load_pickle_free(ckpt / "optimizer.pt"))
-        rng = _load_pickle_free(ckpt / "rng.pt")
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    else:
-        torch.manual_seed(cfg.seed)
+        if saved["objective"] is not None:
+            objective.load_state_dict(saved["objective"])
+        optimizer.load_state_dict(saved["optimizer"])
     pruner = None
     if run.width is not None:
         from distill_lib.width import FFNPruner
@@ -301,22 +416,25 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
         pruner = FFNPruner(student, w.target, w.beta1, w.beta2, w.prune_every, w.start_step,
                            w.end_step or max(w.start_step + 1, round(0.7 * cfg.max_steps))).to(device)
         if ckpt is not None:
-            from safetensors.torch import load_file
-
-            pruner.load_state_dict(load_file(ckpt / "pruner.safetensors"))
+            pruner.load_state_dict(saved["pruner"])
     wrapped, optimizer = accelerator.prepare(module, optimizer)
 
     blocks = data.blocks("train")
     valid = data.blocks("validation")[: cfg.eval_blocks]
     length = blocks.shape[1]
     flops = training_flops_per_token(student, length, teacher if cfg.objective in ("kd", "chop-distill") else None)
-    peak = peak_flops or measure_matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
-                                             device=device)
+    with outside_the_run_rng(device):
+        peak = peak_flops or measure_matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
+                                                 device=device)
     metrics_path = run_dir / "metrics.jsonl"
+    entry: dict = {}
     if is_main:  # drop lines logged after the checkpoint we resume from: they will be redone
         lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
         kept = [l for l in lines if json.loads(l).get("step", 0) <= state["step"]]
         metrics_path.write_text("".join(l + "\n" for l in kept))
+        # resumed from the final checkpoint (a kill before the run was finished): the summary's
+        # `final` is that step's line, as the uninterrupted run had it
+        entry = next((e for e in map(json.loads, reversed(kept)) if e.get("step") == state["step"]), {})
 
     def record(entry: dict) -> None:
         if is_main:
@@ -327,9 +445,16 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
 
     bar = tqdm(total=cfg.max_steps, initial=state["step"], disable=not is_main or not log,
                desc=run.name, unit="step", mininterval=2.0)
+    # the run's own random stream (dropout) starts here, after all set-up: fresh from the seed, or
+    # exactly where the checkpoint left it; nothing else draws from it (see outside_the_run_rng)
+    if ckpt is not None:
+        torch.set_rng_state(saved["rng"]["torch"])
+        if saved["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    else:
+        torch.manual_seed(cfg.seed)
     step_started = time.perf_counter()
     steps_this_process = 0
-    entry: dict = {}
     while state["step"] < cfg.max_steps:
         step = state["step"]
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
@@ -388,7 +513,8 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
         last = state["step"] == cfg.max_steps
         if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or last:
             student_now = accelerator.unwrap_model(wrapped).student
-            entry["val_loss"] = _validation_loss(student_now, valid, micro, device, accelerator)
+            with outside_the_run_rng(device):
+                entry["val_loss"] = _validation_loss(student_now, valid, micro, device, accelerator)
             entry["val_ppl"] = math.exp(min(entry["val_loss"], 50))
         if state["step"] % cfg.log_every == 0 or last or "val_loss" in entry:
             record(entry)
@@ -402,8 +528,9 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
             accelerator.wait_for_everyone()
             if is_main:
                 unwrapped = accelerator.unwrap_model(wrapped)
-                save_checkpoint(run_dir / CHECKPOINT, unwrapped.student, unwrapped.objective, optimizer, state,
-                                pruner)
+                with outside_the_run_rng(device):  # the saved RNG state is the run's, untouched by saving
+                    save_checkpoint(run_dir / CHECKPOINT, unwrapped.student, unwrapped.objective, optimizer, state,
+                                    pruner)
             step_started = time.perf_counter()  # checkpoint time is not training time
     bar.close()
     summary = {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],

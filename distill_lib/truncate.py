@@ -27,16 +27,18 @@ IMPORTANCE_STRATEGIES = ("block-influence", "angular")
 
 
 def drop_count(n_layers: int, drop: int | float) -> int:
-    """Layers to remove: an int is a count, a float in (0, 1) a fraction of the stack (rounded)."""
+    """Layers to remove: an int is a number of layers, a float in (0, 1) a fraction of the stack
+    (rounded). 1.0 and 2.0 are floats, so they are refused (write 1 or 2 for a number of layers)."""
+    from distill_lib.config import check_drop
+
     if isinstance(drop, bool) or not isinstance(drop, (int, float)):
-        raise ConfigError(f"drop: expected a layer count or a fraction in (0, 1), got {drop!r}")
-    if isinstance(drop, float):
-        if not 0.0 < drop < 1.0:
-            raise ConfigError(f"drop: a fraction must be in (0, 1), got {drop}")
-        drop = round(n_layers * drop)
-    if not 0 < drop < n_layers:
-        raise ConfigError(f"drop: must remove between 1 and {n_layers - 1} of {n_layers} layers, got {drop}")
-    return int(drop)
+        raise ConfigError(f"drop: expected a number of layers (an integer) or a fraction in (0, 1), got {drop!r}")
+    check_drop(drop)
+    count = round(n_layers * drop) if isinstance(drop, float) else drop
+    if not 0 < count < n_layers:
+        given = f"{drop} of {n_layers} layers rounds to {count}" if isinstance(drop, float) else f"got {drop}"
+        raise ConfigError(f"drop: must remove between 1 and {n_layers - 1} of the {n_layers} layers, {given}")
+    return int(count)
 
 
 def _check_interior(n_layers: int, k: int, strategy: str) -> None:
@@ -192,11 +194,30 @@ def layer_importance(model: nn.Module, input_ids: torch.Tensor, method: str, dro
 # ---------------------------------------------------------------------------------------------
 # Building the student
 # ---------------------------------------------------------------------------------------------
+#: Config fields that hold one entry per decoder layer *by definition*, in every family: sliced with
+#: the stack. `source_layers` is ours (which teacher layer each one is).
+PER_LAYER_KEYS = ("layer_types", "source_layers")
+#: Further per-layer fields of one family (model_type -> field names). None of `models.FAMILIES`
+#: has any today; a family added there with e.g. a per-layer window or MoE layout lists them here.
+#: Lists of layer *numbers* (e.g. a `moe_layers` of indices) are not per-layer lists: they would
+#: need renumbering, not slicing, so such a family needs its own rule before it is supported.
+FAMILY_PER_LAYER_KEYS: dict[str, tuple[str, ...]] = {}
+
+
 def _per_layer_config_keys(config, n_layers: int) -> list[str]:
-    """Config attributes that hold one entry per layer (e.g. `layer_types`: sliding vs full attention)."""
-    return [k for k, v in vars(config).items()
-            if isinstance(v, (list, tuple)) and len(v) == n_layers and not k.startswith("_")
-            and all(isinstance(x, (str, int, float, bool, type(None))) for x in v)]
+    """The config's per-layer fields (`PER_LAYER_KEYS` and the family's own): only these are sliced.
+    Every other list is kept as is, even when its length happens to equal the number of layers
+    (e.g. `eos_token_id: [2, 5, 7]` of a 3-layer model)."""
+    keys = PER_LAYER_KEYS + FAMILY_PER_LAYER_KEYS.get(getattr(config, "model_type", ""), ())
+    found = []
+    for key in keys:
+        values = getattr(config, key, None)
+        if values is None:
+            continue
+        if not isinstance(values, (list, tuple)) or len(values) != n_layers:
+            raise ConfigError(f"model: config.{key} should hold one entry per layer ({n_layers}), got {values!r}")
+        found.append(key)
+    return found
 
 
 def _check_renumbering_is_safe(config) -> None:

@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from distill_lib.config import ConfigError, DataConfig, from_dict, resolve_profile_paths, to_dict
+from distill_lib.config import (
+    ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, SuiteConfig, TrainConfig, WidthConfig,
+    from_dict, resolve_profile_paths, to_dict,
+)
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.study import StudyConfig, load_study_config as load_profile
 
@@ -97,3 +100,66 @@ def test_committed_profiles_are_unchanged_by_path_resolution():
     for path in sorted((PROJECT_ROOT / "params").glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
         assert resolve_profile_paths(raw, path.parent) == raw, path.name
+
+
+# --- dataclasses built directly get the checks a profile gets ------------------------------------------
+@pytest.mark.parametrize("make, message", [
+    (lambda: TrainConfig(lr="1e-3"), "train.lr: expected a number, got '1e-3'"),
+    (lambda: TrainConfig(max_steps=10.0), "train.max_steps: expected an integer, got 10.0"),
+    (lambda: TrainConfig(micro_batch_size="4"), "train.micro_batch_size: expected an integer or null, got '4'"),
+    (lambda: TrainConfig(betas=0.9), "train.betas: expected a list, got 0.9"),
+    (lambda: TrainConfig(batch_size=8, micro_batch_size=3),
+     "train.micro_batch_size: 3 does not divide train.batch_size (8); use a divisor of it, e.g. 2"),
+    (lambda: DataConfig(vocab_size="4096"), "data.vocab_size: expected an integer, got '4096'"),
+    (lambda: DataConfig(paths="a.txt", corpus="text"), "data.paths: expected a list, got 'a.txt'"),
+    (lambda: ModelConfig(n_layers=None), "model.n_layers: expected an integer, got None"),
+    (lambda: ModelConfig(family="bert"), "model.family: unknown 'bert' (supported causal decoders: llama, mistral"),
+    (lambda: ModelConfig(family="t5"), "model.family: unknown 't5'"),
+    (lambda: InitConfig(drop="half"), "init.drop: expected a number (integer or float), got 'half'"),
+    (lambda: InitConfig(drop=True), "init.drop: expected a number (integer or float), got True"),
+    (lambda: InitConfig(drop=1.0), "init.drop: a fraction must be in (0, 1), got 1.0; an integer is a number of "
+                                   "layers (e.g. 1)"),
+    (lambda: InitConfig(drop=0), "init.drop: a number of layers to remove must be >= 1, got 0; a float in (0, 1) "
+                                 "is a fraction of the layers"),
+    (lambda: InitConfig(drop=-2), "init.drop: a number of layers to remove must be >= 1, got -2"),
+    (lambda: InitConfig(remove=[1, "2"], strategy="explicit"), "init.remove[1]: expected an integer, got '2'"),
+    (lambda: WidthConfig(target="0.5"), "width.target: expected a number, got '0.5'"),
+    (lambda: RunConfig(name=3), "name: expected a string, got 3"),
+    (lambda: RunConfig(name="x", teacher=Path("/t")), "teacher: expected a string or null, got PosixPath('/t')"),
+    (lambda: RunConfig(name="x", train={"lr": "fast"}), "train.lr: expected a number, got 'fast'"),
+    (lambda: EvalConfig(task_sets="offline"), "eval.task_sets: expected a list, got 'offline'"),
+    (lambda: SuiteConfig(cloze_items=1.5), "eval.suite.cloze_items: expected an integer, got 1.5"),
+])
+def test_directly_built_configs_refuse_wrong_types_and_values_in_one_line(make, message):
+    with pytest.raises(ConfigError) as err:
+        make()
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_mapping_for_a_nested_config_is_built_as_in_a_profile():
+    run = RunConfig(name="x", train={"lr": 0.01, "max_steps": 5}, init={"kind": "scratch", "drop": 2})
+    assert run.train == TrainConfig(lr=0.01, max_steps=5) and run.init == InitConfig(drop=2)
+    assert to_dict(run) == to_dict(RunConfig(name="x", train=TrainConfig(lr=0.01, max_steps=5), init=InitConfig(drop=2)))
+
+
+def test_an_integer_drop_is_a_number_of_layers_and_a_fraction_a_share():
+    from distill_lib.truncate import drop_count
+
+    assert InitConfig(drop=2).drop == 2 and drop_count(8, 2) == 2 and drop_count(8, 0.25) == 2
+    assert drop_count(3, 0.5) == 2  # rounded
+    with pytest.raises(ConfigError, match=r"drop: must remove between 1 and 3 of the 4 layers, got 4"):
+        drop_count(4, 4)
+    with pytest.raises(ConfigError, match=r"drop: must remove between 1 and 3 of the 4 layers, 0.1 of 4 layers "
+                                          r"rounds to 0"):
+        drop_count(4, 0.1)
+
+
+def test_a_yaml_file_that_does_not_parse_is_named_with_its_line(tmp_path):
+    from distill_lib.config import load_yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstudent_train: {lr: 0.001, max_steps: [1, 2}\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(path)
+    assert str(err.value) == (f"profile: {path} is not valid YAML: expected ',' or ']', but got '}}' "
+                              "(while parsing a flow sequence) at line 2, column 44")

@@ -234,6 +234,17 @@ def test_missing_local_path(tmp_path):
         load_documents(DataConfig(corpus="text", paths=[str(tmp_path / "nope.txt")]))
 
 
+def test_a_corpus_file_that_is_not_utf8_is_named_with_the_way_out(tmp_path):
+    (tmp_path / "good.txt").write_text("plain text\n")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as err:  # CorpusError is an input error: the CLI prints it in one line
+        load_documents(DataConfig(corpus="text", paths=[str(tmp_path)]))
+    assert isinstance(err.value, CorpusError)
+    assert str(err.value) == (f"data.paths: {tmp_path / 'latin1.txt'} is not UTF-8 text (byte 0xe9 at offset 3); "
+                              "convert it (e.g. `iconv -f latin1 -t utf-8`) or leave it out of data.paths (list the "
+                              "files or a glob that skips it)")
+
+
 def test_empty_corpus(tmp_path):
     (tmp_path / "empty.txt").write_text("   \n")
     with pytest.raises(CorpusError, match="no non-empty document"):

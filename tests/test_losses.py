@@ -64,3 +64,12 @@ def test_chunked_loss_equals_full_loss_and_gradient():
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(hidden.grad, grad_full, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(head.weight.grad, head_grad_full, rtol=1e-5, atol=1e-7)
+
+
+def test_an_unknown_divergence_is_an_input_error_naming_the_valid_ones():
+    from distill_lib.config import ConfigError
+    from distill_lib.losses import token_divergence
+
+    logits = torch.zeros(2, 5)
+    with pytest.raises(ConfigError, match=r"kd_divergence: unknown 'kl' \(valid: forward, reverse, jsd\)"):
+        token_divergence(logits, logits, 1.0, "kl")

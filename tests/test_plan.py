@@ -111,3 +111,107 @@ def test_one_held_out_document_cannot_supply_choice_items(tmp_path):
     builder would never finish, so `plan` reports that none can be built."""
     doc = Document("only", (_corpus(tmp_path / "c", 1) / "doc00.txt").read_text())
     assert suite_capacity([doc], cloze_context_words=30)["choice_items"] == 0
+
+
+# --- profiles that would fail later: `plan` refuses them, in one line naming the key ------------------
+def _plan_error(tmp_path, capsys, extra: str) -> str:
+    assert main(["plan", "--profile", str(_profile(tmp_path, extra))]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    return captured.err[len("error: "):].strip()
+
+
+def _model_folder(folder: Path, config: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("drop: 1.5\n", "drop: a fraction must be in (0, 1), got 1.5; an integer is a number of layers (e.g. 2)"),
+    ("drop: 1.0\n", "drop: a fraction must be in (0, 1), got 1.0; an integer is a number of layers (e.g. 1)"),
+    ("drop: 0.1\n", "drop: must remove between 1 and 3 of the 4 layers, 0.1 of 4 layers rounds to 0 (strategy "
+                    "'max-gap', teacher of 4 layers from teacher_model)"),
+    ("drop: 0.75\n", "drop: strategy 'max-gap' keeps the first and last layer, so at most 2 of 4 layers can be "
+                     "removed, got 3"),
+    ("student_train: {batch_size: 8, micro_batch_size: 3}\n",
+     "student_train.micro_batch_size: 3 does not divide student_train.batch_size (8); use a divisor of it, e.g. 2"),
+    ("data: {block_length: 128}\n", "data.block_length: 128 exceeds the teacher's maximum positions (64, from "
+                                    "teacher_model)"),
+    ("eval: {max_length: 65}\n", "eval.max_length: 65 exceeds the teacher's maximum positions (64, from teacher_model)"),
+    ("teacher_model: {family: bert}\n", "teacher_model.family: unknown 'bert' (supported causal decoders: llama,"),
+    ("teacher_path: ./notes.txt\n", "is not an HF model folder (a file, no config.json)"),
+    ("teacher_path: ./corpus\n", "is not an HF model folder (a folder, no config.json)"),
+    ("teacher_path: ./missing-model\n", "is not an HF model folder (missing, no config.json)"),
+    ("teacher_path: ./t5\n", "teacher_path: '{tmp}/t5' is a 't5' model (T5ForConditionalGeneration), not a causal "
+                             "decoder-only LM; supported families: llama,"),
+    ("teacher_path: ./bloom\n", "teacher_path: '{tmp}/bloom' is a 'bloom' model, a family whose truncation is not "
+                                "supported (supported: llama,"),
+    ("teacher_path: ./gpt2-long\ndata: {block_length: 128}\n",
+     "data.block_length: 128 exceeds the teacher's maximum positions (64, from teacher_path {tmp}/gpt2-long)"),
+    ("teacher_path: ./gpt2-long\ndrop: 0.9\n", "drop: must remove between 1 and 2 of the 3 layers, 0.9 of 3 "
+                                                "layers rounds to 3 (strategy 'max-gap', teacher of 3 layers from "
+                                                "teacher_path {tmp}/gpt2-long)"),
+    # 0 layers: "a fraction must be in (0, 1), got 0.0" while StudyConfig.drop is a float (study.py),
+    # "a number of layers to remove must be >= 1, got 0" once it takes integers
+    ("drop: 0\n", "drop: a "),
+    ("seeds: [0, 1.5]\n", "seeds[1]: expected an integer, got 1.5"),
+    ("student_train: {lr: '1e-3'}\n", "student_train.lr: expected a number, got '1e-3'"),
+    ("name: [a]\n", "name: expected a string, got ['a']"),
+])
+def test_plan_refuses_a_profile_that_would_fail_later(tmp_path, capsys, extra, message):
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    _model_folder(tmp_path / "t5", {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"],
+                                    "is_encoder_decoder": True})
+    _model_folder(tmp_path / "bloom", {"model_type": "bloom", "architectures": ["BloomForCausalLM"]})
+    _model_folder(tmp_path / "gpt2-long", {"model_type": "gpt2", "n_layer": 3, "n_positions": 64})
+    expected = message.replace("{tmp}", str(tmp_path))
+    got = _plan_error(tmp_path, capsys, extra)
+    assert got.startswith(expected) if not expected.startswith("is not") else expected in got, got
+
+
+def test_plan_reads_an_integer_drop_as_a_number_of_layers(tmp_path, capsys):
+    assert main(["plan", "--profile", str(_profile(tmp_path, "drop: 2\n"))]) == 0
+    assert "students: drop 2 (max-gap)" in capsys.readouterr().out
+
+
+def test_plan_refuses_a_malformed_profile_in_one_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\nstudent_train: {lr: 0.001, max_steps: [1, 2}\n")
+    assert main(["plan", "--profile", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: profile: {str(path)!r} (or a profile it builds on) is not valid YAML: ")
+    assert "line 2, column" in err and err.count("\n") == 1
+
+
+def test_main_shortens_input_errors_only_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    def bug(profile):
+        raise ValueError("a bug in the library, not a bad input")
+
+    monkeypatch.setattr(cli, "print_plan", bug)
+    with pytest.raises(ValueError, match="a bug in the library"):
+        main(["plan", "--profile", str(_profile(tmp_path))])
+
+
+def test_plan_names_a_corpus_file_that_is_not_utf8(tmp_path, capsys):
+    bad = _corpus(tmp_path / "corpus") / "doc99.txt"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    assert _plan_error(tmp_path, capsys, "") == (
+        f"data.paths: {bad} is not UTF-8 text (byte 0xff at offset 0); convert it (e.g. `iconv -f latin1 -t utf-8`) "
+        "or leave it out of data.paths (list the files or a glob that skips it)")
+
+
+def test_plan_refuses_a_data_tokenizer_that_is_not_the_pretrained_teachers(tmp_path, capsys):
+    from distill_lib.data import train_bpe_tokenizer
+
+    teacher = _model_folder(tmp_path / "teacher", {"model_type": "llama", "num_hidden_layers": 4,
+                                                   "max_position_embeddings": 128, "architectures": ["LlamaForCausalLM"]})
+    assert _plan_error(tmp_path, capsys, "teacher_path: ./teacher\n") == (
+        f"data.tokenizer: 'train-bpe' trains a new tokenizer, but the teacher ({teacher}) reads its own; "
+        f"set data.tokenizer: {teacher}")
+    texts = [p.read_text() for p in sorted(_corpus(tmp_path / "corpus").iterdir())]
+    train_bpe_tokenizer(texts, 280).save_pretrained(teacher)
+    train_bpe_tokenizer([t[::-1] for t in texts], 280).save_pretrained(tmp_path / "other")
+    assert _plan_error(tmp_path, capsys, "teacher_path: ./teacher\ndata: {tokenizer: ./other}\n").startswith(
+        f"data.tokenizer: {tmp_path / 'other'} (")
+    assert main(["plan", "--profile", str(_profile(tmp_path, "teacher_path: ./teacher\ndata: {tokenizer: ./teacher}\n"))]) == 0

@@ -122,6 +122,98 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights(teacher, objectiv
         assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
+@pytest.fixture(scope="module")
+def dropout_model(tmp_path_factory, data):
+    """A GPT-2-config model with its default dropout 0.1 (embeddings, attention, residual), with the
+    data's tokenizer: every training step draws dropout masks from the global generator."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=len(data.tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                        bos_token_id=data.eos_token_id, eos_token_id=data.eos_token_id)
+    assert config.embd_pdrop == config.attn_pdrop == config.resid_pdrop == 0.1
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).train()
+    ids = torch.from_numpy(data.blocks("train")[:2].astype(np.int64))
+    with torch.no_grad():
+        assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout is live
+    folder = tmp_path_factory.mktemp("dropout") / "model"
+    model.save_pretrained(folder)
+    data.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def dropout_run(folder, **kw):
+    return RunConfig(name="dropout", data=DATA, init=InitConfig(kind="pretrained"), teacher=str(folder),
+                     train=short(**{"max_steps": 4, "eval_every": 1, "checkpoint_every": 2, **kw}))
+
+
+def test_a_dropout_model_trained_twice_in_one_process_gives_identical_weights(dropout_model, data, tmp_path,
+                                                                              monkeypatch):
+    from distill_lib import train as train_module
+
+    run = dropout_run(dropout_model)
+    train(run, tmp_path / "first", data=data, log=None)
+    train(run, tmp_path / "second", data=data, log=None)
+    # randomness that is not the run's own (a benchmark, the validation pass, checkpoint writing)
+    # must not move the run's generator, whatever it draws
+    def drawing(original):
+        def wrapper(*args, **kwargs):
+            torch.rand(1000)
+            return original(*args, **kwargs)
+        return wrapper
+
+    for name in ("measure_matmul_peak", "_validation_loss", "save_checkpoint"):
+        monkeypatch.setattr(train_module, name, drawing(getattr(train_module, name)))
+    train(run, tmp_path / "third", data=data, log=None)
+    first = final_weights(tmp_path / "first")
+    for other in ("second", "third"):
+        weights = final_weights(tmp_path / other)
+        assert all(torch.equal(first[k], weights[k]) for k in first), other
+        assert losses(tmp_path / "first") == losses(tmp_path / other)
+
+
+RESUMABLE_JOB = """\
+import json, sys, time
+from distill_lib import train as train_module
+from distill_lib.config import RunConfig, from_dict
+run = from_dict(RunConfig, json.loads(sys.argv[1]))
+if sys.argv[3] == "pause-at-second-checkpoint":  # steps 3-4 are done, not saved: the parent kills us here
+    original, calls = train_module.save_checkpoint, []
+    def save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            print("paused", flush=True)
+            time.sleep(600)
+        original(*args, **kwargs)
+    train_module.save_checkpoint = save
+train_module.train(run, sys.argv[2], log=None)
+"""
+
+
+def test_a_dropout_run_killed_and_resumed_in_new_processes_ends_bitwise_equal(dropout_model, data, tmp_path):
+    from distill_lib.config import to_dict
+
+    run = dropout_run(dropout_model, max_steps=6, eval_every=2)
+    script = tmp_path / "job.py"
+    script.write_text(RESUMABLE_JOB)
+    folder = tmp_path / "killed"
+    command = [sys.executable, str(script), json.dumps(to_dict(run)), str(folder)]
+    job = subprocess.Popen(command + ["pause-at-second-checkpoint"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "paused"
+    finally:
+        job.kill()  # SIGKILL
+        job.wait()
+    assert job.returncode == -9
+    assert json.loads((folder / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert max(json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()) == 4
+    subprocess.run(command + ["resume"], check=True, timeout=300)
+    train(run, tmp_path / "straight", data=data, log=None)
+    a, b = final_weights(tmp_path / "straight"), final_weights(folder)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(tmp_path / "straight") == losses(folder)  # steps 3-4 redone once, none lost
+
+
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, data):
     for name, micro in (("big", 8), ("accumulated", 2)):
         run = RunConfig(name="accum", data=DATA, model=TINY, train=short(max_steps=3, micro_batch_size=micro))
@@ -129,24 +221,57 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, data):
     assert losses(tmp_path / "big") == pytest.approx(losses(tmp_path / "accumulated"), rel=1e-5)
 
 
-def test_two_cpu_processes_give_the_losses_of_one(tmp_path, data):
+#: The command that starts N training processes on one machine (README): with accelerate 1.x,
+#: `accelerate launch --cpu --num_processes N` starts one process; `--multi_gpu` starts N (torchrun),
+#: and on a machine without GPU `train` makes them one CPU group (gloo).
+TWO_PROCESSES = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                 "--dynamo_backend", "no"]
+JOB = """\
+import json, os, sys
+import torch.distributed as dist
+from distill_lib.config import RunConfig, from_dict
+from distill_lib.train import train
+out = sys.argv[2]
+for name, config in json.loads(sys.argv[1]).items():
+    summary = train(from_dict(RunConfig, config), os.path.join(out, name), log=None)
+    seen = {"rank": int(os.environ.get("RANK", -1)), "processes": summary["processes"],
+            "world": dist.get_world_size() if dist.is_initialized() else 1,
+            "backend": dist.get_backend() if dist.is_initialized() else None}
+    with open(os.path.join(out, f"{name}-rank{seen['rank']}.json"), "w") as fh:
+        json.dump(seen, fh)
+"""
+
+
+def test_two_cpu_processes_give_the_losses_of_one_for_lm_and_kd(teacher, tmp_path, data):
+    from distill_lib.config import to_dict
+
+    runs = {"lm": RunConfig(name="ddp-lm", data=DATA, model=TINY, train=short(max_steps=3)),
+            "kd": student_run(teacher, "kd", max_steps=3)}
     script = tmp_path / "job.py"
-    script.write_text(
-        "import sys\n"
-        "from distill_lib.config import *\n"
-        "from distill_lib.train import train\n"
-        f"run = RunConfig(name='ddp', data=DataConfig(**{DATA.__dict__!r}), model=ModelConfig(**{TINY.__dict__!r}),\n"
-        "    train=TrainConfig(max_steps=3, batch_size=8, lr=3e-3, eval_every=0, eval_blocks=8))\n"
-        "train(run, sys.argv[1], log=None)\n")
+    script.write_text(JOB)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     launcher = Path(sys.executable).with_name("accelerate")
-    subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "two")],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, capture_output=True, timeout=600)
-    two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
-    assert len(two) == 3 and two == pytest.approx(one, rel=1e-5)
-    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    done = subprocess.run([str(launcher), *TWO_PROCESSES, str(script),
+                           json.dumps({k: to_dict(r) for k, r in runs.items()}), str(tmp_path / "two")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, run in runs.items():
+        seen = [json.loads((tmp_path / "two" / f"{name}-rank{r}.json").read_text()) for r in (0, 1)]
+        assert seen == [{"rank": r, "processes": 2, "world": 2, "backend": "gloo"} for r in (0, 1)]  # two, for real
+        train(run, tmp_path / "one" / name, log=None)
+        two, one = losses(tmp_path / "two" / name), losses(tmp_path / "one" / name)
+        assert len(two) == 3 and two == pytest.approx(one, rel=1e-5)
+        a, b = final_weights(tmp_path / "one" / name), final_weights(tmp_path / "two" / name)
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_a_launch_that_asked_for_two_cpu_processes_but_started_one_is_refused(tmp_path, data, monkeypatch):
+    # what `accelerate launch --cpu --num_processes 2` does with accelerate 1.x: one process, MASTER_ADDR set
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    run = RunConfig(name="one", data=DATA, model=TINY, train=short(max_steps=1))
+    with pytest.raises(ConfigError, match=r"launch: `accelerate launch --cpu --num_processes N` starts one process"):
+        train(run, tmp_path, data=data, log=None)
 
 
 # --- distillation details --------------------------------------------------------------------------------
@@ -226,6 +351,10 @@ def test_memory_planner_shows_kd_needs_the_teacher_on_top():
         (6.74e9 * 2 + 4 * 4 * 2048 * 32000) / 2**30, rel=1e-6)  # bf16 teacher weights + fp32 logits
     assert rows["teacher-free"]["fits"] and not rows["vanilla KD"]["fits"]
     assert rows["offline KD"]["total_gib"] < rows["teacher-free"]["total_gib"] * 1.01
+    with pytest.raises(ConfigError, match=r"precision: unknown 'fp8' \(valid: bf16, fp32\)"):
+        plan_memory(teacher, halved(teacher), batch=4, seq_len=2048, precision="fp8")
+    with pytest.raises(ConfigError, match=r"optimizer: unknown 'sgd' \(valid: adamw, lion\)"):
+        plan_memory(teacher, halved(teacher), batch=4, seq_len=2048, optimizer="sgd")
 
 
 # --- run store -----------------------------------------------------------------------------------------
@@ -259,6 +388,102 @@ def test_a_diverged_run_stops_names_the_step_and_is_not_complete(tmp_path, monke
     assert json.loads((folder / "checkpoint" / "state.json").read_text())["step"] == 4
 
 
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+def test_a_kill_between_the_last_checkpoint_and_complete_json_is_finished_by_the_restart(tmp_path, monkeypatch):
+    from distill_lib import runs
+
+    run = RunConfig(name="finish", data=DATA, model=TINY, train=short(max_steps=3, checkpoint_every=3, eval_every=3))
+    straight = get_or_train(run, root=tmp_path / "straight", log=None)
+
+    def killed_while_writing_the_model(final, build):
+        tmp = final.parent / ".model.tmp-999999"  # the killed process's temporary folder, half written
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{")
+        raise Killed
+
+    monkeypatch.setattr(runs, "atomic_directory", killed_while_writing_the_model)
+    with pytest.raises(Killed):
+        get_or_train(run, root=tmp_path / "killed", log=None)
+    monkeypatch.undo()
+    folder = run_dir(run, tmp_path / "killed")
+    assert not (folder / "complete.json").exists() and (folder / ".model.tmp-999999").exists()
+    again = get_or_train(run, root=tmp_path / "killed", log=None)
+    assert again.complete and sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in straight.dir.iterdir())  # nothing left behind
+    final, expected = again.summary["summary"]["final"], straight.summary["summary"]["final"]
+    timing = ("wall_seconds", "tokens_per_s", "mfu", "peak_memory_bytes")
+    assert final["step"] == 3 and "val_loss" in final
+    assert {k: v for k, v in final.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
+    same = ("step", "tokens", "flops", "flops_per_token", "processes", "device")
+    assert {k: again.summary["summary"][k] for k in same} == {k: straight.summary["summary"][k] for k in same}
+    # and finishing again is a no-op
+    assert get_or_train(run, root=tmp_path / "killed", log=None).summary == again.summary
+
+
+def test_a_damaged_checkpoint_is_named_and_the_previous_good_one_resumes(tmp_path, data):
+    import shutil
+
+    run = RunConfig(name="damaged", data=DATA, model=TINY, train=short(max_steps=6, checkpoint_every=2))
+    train(run, tmp_path / "straight", data=data, log=None)
+    folder = tmp_path / "killed"
+    train(run, folder, data=data, log=None, stop_after=3)  # checkpoint of step 2
+    shutil.copytree(folder / "checkpoint", tmp_path / "step2")
+    train(run, folder, data=data, log=None, stop_after=3)  # steps 3-5: checkpoint of step 4
+    assert json.loads((folder / "checkpoint" / "state.json").read_text())["step"] == 4
+    for damaged in ("model/model.safetensors", "optimizer.pt"):
+        path = folder / "checkpoint" / damaged
+        intact = path.read_bytes()
+        path.write_bytes(intact[: len(intact) // 2])  # truncated, as by a full disk or a crash
+        with pytest.raises(ConfigError) as err:
+            train(run, folder, data=data, log=None)
+        message = str(err.value)
+        assert message.startswith(f"resume: checkpoint {folder / 'checkpoint'} cannot be read (") and "\n" not in message
+        assert f"delete {folder / 'checkpoint'} to restart the run from step 0" in message
+        path.write_bytes(intact)
+    # a kill in the middle of a swap leaves the previous checkpoint as checkpoint.old: it is used
+    shutil.copytree(tmp_path / "step2", folder / "checkpoint.old")
+    path = folder / "checkpoint" / "model" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    said = []
+    train(run, folder, data=data, log=said.append)
+    assert any(str(folder / "checkpoint") in line and "cannot be read" in line for line in said)
+    assert any("resume: damaged from step 2 (checkpoint.old)" in line for line in said)
+    a, b = final_weights(tmp_path / "straight"), final_weights(folder)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(tmp_path / "straight") == losses(folder)
+
+
+def test_kd_refuses_a_teacher_whose_tokenizer_differs_with_the_same_size(teacher, data, tmp_path):
+    import shutil
+
+    from distill_lib.data import train_bpe_tokenizer
+
+    other = train_bpe_tokenizer((d.text[::-1] for d in data.documents["train"]), len(data.tokenizer))
+    assert len(other) == len(data.tokenizer) and other.get_vocab() != data.tokenizer.get_vocab()
+    folder = tmp_path / "other-teacher"
+    shutil.copytree(teacher.model_dir, folder)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / f).unlink(missing_ok=True)
+    other.save_pretrained(folder)
+    for kind, objective in (("scratch", "kd"), ("truncate", "kd"), ("truncate", "lm"), ("scratch", "offline-kd")):
+        run = RunConfig(name="x", data=DATA, model=TINY, init=InitConfig(kind=kind, drop=2), teacher=str(folder),
+                        train=short(objective=objective))
+        with pytest.raises(ConfigError) as err:
+            train(run, tmp_path / f"{kind}-{objective}", data=data, log=None)
+        message = str(err.value)
+        assert message.startswith("data.tokenizer: the data tokenizer 'train-bpe' (") and "\n" not in message
+        assert str(data.tokenizer_dir) in message and f"the teacher's tokenizer ({folder}, 300 tokens)" in message
+        assert not (tmp_path / f"{kind}-{objective}" / "metrics.jsonl").exists()  # refused before training
+    # the teacher's own tokenizer passes (the fixture's KD runs), as does a teacher folder without one
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / f).unlink(missing_ok=True)
+    train(RunConfig(name="x", data=DATA, model=TINY, teacher=str(folder), train=short(objective="kd", max_steps=1)),
+          tmp_path / "bare", data=data, log=None)
+
+
 # --- bad input -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make, message", [
     (lambda: TrainConfig(objective="distill"), "train.objective: unknown 'distill'"),
@@ -285,6 +510,15 @@ def test_bad_runs_are_refused_before_training(teacher, tmp_path):
     with pytest.raises(ConfigError, match="vocabulary mismatch, student has 280 output tokens and teacher 300"):
         train(RunConfig(name="x", data=other_vocab, model=ModelConfig(**{**TINY.__dict__}),
                         train=short(objective="kd"), teacher=str(teacher.model_dir)), tmp_path / "c", log=None)
+    import transformers as tf
+
+    tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=300, d_model=16, d_ff=32, num_layers=1, num_heads=2,
+                                              d_kv=8)).save_pretrained(tmp_path / "t5")
+    with pytest.raises(ConfigError) as err:  # an encoder-decoder teacher: one line, not every causal-LM class
+        train(RunConfig(name="x", data=DATA, model=TINY, train=short(objective="kd"), teacher=str(tmp_path / "t5")),
+              tmp_path / "e", log=None)
+    assert str(err.value).startswith(f"model: {str(tmp_path / 't5')!r} is a 't5' model (T5ForConditionalGeneration), "
+                                     "not a causal decoder-only LM") and len(str(err.value)) < 300
     run = RunConfig(name="x", data=DATA, model=TINY, train=short(max_steps=1))
     train(run, tmp_path / "d", log=None)
     with pytest.raises(ConfigError, match="resume: .* holds a run with a different config"):

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from distill_lib.config import ConfigError
-from distill_lib.models import FAMILIES, compare_parameters, decoder_layers, parameter_counts
+from distill_lib.models import FAMILIES, compare_parameters, decoder_layers, load_causal_lm, parameter_counts
 from distill_lib.optim import Lion
 from distill_lib.truncate import (
     PAPER_STRATEGIES, layer_importance, remove_layers_, select_layers, truncate, truncate_by_strategy,
@@ -95,6 +95,32 @@ def test_truncate_accepts_an_hf_folder(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(student(ids()).logits, skipping_forward(teacher, [0, 5], ids()),
                                    rtol=0, atol=1e-6)
+
+
+def test_only_per_layer_config_fields_are_sliced(tmp_path):
+    """A list whose length happens to equal the depth (eos ids of a 3-layer model) is kept; the
+    per-layer `layer_types` is sliced, and the student saves and reloads with both."""
+    teacher = tiny_model("qwen2", n_layers=3)
+    teacher.config.eos_token_id = [2, 5, 7]
+    teacher.config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
+    teacher.config.custom_list = ["a", "b", "c"]  # a field truncation knows nothing about
+    student = truncate(teacher, [0, 2])
+    assert student.config.eos_token_id == [2, 5, 7] and student.config.custom_list == ["a", "b", "c"]
+    assert student.config.layer_types == ["full_attention", "full_attention"]
+    assert student.config.source_layers == [0, 2]
+    remove_layers_(student, [0])  # removal during training follows the same rule
+    assert student.config.eos_token_id == [2, 5, 7] and student.config.layer_types == ["full_attention"]
+    assert student.config.source_layers == [2]
+    student.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.config.eos_token_id == [2, 5, 7] and reloaded.config.num_hidden_layers == 1
+
+
+def test_a_per_layer_field_of_the_wrong_length_is_refused():
+    teacher = tiny_model("qwen2", n_layers=3)
+    teacher.config.layer_types = ["full_attention"] * 2
+    with pytest.raises(ConfigError, match=r"model: config.layer_types should hold one entry per layer \(3\)"):
+        truncate(teacher, [0, 2])
 
 
 # --- strategies ------------------------------------------------------------------------------------
@@ -233,3 +259,26 @@ def test_non_decoder_models_are_refused():
                                                     num_attention_heads=2, intermediate_size=32, is_decoder=True))
     with pytest.raises(ConfigError, match="family 'bert' is not supported \\(supported: llama, mistral"):
         truncate(decoder_bert, [0])
+
+
+def test_loading_a_folder_that_is_no_causal_lm_or_is_damaged_fails_in_one_line(tmp_path):
+    import transformers as tf
+
+    t5 = tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=1, num_heads=2,
+                                                   d_kv=8))
+    t5.save_pretrained(tmp_path / "t5")
+    with pytest.raises(ConfigError) as err:
+        load_causal_lm(str(tmp_path / "t5"))
+    assert str(err.value) == (f"model: {str(tmp_path / 't5')!r} is a 't5' model (T5ForConditionalGeneration), not a "
+                              f"causal decoder-only LM; supported families: {', '.join(FAMILIES)}")
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ConfigError, match=r"model: '.*notes' is not an HF model folder \(no config.json\)$"):
+        load_causal_lm(str(tmp_path / "notes"))
+    tiny_model("llama").save_pretrained(tmp_path / "llama")
+    weights = tmp_path / "llama" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(ConfigError) as err:
+        load_causal_lm(str(tmp_path / "llama"))
+    message = str(err.value)
+    assert message.startswith(f"model: cannot load causal LM {str(tmp_path / 'llama')!r} (")
+    assert "\n" not in message and len(message) < 400 and "DISTILL_ONLINE" not in message
