@@ -100,7 +100,8 @@ def write_report(executed: Path) -> int:
 
     nb = nbformat.read(executed, as_version=4)
     stripped = 0
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"  # jupytext draws random ids: fixed ones keep a re-rendered report's diff empty
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":

@@ -66,7 +66,7 @@ def write_json_atomic(path: Path, data) -> None:
 def portable(data):
     """`data` with this machine's project and cache folders replaced by placeholders, so that a
     committed record names no path of the machine that wrote it."""
-    text = json.dumps(data, default=str)
+    text = json.dumps(data, sort_keys=True, default=str)  # key order as a record read back has it
     for root, name in ((CACHE_ROOT, "<cache>"), (PROJECT_ROOT, "<project>")):
         text = text.replace(json.dumps(str(root))[1:-1], name)
     return json.loads(text)
