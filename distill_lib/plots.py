@@ -155,7 +155,10 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):
             out[col] = out[col].map(lambda v: format_value(v, digits=digits))
         elif pd.api.types.is_integer_dtype(out[col]):
             out[col] = out[col].map(lambda v: f"{v:,}")
-    styled = out.style.hide(axis="index")
+    import hashlib
+
+    # a uuid from the content, not a random one: a re-rendered report is byte-identical
+    styled = out.style.hide(axis="index").set_uuid(hashlib.sha256(out.to_csv().encode()).hexdigest()[:8])
     if text:  # words read from the left, numbers from the right
         styled = styled.set_properties(subset=text, **{"text-align": "left"})
         styled = styled.set_table_styles([{"selector": "th", "props": "text-align: left"}])
