@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,10 @@ def write_report(executed: Path) -> int:
         if cell.cell_type == "code":
             kept = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
             stripped += len(cell.outputs) - len(kept)
+            for output in kept:  # an object's default repr names a memory address: it changes every run
+                plain = output.get("data", {}).get("text/plain", "")
+                if len(output.get("data", {})) > 1 and re.fullmatch(r"<[\w.]+ (object )?at 0x[0-9a-f]+>", plain.strip()):
+                    del output["data"]["text/plain"]
             cell.outputs = kept
     nb.metadata.pop("papermill", None)
     nbformat.write(nb, executed)
