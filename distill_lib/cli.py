@@ -94,10 +94,13 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
 
 def write_report(executed: Path) -> int:
     """Turn an executed notebook into a report: stderr outputs (diagnostics for whoever runs the
-    study, not results) and papermill's cell metadata are removed from the .ipynb; the HTML shows
-    no code. Returns the number of stderr outputs removed."""
+    study, not results) and papermill's cell metadata are removed from the .ipynb, and paths of this
+    machine are replaced as in records; the HTML shows no code. Returns the number of stderr
+    outputs removed."""
     import nbformat
     from nbconvert import HTMLExporter
+
+    from distill_lib.records import portable
 
     nb = nbformat.read(executed, as_version=4)
     stripped = 0
@@ -114,6 +117,7 @@ def write_report(executed: Path) -> int:
                     del output["data"]["text/plain"]
             cell.outputs = kept
     nb.metadata.pop("papermill", None)
+    nb = nbformat.from_dict(portable(nb))
     nbformat.write(nb, executed)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nb)
