@@ -61,7 +61,10 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
     the x values of seeds differ (wall-clock), each seed is drawn as its own thin line instead."""
     colors = {**METHOD_COLORS, **(colors or {})}
     groups = list(order) if order is not None else list(dict.fromkeys(df[hue]))
-    palette = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    # series without a colour of their own take the next tab10 colour no named series uses here
+    taken = {colors.get(name) for name in groups}
+    palette = iter([c for c in mpl.colormaps["tab10"].colors if mpl.colors.to_hex(c) not in
+                    {mpl.colors.to_hex(t) for t in taken if t}] * 4)
     for name in groups:
         part = df[df[hue] == name]
         if part.empty:
@@ -92,7 +95,9 @@ def log_axis(ax, axis: str = "y") -> None:
 
 def eng_axis(ax, axis: str = "x") -> None:
     """Engineering prefixes (k, M, G, T, P) instead of scientific offsets."""
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(EngFormatter(sep=""))
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(EngFormatter(sep=""))
+    target.set_minor_formatter(NullFormatter())  # a log axis would label its minor ticks 4×10⁴
 
 
 def integer_axis(ax, axis: str = "x") -> None:
