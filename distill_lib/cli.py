@@ -92,6 +92,46 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
     return 0
 
 
+def parse_run_specs(study, specs: list[str]) -> list[tuple[str, int | None]]:
+    """`METHOD[:SEED,SEED]` items -> (method, seed) pairs, checked against the profile before any
+    work; `teacher` is (teacher, None)."""
+    pairs = []
+    for spec in specs:
+        method, _, seeds = spec.partition(":")
+        if method == "teacher":
+            pairs.append(("teacher", None))
+            continue
+        study.run_config(method, seed=0)  # an unknown method or one the profile leaves out fails here
+        try:
+            chosen = [int(x) for x in seeds.split(",")] if seeds else study.seeds(method)
+        except ValueError:
+            raise ConfigError(f"runs: {spec!r}: seeds must be integers separated by commas, e.g. {method}:0,1,2")
+        pairs += [(method, seed) for seed in chosen]
+    return pairs
+
+
+def train_runs(profile: str, specs: list[str], log=print) -> int:
+    """Train, evaluate and record runs one at a time (`python -m distill_lib train`): a study too big
+    for one sitting is run in parts, and each run's record is written the moment it finishes, so a
+    part that is stopped loses at most the run in progress (which resumes from its checkpoint)."""
+    from distill_lib.study import Study
+
+    study = Study.load(profile, log=log)
+    pairs = parse_run_specs(study, specs)
+    study.data  # noqa: B018
+    for method, seed in pairs:
+        started = time.perf_counter()
+        if method == "teacher":
+            study.teacher_headline()
+            label = "teacher"
+        else:
+            run = study.student(method, seed=seed)
+            study.headline(run)
+            label = run.dir.name
+        log(f"recorded {label} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def write_report(executed: Path) -> int:
     """Turn an executed notebook into a report: stderr outputs (diagnostics for whoever runs the
     study, not results) and papermill's cell metadata are removed from the .ipynb, and paths of this
@@ -496,8 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("study", "report", "prepare-data", "plan", "records"):
+    for name in ("study", "report", "prepare-data", "plan", "records", "train"):
         p = sub.add_parser(name)
+        if name == "train":
+            p.add_argument("runs", nargs="+", metavar="METHOD[:SEEDS]",
+                           help="e.g. teacher tf:0,1,2 kd-logit:0 (seeds default to the profile's for the method)")
         if name == "records":
             p.add_argument("action", choices=["merge"])
             p.add_argument("source", help="records/<profile>/ folder of another checkout or machine")
@@ -512,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_study(args.profile, args.only, train=args.command == "study")
         if args.command == "plan":
             return print_plan(args.profile)
+        if args.command == "train":
+            return train_runs(args.profile, args.runs)
         from distill_lib.study import Study
 
         study = Study.load(args.profile, log=print)

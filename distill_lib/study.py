@@ -24,12 +24,14 @@ from typing import Optional, Union
 
 from distill_lib.config import (
     ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
-    load_yaml, require, resolve_profile_paths,
+    load_yaml, require, resolve_profile_paths, to_dict,
 )
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.records import MissingRecord
 
 METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width")
+#: Methods a variant can change (the others build a different model, not a different training).
+_VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill")
 _OBJECTIVE = {"tf": "lm", "kd": "kd", "offline-kd": "offline-kd", "chop-distill": "chop-distill",
               "random": "lm", "scratch": "lm", "gradual": "lm", "width": "lm"}
 
@@ -70,6 +72,13 @@ class StudyConfig:
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
     """The methods this profile trains (default: all). A notebook that needs a method left out is
     skipped by the runner, and the claims that need it are reported 'not tested'."""
+    variants: dict[str, dict] = dataclasses.field(default_factory=dict)
+    """Named variants of a method for ablations (notebook 02), e.g. `kd-logit: {method: kd, train:
+    {kd_alpha: 1.0}}`: the base method's run with these student_train fields changed. Listed in
+    `methods` like a method; their runs are named after the variant."""
+    seeds_by_method: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    """Seeds of one method or variant where they differ from `seeds` (default for variants: the
+    first seed). A study run in parts grows these as each part's runs are recorded."""
     scale: int = 1
     """Multiplies every training budget (max_steps of teacher, student and scratch training, with
     their warmup, evaluation and checkpoint intervals, and gradual-removal spacing): the one knob
@@ -83,8 +92,26 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: need at least one seed")
+        for name, variant in self.variants.items():
+            where = f"variants.{name}"
+            require(name not in METHODS, f"{where}: a variant needs a name of its own, not the method {name!r}")
+            require(isinstance(variant, dict) and set(variant) <= {"method", "train"},
+                    f"{where}: expected a mapping with keys method and train, got {variant!r}")
+            require(variant.get("method") in _VARIANT_BASES,
+                    f"{where}.method: expected one of {', '.join(_VARIANT_BASES)}, got {variant.get('method')!r}")
+            fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective", "seed"}
+            train = variant.get("train") or {}
+            require(isinstance(train, dict), f"{where}.train: expected a mapping of student_train fields")
+            for key in train:
+                require(key in fields, f"{where}.train.{key}: not a student_train field (valid: {', '.join(sorted(fields))})")
+            from_dict(TrainConfig, {**to_dict(self.student_train), **train}, where=f"{where}.train")
         for m in self.methods:
-            require(m in METHODS, f"methods: unknown {m!r} (valid: {', '.join(METHODS)})")
+            require(m in METHODS or m in self.variants,
+                    f"methods: unknown {m!r} (valid: {', '.join(METHODS)} or a name in variants)")
+        for m, seeds in self.seeds_by_method.items():
+            require(m in self.methods, f"seeds_by_method.{m}: not in methods ({', '.join(self.methods)})")
+            require(isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds),
+                    f"seeds_by_method.{m}: expected a non-empty list of integer seeds, got {seeds!r}")
         require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         from distill_lib.truncate import STRATEGIES
@@ -239,7 +266,9 @@ class Study:
             if not stored.complete:
                 if not self.train:
                     kind = next((k for k in ("offline-kd", "chop-distill", *_TRAINED_BY) if run.name.startswith(k)), "tf")
-                    if kind == "tf":
+                    if any(run.name.startswith(f"{v}-") for v in self.cfg.variants):
+                        notebook = "02"  # the ablations of notebook 02
+                    elif kind == "tf":
                         strategy = run.init.strategy
                         notebook = "01" if strategy in (*self.cfg.configs, *self.cfg.extra_strategies) else "02"
                     else:
@@ -293,17 +322,27 @@ class Study:
     def teacher_layers(self) -> int:
         return self.teacher_model_info["layers"]
 
+    def seeds(self, method: str) -> list[int]:
+        """The seeds the profile trains `method` (or variant) with."""
+        default = self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds
+        return list(self.cfg.seeds_by_method.get(method, default))
+
     def run_config(self, method: str, strategy: str | None = None, seed: int = 0,
                    every_tokens: int | None = None) -> RunConfig:
-        if method not in METHODS:
-            raise ConfigError(f"method: unknown {method!r} (valid: {', '.join(METHODS)})")
-        if method not in self.cfg.methods:
-            raise ConfigError(f"method: {method!r} is not in profile {self.cfg.name}'s methods "
-                              f"({', '.join(self.cfg.methods)}); add it to params/{self.cfg.name}.yaml")
         cfg = self.cfg
+        if method not in METHODS and method not in cfg.variants:
+            raise ConfigError(f"method: unknown {method!r} (valid: {', '.join(METHODS)} or a name in variants)")
+        if method not in cfg.methods:
+            raise ConfigError(f"method: {method!r} is not in profile {cfg.name}'s methods "
+                              f"({', '.join(cfg.methods)}); add it to params/{cfg.name}.yaml")
         strategy = strategy or cfg.strategy
-        train = dataclasses.replace(cfg.student_train, objective=_OBJECTIVE[method], seed=seed)
         name = f"{method}-{strategy}-s{seed}"
+        student_train = cfg.student_train
+        if method in cfg.variants:
+            variant = cfg.variants[method]
+            student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
+            method = variant["method"]
+        train = dataclasses.replace(student_train, objective=_OBJECTIVE[method], seed=seed)
         if method == "scratch":
             base = cfg.scratch_train or cfg.student_train
             from distill_lib.truncate import drop_count
