@@ -22,13 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from distill_lib import catalog
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-#: Methods a notebook cannot do without: the runner skips it for a profile whose `methods` leave
-#: one out. (00, 01, 02, 06 and 99 adapt to the methods a profile has.)
-REQUIRED_METHODS = {"03": ("gradual",), "04": ("scratch",), "05": ("chop-distill", "kd"), "07": ("width",)}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -53,7 +51,7 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
     study = Study.load(profile, train=train, log=None)  # a bad profile fails here, before any work
     chosen = []
     for nb in notebooks(only):
-        missing = [m for m in REQUIRED_METHODS.get(nb.name[:2], ()) if m not in study.cfg.methods]
+        missing = [m for m in catalog.by_number(nb.name[:2]).needs if m not in study.cfg.methods]
         if missing:
             log(f"skipping {nb.stem}: it needs method(s) {', '.join(missing)}, not in profile {study.cfg.name}")
         else:

@@ -1,7 +1,7 @@
 """Figures and tables shared by the notebooks, so that every figure draws its seeds the same way
 and every table shows the same interval as the figure next to it.
 
-- Intervals are Student-t 95% intervals over seeds (`report.mean_ci`), in tables and in the bands
+- Intervals are Student-t 95% intervals over seeds (`stats.mean_ci`), in tables and in the bands
   of figures alike; one seed draws a line without a band.
 - One legend per figure, human axis labels with units, no offset notation, integer ticks for layer
   indices, engineering prefixes for tokens and FLOPs (`1.2M`, `30T`).
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from distill_lib.report import mean_ci
+from distill_lib.stats import mean_ci
 
 #: Human labels of the curve columns that the study's figures put on their axes.
 AXIS_LABELS = {

@@ -40,7 +40,12 @@ RECORD_VERSION = 1
 
 
 class MissingRecord(ConfigError):
-    """A notebook asked for a result that no record holds, in a mode that may not compute it."""
+    """A notebook asked for a result that no record holds, in a mode that may not compute it.
+    `what` names the missing record in a few words (the message adds how to make it)."""
+
+    def __init__(self, message: str, what: str | None = None):
+        super().__init__(message)
+        self.what = what or message
 
 
 def _dumps(data) -> str:

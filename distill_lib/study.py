@@ -16,6 +16,7 @@ number of tokens, `student_train.max_steps` x batch x block length):
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from functools import cached_property
@@ -76,6 +77,8 @@ class StudyConfig:
     """Named variants of a method for ablations (notebook 02), e.g. `kd-logit: {method: kd, train:
     {kd_alpha: 1.0}}`: the base method's run with these student_train fields changed. Listed in
     `methods` like a method; their runs are named after the variant."""
+    config_seeds: Optional[list[int]] = None
+    """Seeds of notebook 01's five configurations (C4); None = `seeds`. The extra strategies get the first."""
     seeds_by_method: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     """Seeds of one method or variant where they differ from `seeds` (default for variants: the
     first seed). A study run in parts grows these as each part's runs are recorded."""
@@ -172,12 +175,6 @@ def load_study_config(profile: str | Path) -> StudyConfig:
         gradual_every_tokens=[k * cfg.scale for k in cfg.gradual_every_tokens])
 
 
-#: The notebook that first trains each kind of run (named in the error a report gives when a run's
-#: record is missing).
-_TRAINED_BY = {"teacher": "00", "scratch": "00", "kd": "02", "offline-kd": "02", "random": "02",
-               "gradual": "03", "chop-distill": "05", "width": "07"}
-
-
 class Study:
     """The study of one profile. With `train=True` (the default, `make study`) a run that is not
     recorded is trained (or reused from the run store) and recorded; with `train=False`
@@ -199,6 +196,14 @@ class Study:
     @classmethod
     def load(cls, profile: str | Path, **kw) -> "Study":
         return cls(load_study_config(profile), **kw)
+
+    def read_only(self) -> "Study":
+        """This study reading records only (what reports use: a report never trains)."""
+        if not self.train:
+            return self
+        view = copy.copy(self)
+        view.train = False
+        return view
 
     # --- data and evaluation set-up ---------------------------------------------------------------
     @cached_property
@@ -226,12 +231,11 @@ class Study:
 
     # --- records ----------------------------------------------------------------------------------
     def _missing(self, what: str, notebook: str) -> MissingRecord:
-        from distill_lib.cli import notebooks
+        from distill_lib.catalog import by_number
 
-        found = [nb.stem for nb in notebooks() if nb.name[:2] == notebook]
-        return MissingRecord(
+        return MissingRecord(what=what, message=
             f"record: {what} is not in {self.records.root.relative_to(self.records.root.parent.parent)}; "
-            f"notebook {found[0] if found else notebook} makes it: "
+            f"notebook {by_number(notebook).stem} makes it: "
             f"`python -m distill_lib study --profile {self.cfg.name} --only {notebook}` (or `make study PROFILE={self.cfg.name}`)")
 
     def result(self, name: str, inputs: dict, compute):
@@ -255,9 +259,10 @@ class Study:
         return record["value"]
 
     # --- runs ----------------------------------------------------------------------------------------
-    def _get(self, run: RunConfig):
-        """The recorded run for `run`: from its record; else recorded from a complete run of the
-        run store; else (training mode only) trained, then recorded."""
+    def _get(self, run: RunConfig, method: str, strategy: str | None = None):
+        """The recorded run for `run` (of `method`): from its record; else recorded from a complete
+        run of the run store; else (training mode only) trained, then recorded."""
+        from distill_lib.catalog import maker
         from distill_lib.runs import RecordedRun, Run, get_or_train, run_dir
 
         stored = Run(run, run_dir(run, self.root))
@@ -265,15 +270,7 @@ class Study:
         if record is None:
             if not stored.complete:
                 if not self.train:
-                    kind = next((k for k in ("offline-kd", "chop-distill", *_TRAINED_BY) if run.name.startswith(k)), "tf")
-                    if any(run.name.startswith(f"{v}-") for v in self.cfg.variants):
-                        notebook = "02"  # the ablations of notebook 02
-                    elif kind == "tf":
-                        strategy = run.init.strategy
-                        notebook = "01" if strategy in (*self.cfg.configs, *self.cfg.extra_strategies) else "02"
-                    else:
-                        notebook = _TRAINED_BY.get(kind, "02")
-                    raise self._missing(f"run {stored.dir.name}", notebook)
+                    raise self._missing(f"run {stored.dir.name}", maker(method, strategy, self.cfg).number)
                 get_or_train(run, root=self.root, log=self.log)
             elif self.log:
                 self.log(f"run {stored.dir.name}: complete in the run store, recorded")
@@ -302,7 +299,7 @@ class Study:
     def teacher(self):
         if self.cfg.teacher_path:
             raise ConfigError("teacher_path: this profile uses a pretrained teacher; use teacher_dir()")
-        return self._get(self.teacher_run_config())
+        return self._get(self.teacher_run_config(), "teacher")
 
     @cached_property
     def teacher_model_info(self) -> dict:
@@ -326,6 +323,10 @@ class Study:
         """The seeds the profile trains `method` (or variant) with."""
         default = self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds
         return list(self.cfg.seeds_by_method.get(method, default))
+
+    def config_seeds(self) -> list[int]:
+        """The seeds notebook 01 trains its five configurations with (C4)."""
+        return list(self.cfg.config_seeds or self.cfg.seeds)
 
     def run_config(self, method: str, strategy: str | None = None, seed: int = 0,
                    every_tokens: int | None = None) -> RunConfig:
@@ -390,7 +391,7 @@ class Study:
         return self.result("07_width-target", {"strategy": self.cfg.strategy, "drop": self.cfg.drop}, compute)
 
     def student(self, method: str, strategy: str | None = None, seed: int = 0, every_tokens: int | None = None):
-        return self._get(self.run_config(method, strategy, seed, every_tokens))
+        return self._get(self.run_config(method, strategy, seed, every_tokens), method, strategy)
 
     def truncated_untrained(self, strategy: str):
         """The truncated model before any training (for 'perplexity right after truncation'), chosen

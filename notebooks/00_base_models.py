@@ -43,7 +43,7 @@ plots.table(splits)
 
 # %%
 teacher = None if cfg.teacher_path else study.teacher()
-scratch = [study.student("scratch", seed=s) for s in cfg.seeds] if "scratch" in cfg.methods else []
+scratch = [study.student("scratch", seed=s) for s in study.seeds("scratch")] if "scratch" in cfg.methods else []
 info = study.teacher_model_info
 sizes = pd.DataFrame([{"model": "teacher", "source": cfg.teacher_path or "trained here", **info}]
                      + [{"model": f"half-depth from scratch (seed {r.config.train.seed})", "source": "trained here",

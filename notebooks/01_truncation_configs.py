@@ -23,7 +23,7 @@ from IPython.display import Markdown, display
 from distill_lib import plots
 from distill_lib.paper import table6 as paper_table6
 from distill_lib.plots import format_value
-from distill_lib.report import mean_ci
+from distill_lib.stats import mean_ci
 from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
@@ -111,7 +111,7 @@ if groups:
 # truncation.
 
 # %%
-trained = {s: [study.student("tf", strategy=s, seed=seed) for seed in (cfg.seeds if s in cfg.configs else cfg.seeds[:1])]
+trained = {s: [study.student("tf", strategy=s, seed=seed) for seed in (study.config_seeds() if s in cfg.configs else study.config_seeds()[:1])]
            for s in strategies}
 rows = []
 for s in strategies:
@@ -174,7 +174,7 @@ untrained = headline(study.evaluate_model("01_untrained-truncation-evaluation", 
                                           lambda: study.truncated_untrained(cfg.strategy)[0]), study.tasks)
 before_after = pd.DataFrame([{"model": f"{cfg.strategy}, right after truncation", **untrained},
                              *[{"model": f"{cfg.strategy}, after continued pretraining (seed {s})",
-                                **study.headline(study.student("tf", seed=s))} for s in cfg.seeds]])
+                                **study.headline(study.student("tf", seed=s))} for s in study.seeds("tf")]])
 before_after = before_after.drop(columns=["avg_acc_stderr"], errors="ignore")
 study.save_table(before_after, "01_before_after")
 plots.table(before_after, percent=[c for c in before_after.columns if "/acc" in c or c == "avg_acc"])

@@ -28,8 +28,7 @@ from distill_lib.study import curves
 study = nb.open_study(profile, train)
 cfg = study.cfg
 labels = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init"}
-seeds_of = {"tf": cfg.seeds, "kd": cfg.seeds, "offline-kd": cfg.seeds[:1], "random": cfg.seeds}
-runs = {labels[m]: [study.student(m, seed=s) for s in seeds] for m, seeds in seeds_of.items() if m in cfg.methods}
+runs = {labels[m]: [study.student(m, seed=s) for s in study.seeds(m)] for m in labels if m in cfg.methods}
 
 # %% [markdown]
 # ## Validation perplexity against tokens, compute and wall-clock
@@ -78,6 +77,44 @@ if "random init" in mean:
     text += f"; the same architecture from random weights {format_value(mean['random init'])}"
 display(Markdown(text + ". The claims table (notebook 99) reads KD at TF's compute, not at its tokens."))
 plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
+
+# %% [markdown]
+# ## The KD baseline: every variant, at equal tokens and at equal FLOPs
+# Vanilla KD, offline KD and the profile's variants of them (`variants:` in the profile, e.g.
+# logit-only KD). Claim C2 compares TF with the best of them, chosen on validation perplexity at
+# TF's total FLOPs (never on test). Mean over each variant's seeds.
+
+# %%
+from distill_lib.claims import best_kd, kd_candidates
+
+candidates = kd_candidates(study)
+if len(candidates) > 1:
+    chosen, _ = best_kd(study)
+    tf_flops = {r.config.train.seed: r.summary["summary"]["flops"] for r in runs["TF"]}
+    rows = []
+    for m in candidates:
+        for seed in study.seeds(m):
+            r = study.student(m, seed=seed)
+            points = [(e["flops"], e["val_loss"]) for e in r.metrics() if "val_loss" in e]
+            at_tf = (np.exp(np.interp(tf_flops[seed], *zip(*points))) if seed in tf_flops and points[-1][0] >= tf_flops[seed]
+                     else np.nan)
+            rows.append({"variant": m, "seed": seed, "val ppl at TF's FLOPs": at_tf, "val ppl at the end": np.exp(points[-1][1]),
+                         "test ppl": study.headline(r)["ppl"],
+                         "FLOPs vs TF": r.summary["summary"]["flops"] / tf_flops.get(seed, np.nan)})
+    variants = pd.DataFrame(rows)
+    study.save_table(variants, "02_kd_variants")
+    summary = plots.summary_table(variants, "variant", ["val ppl at TF's FLOPs", "val ppl at the end", "test ppl", "FLOPs vs TF"])
+    display(Markdown(f"C2 uses **{chosen}**, the lowest validation perplexity at TF's FLOPs."))
+    plots.table(summary)
+    ablation = curves({"TF": runs["TF"], **{m: [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates}})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, x in zip(axes, ["tokens", "flops"]):
+        plots.draw_curves(ax, ablation, x, "val_ppl", order=["TF", *candidates])
+        plots.log_axis(ax)
+        plots.eng_axis(ax)
+        plots.label_axes(ax, x, "val_ppl")
+    plots.figure_legend(fig, axes)
+    study.save_figure(fig, "02_kd_variants")
 
 # %% [markdown]
 # ## Compute and memory

@@ -22,8 +22,8 @@ from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-seed = cfg.seeds[0]
-runs = {"one-shot (TF)": [study.student("tf", seed=s) for s in cfg.seeds]}
+seed = study.seeds("gradual")[0]
+runs = {"one-shot (TF)": [study.student("tf", seed=s) for s in study.seeds("tf")]}
 for k in cfg.gradual_every_tokens:
     runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=seed, every_tokens=k)]
 

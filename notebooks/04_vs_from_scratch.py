@@ -22,8 +22,8 @@ from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-runs = {"TF": [study.student("tf", seed=s) for s in cfg.seeds],
-        "from scratch": [study.student("scratch", seed=s) for s in cfg.seeds]}
+runs = {"TF": [study.student("tf", seed=s) for s in study.seeds("tf")],
+        "from scratch": [study.student("scratch", seed=s) for s in study.seeds("scratch")]}
 
 # %% [markdown]
 # Mean and 95% t-interval over seeds. Both axes are logarithmic.

@@ -23,7 +23,7 @@ from distill_lib.study import curves
 study = nb.open_study(profile, train)
 cfg = study.cfg
 labels = {"tf": "TF", "chop-distill": "CHOP+distill", "kd": "KD"}
-runs = {labels[m]: [study.student(m, seed=s) for s in cfg.seeds] for m in labels}
+runs = {labels[m]: [study.student(m, seed=s) for s in study.seeds(m)] for m in labels}
 
 # %% [markdown]
 # Mean and 95% t-interval over seeds against compute; each seed's own line against wall-clock.

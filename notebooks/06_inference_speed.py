@@ -21,7 +21,7 @@ from distill_lib.paper import GENERATION_SPEEDUP
 
 study = nb.open_study(profile, train)
 cfg = study.cfg.latency
-student = study.student("tf", seed=study.cfg.seeds[0])
+student = study.student("tf", seed=study.seeds("tf")[0])
 
 
 def measure():

@@ -24,8 +24,8 @@ from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-runs = {"depth (LayerCHOP)": [study.student("tf", seed=s) for s in cfg.seeds],
-        "width (DimCHOP)": [study.student("width", seed=s) for s in cfg.seeds]}
+runs = {"depth (LayerCHOP)": [study.student("tf", seed=s) for s in study.seeds("tf")],
+        "width (DimCHOP)": [study.student("width", seed=s) for s in study.seeds("width")]}
 display(Markdown(f"DimCHOP prunes {study.width_target:.1%} of the FFN units of every layer."))
 
 # %% [markdown]

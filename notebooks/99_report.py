@@ -23,7 +23,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from distill_lib import plots
-from distill_lib.report import claims, reading
+from distill_lib.claims import claims, reading
 
 study = nb.open_study(profile, train)
 cfg = study.cfg

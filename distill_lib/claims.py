@@ -1,92 +1,23 @@
-"""Statistics and verdicts for the claims table (notebook 99). Seeds pair runs across methods
-(same seed = same data order), so differences are paired; a 95% confidence interval uses
-Student's t with n - 1 degrees of freedom. With one seed there is no interval and a verdict that
-needs one is 'inconclusive'.
+"""The paper's claims C1-C8, tested on a study's records (notebook 99): for each, our numbers, the
+rule that turns them into a verdict (rules and statistics: `distill_lib.stats`), and the verdict.
 
-Every difference is signed so that a positive value goes the paper's way.
-
-Verdict rules (stated in the report next to each claim):
-- strict claims ("A beats B"): reproduced when the CI of the difference excludes 0 on the positive
-  side; not reproduced when it excludes 0 on the negative side; inconclusive when it covers 0.
-- "A matches or beats B" / "A is not better than B": reproduced when the CI excludes 0 on the
-  positive side; a tie when it covers 0 (consistent with "matches"); not reproduced when it
-  excludes 0 on the negative side.
-- With one seed there is no interval: inconclusive.
+Claims read the records only (`Study.read_only`): a report never trains. A claim whose runs are not
+recorded yet (a study run in parts) is reported 'not tested' with what is missing. Each comparison
+pairs the seeds both sides have.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
-TIE = "tie"
+from distill_lib.records import MissingRecord
+from distill_lib.stats import (
+    INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTED, REPRODUCED, TIE, fmt, mean_ci, paired_difference, value_at,
+    verdict_at_least, verdict_strict,
+)
 
 
-def t_quantile_975(dof: int) -> float:
-    from scipy.stats import t  # scipy comes with seaborn / lm-eval
-
-    return float(t.ppf(0.975, dof))
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% CI (None for fewer than two values)."""
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    sd = float(np.std(values, ddof=1))
-    return mean, t_quantile_975(len(values) - 1) * sd / math.sqrt(len(values))
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and CI half-width of a - b over paired seeds."""
-    if len(a) != len(b):
-        raise ValueError(f"paired values need equal counts, got {len(a)} and {len(b)}")
-    return mean_ci([x - y for x, y in zip(a, b)])
-
-
-def verdict_strict(diff: float, half: float | None) -> str:
-    """Claim: diff > 0."""
-    if half is None:
-        return INCONCLUSIVE
-    if diff - half > 0:
-        return REPRODUCED
-    if diff + half < 0:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def verdict_at_least(diff: float, half: float | None) -> str:
-    """Claim: diff >= 0. A tie (the interval covers 0) is consistent with the claim, and says so."""
-    if half is None:
-        return INCONCLUSIVE
-    if diff - half > 0:
-        return REPRODUCED
-    return NOT_REPRODUCED if diff + half < 0 else TIE
-
-
-def value_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """Linear interpolation of a curve (e.g. validation loss against FLOPs) at x; refuses to
-    extrapolate beyond the curve's range."""
-    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    if len(xs) == 0 or x < xs.min() or x > xs.max():
-        raise ValueError(f"x={x:.3g} is outside the curve's range [{xs.min() if len(xs) else 'empty'}, "
-                         f"{xs.max() if len(xs) else 'empty'}]")
-    return float(np.interp(x, xs, ys))
-
-
-def fmt(mean: float, half: float | None = None, digits: int = 3) -> str:
-    """`mean ± half`, the half-width rounded to the mean's last shown decimal (`plots.format_value`)."""
-    from distill_lib.plots import format_value
-
-    return format_value(mean, half, digits)
-
-
-# ---------------------------------------------------------------------------------------------
-# The claims table
-# ---------------------------------------------------------------------------------------------
 def _val_ppl_at_flops(run, flops: float) -> float:
     points = [(m["flops"], m["val_loss"]) for m in run.metrics() if "val_loss" in m]
     return math.exp(value_at([p[0] for p in points], [p[1] for p in points], flops))
@@ -129,37 +60,63 @@ CLAIMS = {
 
 def claims(study) -> "pd.DataFrame":
     """C1–C8 with our numbers, the rule that turns them into a verdict, and the verdict. `diff` is
-    the difference the verdict reads (positive = the paper's direction), `ci95` its half-width."""
+    the difference the verdict reads (positive = the paper's direction), `ci95` its half-width,
+    `seeds` the number of paired seeds it rests on."""
     import pandas as pd
 
+    study = study.read_only()
     cfg = study.cfg
-    seeds = cfg.seeds
-    tested = {claim for claim, (_, _, method) in CLAIMS.items() if method in cfg.methods}
-    tf = {s: study.student("tf", seed=s) for s in seeds}
     ppl = lambda run: study.headline(run)["ppl"]  # noqa: E731  (test-split perplexity)
     rows = []
 
-    def add(claim, rule, ours, verdict, diff=None, half=None, positive=""):
+    def add(claim, rule, ours, verdict, diff=None, half=None, positive="", seeds=0):
         statement, paper, _ = CLAIMS[claim]
         rows.append({"claim": claim, "statement": statement, "verdict": verdict, "ours": ours, "paper": paper,
-                     "diff": diff, "ci95": half, "positive means": positive, "rule": rule, "seeds": len(seeds)})
+                     "diff": diff, "ci95": half, "positive means": positive, "rule": rule, "seeds": seeds})
 
-    for claim in sorted(CLAIMS.keys() - tested):
-        add(claim, "-", f"method {CLAIMS[claim][2]} is not in this profile", NOT_TESTED)
-    if "C1" in tested:
-        _c1(study, tf, ppl, seeds, add)
-    if "C2" in tested:
-        _c2_c3(study, tf, ppl, seeds, add)
-    _c4(study, ppl, seeds, add)
-    if "C5" in tested:
-        _c5(study, tf, ppl, seeds, add)
-    if "C6" in tested:
-        _c6(study, tf, seeds, add)
-    if "C7" in tested:
-        _c7(study, tf, ppl, seeds, add)
-    if "C8" in tested:
-        _c8(study, tf, ppl, seeds, add)
+    checks = {"C1": _c1, "C2": _c2_c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7, "C8": _c8}
+    for claim, (_, _, method) in CLAIMS.items():
+        if method not in cfg.methods:
+            add(claim, "-", f"method {method} is not in this profile", NOT_TESTED)
+        elif claim in checks:
+            try:
+                checks[claim](study, ppl, add)
+            except MissingRecord as err:  # a study run in parts: this claim's runs are not all recorded yet
+                for part in (("C2", "C3") if claim == "C2" else (claim,)):
+                    add(part, "-", f"not recorded yet ({err.what})", NOT_TESTED)
     return pd.DataFrame(rows).sort_values("claim", kind="stable").reset_index(drop=True)
+
+
+def paired_seeds(study, *methods: str) -> list[int]:
+    """The seeds every one of `methods` is trained with, in the order of the first."""
+    return [s for s in study.seeds(methods[0]) if all(s in study.seeds(m) for m in methods[1:])]
+
+
+def kd_candidates(study) -> list[str]:
+    """Vanilla KD, offline KD and every profile variant of them: the baselines C2 chooses from."""
+    cfg = study.cfg
+    bases = ("kd", "offline-kd")
+    return [m for m in cfg.methods if m in bases or cfg.variants.get(m, {}).get("method") in bases]
+
+
+def best_kd(study) -> tuple[str, dict]:
+    """The KD baseline C2 uses: the candidate with the lowest mean *validation* perplexity at TF's
+    total FLOPs (over the seeds it shares with TF), never chosen on test. Returns it and every
+    candidate's score, for the report."""
+    scores = {}
+    for method in kd_candidates(study):
+        seeds = paired_seeds(study, method, "tf")
+        if not seeds:
+            continue
+        try:
+            scores[method] = float(np.mean([_val_ppl_at_flops(study.student(method, seed=s),
+                                                              study.student("tf", seed=s).summary["summary"]["flops"])
+                                            for s in seeds]))
+        except MissingRecord:
+            continue  # not recorded yet: not a candidate this time
+    if not scores:
+        raise MissingRecord("no KD run recorded yet", "no KD run recorded yet")
+    return min(scores, key=scores.get), scores
 
 
 def reading(row) -> str:
@@ -176,57 +133,71 @@ def reading(row) -> str:
     return what + f" Verdict: **{row['verdict']}** (rule: {row['rule']})."
 
 
-def _c1(study, tf, ppl, seeds, add):
+def _c1(study, ppl, add):
     """C1: truncated init beats random init at equal tokens."""
+    seeds = paired_seeds(study, "random", "tf")
+    tf = [ppl(study.student("tf", seed=s)) for s in seeds]
     rand = [ppl(study.student("random", seed=s)) for s in seeds]
-    d, h = paired_difference(rand, [ppl(tf[s]) for s in seeds])
+    d, h = paired_difference(rand, tf)
     add("C1", "strict: the interval of ppl(random) - ppl(TF) lies above 0",
-        f"test ppl TF {fmt(*mean_ci([ppl(tf[s]) for s in seeds]))}, random init {fmt(*mean_ci(rand))}",
-        verdict_strict(d, h), d, h, "random init's test ppl minus TF's")
+        f"test ppl TF {fmt(*mean_ci(tf))}, random init {fmt(*mean_ci(rand))}",
+        verdict_strict(d, h), d, h, "random init's test ppl minus TF's", len(seeds))
 
 
-def _c2_c3(study, tf, ppl, seeds, add):
-    """C2: teacher-free >= KD at equal compute (KD's validation ppl read at TF's total FLOPs);
-    C3: KD costs ~1.5x per token."""
-    kd = {s: study.student("kd", seed=s) for s in seeds}
+def _c2_c3(study, ppl, add):
+    """C2: teacher-free >= the best KD baseline at equal compute (KD's validation ppl read at TF's
+    total FLOPs); C3: vanilla KD costs ~1.5x per token."""
+    method, scores = best_kd(study)
+    seeds = paired_seeds(study, method, "tf")
+    tf = {s: study.student("tf", seed=s) for s in seeds}
+    kd = {s: study.student(method, seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds)
+    chosen = "" if len(scores) == 1 else (
+        f"; KD baseline {method}, the best of {len(scores)} variants on validation ppl at TF's FLOPs ("
+        + ", ".join(f"{m} {v:.4g}" for m, v in sorted(scores.items(), key=lambda kv: kv[1])) + ")")
     add("C2", "at least: val ppl(KD at TF's total FLOPs) - val ppl(TF) >= 0; equal FLOPs are analytic, the "
-              "teacher's forward counted",
+              "teacher's forward counted" + ("; KD is the best variant on validation" if chosen else ""),
         f"at equal FLOPs KD's val ppl minus TF's is {fmt(d, h)}; at equal tokens KD's test ppl minus TF's is "
-        f"{fmt(d_tok, h_tok)}", verdict_at_least(d, h), d, h, "KD's val ppl minus TF's, at TF's total FLOPs")
+        f"{fmt(d_tok, h_tok)}{chosen}", verdict_at_least(d, h), d, h, "KD's val ppl minus TF's, at TF's total FLOPs",
+        len(seeds))
 
+    seeds = paired_seeds(study, "kd", "tf")
+    tf = {s: study.student("tf", seed=s) for s in seeds}
+    kd = {s: study.student("kd", seed=s) for s in seeds}
     ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
     m, h = mean_ci(ratios)
     add("C3", "measured step-time ratio KD/TF >= 1.3", f"KD/TF time per token {fmt(m, h)}x measured, "
         f"{analytic:.2f}x analytic FLOPs", REPRODUCED if m >= 1.3 else NOT_REPRODUCED, m - 1.3, None,
-        "measured KD/TF ratio minus 1.3; the rule reads the mean")
+        "measured KD/TF ratio minus 1.3; the rule reads the mean", len(seeds))
 
 
-def _c4(study, ppl, seeds, add):
+def _c4(study, ppl, add):
     """C4: removing layers near the output is worst."""
     cfg = study.cfg
     five = [c for c in ("max-gap", "input", "output", "middle", "both") if c in cfg.configs]
     if "output" in five and len(five) > 1:
+        seeds = study.config_seeds()
         by_config = {c: [ppl(study.student("tf", strategy=c, seed=s)) for s in seeds] for c in five}
         worst_other = [max(by_config[c][i] for c in five if c != "output") for i in range(len(seeds))]
         d, h = paired_difference(by_config["output"], worst_other)
         means = {c: mean_ci(v)[0] for c, v in by_config.items()}
         add("C4", "strict: the interval of ppl(output) - max ppl(other configurations) lies above 0",
             "test ppl " + ", ".join(f"{c} {fmt(v)}" for c, v in sorted(means.items(), key=lambda kv: kv[1])),
-            verdict_strict(d, h), d, h, "output's test ppl minus the worst other configuration's")
+            verdict_strict(d, h), d, h, "output's test ppl minus the worst other configuration's", len(seeds))
     else:
         add("C4", "-", "needs 'output' and another of the five configurations in `configs`", NOT_TESTED)
 
 
-def _c5(study, tf, ppl, seeds, add):
+def _c5(study, ppl, add):
     """C5: one-shot ~ gradual removal."""
     cfg = study.cfg
     if cfg.gradual_every_tokens:
-        s0 = seeds[0]
-        one = ppl(tf[s0])
+        seeds = study.seeds("tf")
+        s0 = study.seeds("gradual")[0]
+        one = ppl(study.student("tf", seed=s0))
         diffs = {k: ppl(study.student("gradual", seed=s0, every_tokens=k)) - one for k in cfg.gradual_every_tokens}
-        noise = mean_ci([ppl(tf[s]) for s in seeds])[1]
+        noise = mean_ci([ppl(study.student("tf", seed=s)) for s in seeds])[1]
         if noise is None:
             verdict = INCONCLUSIVE
         else:
@@ -236,13 +207,15 @@ def _c5(study, tf, ppl, seeds, add):
                   "schedule (gradual has one seed)",
             "gradual minus one-shot test ppl: " + "; ".join(f"one layer every {k:,} tokens {v:+.3g}" for k, v in diffs.items())
             + (f" (TF's seed noise ±{noise:.2g})" if noise else ""), verdict, best, noise,
-            "the best gradual schedule's test ppl minus one-shot's")
+            "the best gradual schedule's test ppl minus one-shot's", len(seeds))
     else:
         add("C5", "-", "no gradual schedule in `gradual_every_tokens`", NOT_TESTED)
 
 
-def _c6(study, tf, seeds, add):
+def _c6(study, ppl, add):
     """C6: pruned+continued and half-depth-from-scratch converge."""
+    seeds = paired_seeds(study, "scratch", "tf")
+    tf = {s: study.student("tf", seed=s) for s in seeds}
     scratch = {s: study.student("scratch", seed=s) for s in seeds}
     curve = lambda run: [m["val_ppl"] for m in run.metrics() if "val_loss" in m]  # noqa: E731
     first = float(np.mean([curve(scratch[s])[0] - curve(tf[s])[0] for s in seeds]))
@@ -258,11 +231,13 @@ def _c6(study, tf, seeds, add):
               "does not shrink; inconclusive: it shrinks but stays wider",
         f"val ppl gap (from scratch minus pruned) {first:.3g} at the first evaluation, {last:.3g} at the end "
         f"(pruned model at the end: {final_tf:.3g})", verdict, first - last, None,
-        "how much the gap shrank over training")
+        "how much the gap shrank over training", len(seeds))
 
 
-def _c7(study, tf, ppl, seeds, add):
+def _c7(study, ppl, add):
     """C7: width pruning (DimCHOP) ~ depth pruning in quality, ~2x costlier."""
+    seeds = paired_seeds(study, "width", "tf")
+    tf = {s: study.student("tf", seed=s) for s in seeds}
     width = {s: study.student("width", seed=s) for s in seeds}
     d, h = paired_difference([ppl(width[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
     cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
@@ -275,14 +250,16 @@ def _c7(study, tf, ppl, seeds, add):
     add("C7", "depth matches or beats width (the interval of ppl(width) - ppl(depth) does not lie below 0) and "
               "width costs >= 1.5x the wall-clock",
         f"width minus depth test ppl {fmt(d, h)}; width/depth wall-clock {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
-        verdict, d, h, "width's test ppl minus depth's")
+        verdict, d, h, "width's test ppl minus depth's", len(seeds))
 
 
-def _c8(study, tf, ppl, seeds, add):
+def _c8(study, ppl, add):
     """C8: adding distillation losses does not help (at equal compute)."""
+    seeds = paired_seeds(study, "chop-distill", "tf")
+    tf = {s: study.student("tf", seed=s) for s in seeds}
     chop = {s: study.student("chop-distill", seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(chop, tf, ppl, seeds)
     add("C8", "at least: val ppl(CHOP+distill at TF's total FLOPs) - val ppl(TF) >= 0",
         f"at equal FLOPs CHOP+distill's val ppl minus TF's is {fmt(d, h)}; at equal tokens its test ppl minus "
         f"TF's is {fmt(d_tok, h_tok)}", verdict_at_least(d, h), d, h,
-        "CHOP+distill's val ppl minus TF's, at TF's total FLOPs")
+        "CHOP+distill's val ppl minus TF's, at TF's total FLOPs", len(seeds))

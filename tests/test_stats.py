@@ -1,0 +1,71 @@
+import pytest
+
+from distill_lib.stats import (
+    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, TIE, mean_ci, paired_difference, value_at, verdict_at_least, verdict_strict,
+)
+
+
+def test_mean_ci_uses_student_t():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-6)  # t(0.975, 2) * sd / sqrt(n)
+    assert mean_ci([5.0]) == (5.0, None)
+
+
+def test_paired_difference_pairs_by_seed():
+    d, h = paired_difference([10, 12, 14], [9, 11, 13])
+    assert d == 1.0 and h == 0.0
+    with pytest.raises(ValueError, match="equal counts"):
+        paired_difference([1, 2], [1])
+
+
+@pytest.mark.parametrize("diff, half, strict, at_least", [
+    (1.0, 0.5, REPRODUCED, REPRODUCED),
+    (0.2, 0.5, INCONCLUSIVE, TIE),              # the interval covers 0: a tie, consistent with "matches"
+    (-0.2, 0.5, INCONCLUSIVE, TIE),
+    (-1.0, 0.5, NOT_REPRODUCED, NOT_REPRODUCED),
+    (1.0, None, INCONCLUSIVE, INCONCLUSIVE),    # one seed: no interval
+])
+def test_verdict_rules(diff, half, strict, at_least):
+    assert verdict_strict(diff, half) == strict
+    assert verdict_at_least(diff, half) == at_least
+
+
+def test_value_at_interpolates_and_refuses_to_extrapolate():
+    assert value_at([0, 10, 20], [5.0, 3.0, 2.0], 15) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="outside the curve's range"):
+        value_at([0, 10], [1.0, 2.0], 11)
+
+
+def test_catalog_declares_every_notebook_on_disk():
+    from distill_lib.catalog import NOTEBOOKS
+    from distill_lib.cli import notebooks
+
+    assert [nb.stem for nb in NOTEBOOKS] == [p.stem for p in notebooks()]
+
+
+def test_catalog_names_the_notebook_that_trains_a_run():
+    from distill_lib.catalog import maker
+    from distill_lib.study import StudyConfig
+
+    cfg = StudyConfig(methods=["tf", "kd", "gradual", "kd-logit"],
+                      variants={"kd-logit": {"method": "kd", "train": {"kd_alpha": 1.0}}})
+    assert maker("tf", None, cfg).number == "02"
+    assert maker("tf", "middle", cfg).number == "01"
+    assert maker("kd-logit", None, cfg).number == "02"
+    assert maker("gradual", None, cfg).number == "03"
+    assert maker("teacher", None, cfg).number == "00"
+
+
+def test_variants_and_seeds_by_method_are_checked():
+    from distill_lib.config import ConfigError
+    from distill_lib.study import StudyConfig
+
+    with pytest.raises(ConfigError, match=r"variants.kd-x.train.kd_alfa: not a student_train field"):
+        StudyConfig(methods=["tf", "kd-x"], variants={"kd-x": {"method": "kd", "train": {"kd_alfa": 1.0}}})
+    with pytest.raises(ConfigError, match=r"variants.kd-x.method: expected one of"):
+        StudyConfig(methods=["tf", "kd-x"], variants={"kd-x": {"method": "random"}})
+    with pytest.raises(ConfigError, match=r"seeds_by_method.kd: not in methods"):
+        StudyConfig(methods=["tf"], seeds_by_method={"kd": [0]})
+    with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
+        StudyConfig(methods=["tf", "kd-y"])
