@@ -25,6 +25,7 @@ AXIS_LABELS = {
     "wall_seconds": "wall-clock (seconds)",
     "step": "training step",
     "val_ppl": "validation perplexity",
+    "test_ppl": "test perplexity",
     "val_loss": "validation loss (nats/token)",
 }
 #: One colour per method in every figure of the study.

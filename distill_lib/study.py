@@ -31,6 +31,7 @@ from distill_lib.env import PROJECT_ROOT
 from distill_lib.records import MissingRecord
 
 METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width")
+_VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps"}
 #: Methods a variant can change (the others build a different model, not a different training).
 _VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill")
 _OBJECTIVE = {"tf": "lm", "kd": "kd", "offline-kd": "offline-kd", "chop-distill": "chop-distill",
@@ -76,7 +77,10 @@ class StudyConfig:
     variants: dict[str, dict] = dataclasses.field(default_factory=dict)
     """Named variants of a method for ablations (notebook 02), e.g. `kd-logit: {method: kd, train:
     {kd_alpha: 1.0}}`: the base method's run with these student_train fields changed. Listed in
-    `methods` like a method; their runs are named after the variant."""
+    `methods` like a method; their runs are named after the variant. Optional keys: `budget` (a
+    factor on the token budget: steps, warm-up, evaluation and checkpoint intervals) and, for KD,
+    `teacher_correction_steps` (the teacher first continues this many steps on the training split
+    with the LM loss, Minitron's "teacher correction"; its FLOPs are charged to the variant)."""
     config_seeds: Optional[list[int]] = None
     """Seeds of notebook 01's five configurations (C4); None = `seeds`. The extra strategies get the first."""
     seeds_by_method: dict[str, list[int]] = dataclasses.field(default_factory=dict)
@@ -98,8 +102,16 @@ class StudyConfig:
         for name, variant in self.variants.items():
             where = f"variants.{name}"
             require(name not in METHODS, f"{where}: a variant needs a name of its own, not the method {name!r}")
-            require(isinstance(variant, dict) and set(variant) <= {"method", "train"},
-                    f"{where}: expected a mapping with keys method and train, got {variant!r}")
+            require(isinstance(variant, dict) and set(variant) <= _VARIANT_KEYS,
+                    f"{where}: expected a mapping with keys {', '.join(sorted(_VARIANT_KEYS))}, got {variant!r}")
+            budget = variant.get("budget", 1)
+            require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0,
+                    f"{where}.budget: expected a positive number (a factor on the token budget), got {budget!r}")
+            steps = variant.get("teacher_correction_steps", 0)
+            require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
+                    f"{where}.teacher_correction_steps: expected an integer >= 0, got {steps!r}")
+            require(not steps or variant.get("method") == "kd",
+                    f"{where}.teacher_correction_steps: only a kd variant distils from a corrected teacher")
             require(variant.get("method") in _VARIANT_BASES,
                     f"{where}.method: expected one of {', '.join(_VARIANT_BASES)}, got {variant.get('method')!r}")
             fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective", "seed"}
@@ -160,9 +172,13 @@ def _raw_profile(profile: str | Path, seen: tuple = ()) -> dict:
     return _merge(_raw_profile(base, (*seen, path)), data) if base else data
 
 
-def _scaled(train: TrainConfig, scale: int) -> TrainConfig:
-    return dataclasses.replace(train, max_steps=train.max_steps * scale, warmup_steps=train.warmup_steps * scale,
-                               eval_every=train.eval_every * scale, checkpoint_every=train.checkpoint_every * scale)
+def _scaled(train: TrainConfig, scale: int | float) -> TrainConfig:
+    """`train` with its budget (steps, warm-up, evaluation and checkpoint intervals) times `scale`."""
+    if scale == 1:
+        return train
+    times = lambda n: max(1, round(n * scale)) if n else n  # noqa: E731
+    return dataclasses.replace(train, max_steps=times(train.max_steps), warmup_steps=times(train.warmup_steps),
+                               eval_every=times(train.eval_every), checkpoint_every=times(train.checkpoint_every))
 
 
 def load_study_config(profile: str | Path) -> StudyConfig:
@@ -324,6 +340,35 @@ class Study:
         default = self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds
         return list(self.cfg.seeds_by_method.get(method, default))
 
+    def correction_run_config(self, variant: str) -> RunConfig:
+        """The teacher's correction for a KD variant: the whole teacher continued with the LM loss on
+        the training split for `teacher_correction_steps` (student_train's batch and learning rate)."""
+        steps = self.cfg.variants[variant]["teacher_correction_steps"]
+        train = dataclasses.replace(self.cfg.student_train, objective="lm", seed=0, max_steps=steps,
+                                    warmup_steps=min(self.cfg.student_train.warmup_steps, steps),
+                                    eval_every=0, checkpoint_every=steps)
+        return RunConfig(name=f"teacher-corrected{steps}", data=self.cfg.data, init=InitConfig(kind="pretrained"),
+                         teacher=self.teacher_ref, train=train)
+
+    def correction(self, variant: str):
+        """The recorded correction run of a KD variant (trained first in training mode), or None."""
+        if not self.cfg.variants.get(variant, {}).get("teacher_correction_steps"):
+            return None
+        return self._get(self.correction_run_config(variant), variant)
+
+    def corrected_teacher_ref(self, variant: str) -> str:
+        from distill_lib.runs import run_dir
+
+        if self.train:
+            self.correction(variant)  # the student needs it in the run store
+        return f"run:{run_dir(self.correction_run_config(variant), self.root).name}"
+
+    def extra_flops(self, method: str) -> float:
+        """Compute a method's runs need besides their own training (a teacher correction), charged to
+        it when methods are compared at equal FLOPs."""
+        corrected = self.correction(method)
+        return float(corrected.summary["summary"]["flops"]) if corrected is not None else 0.0
+
     def config_seeds(self) -> list[int]:
         """The seeds notebook 01 trains its five configurations with (C4)."""
         return list(self.cfg.config_seeds or self.cfg.seeds)
@@ -339,9 +384,13 @@ class Study:
         strategy = strategy or cfg.strategy
         name = f"{method}-{strategy}-s{seed}"
         student_train = cfg.student_train
+        teacher = None
         if method in cfg.variants:
             variant = cfg.variants[method]
             student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
+            student_train = _scaled(student_train, variant.get("budget", 1))
+            if variant.get("teacher_correction_steps"):
+                teacher = self.corrected_teacher_ref(method)
             method = variant["method"]
         train = dataclasses.replace(student_train, objective=_OBJECTIVE[method], seed=seed)
         if method == "scratch":
@@ -356,7 +405,7 @@ class Study:
             self.teacher()  # a student of the teacher trained here needs it in the run store
         # a named or hub teacher stays a name; the study's own one is a sibling run in the store,
         # named, not a machine path, so the config hash is the same in every checkout
-        teacher = self.teacher_ref
+        teacher = teacher or self.teacher_ref
         if method == "gradual":
             from distill_lib.truncate import select_layers
 

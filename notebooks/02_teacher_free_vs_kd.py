@@ -97,12 +97,13 @@ if len(candidates) > 1:
     for m in candidates:
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
-            points = [(e["flops"], e["val_loss"]) for e in r.metrics() if "val_loss" in e]
-            at_tf = (np.exp(np.interp(tf_flops[seed], *zip(*points))) if seed in tf_flops and points[-1][0] >= tf_flops[seed]
-                     else np.nan)
+            extra = study.extra_flops(m)  # a teacher correction, charged to the variant
+            points = [(e["flops"] + extra, e["val_loss"]) for e in r.metrics() if "val_loss" in e]
+            at_tf = (np.exp(np.interp(tf_flops[seed], *zip(*points)))
+                     if seed in tf_flops and points[0][0] <= tf_flops[seed] <= points[-1][0] else np.nan)
             rows.append({"variant": labels.get(m, m), "seed": seed, "val ppl at TF's FLOPs": at_tf, "val ppl at the end": np.exp(points[-1][1]),
                          "test ppl": study.headline(r)["ppl"],
-                         "FLOPs vs TF": r.summary["summary"]["flops"] / tf_flops.get(seed, np.nan)})
+                         "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_flops.get(seed, np.nan)})
     variants = pd.DataFrame(rows)
     study.save_table(variants, "02_kd_variants")
     summary = plots.summary_table(variants, "variant", ["val ppl at TF's FLOPs", "val ppl at the end", "test ppl", "FLOPs vs TF"])
@@ -119,6 +120,49 @@ if len(candidates) > 1:
         plots.label_axes(ax, x, "val_ppl")
     plots.figure_legend(fig, axes)
     study.save_figure(fig, "02_kd_variants")
+
+# %% [markdown]
+# ## Budget sweep: does the equal-compute verdict change with the budget?
+# TF and KD at several token budgets (variants with `budget:` in the profile), final test perplexity
+# against training tokens and against FLOPs (KD's teacher forward and any teacher correction
+# counted). Mean over each point's seeds.
+
+# %%
+def family(m):
+    """A method or variant without its budget: the line a budget point belongs to."""
+    v = cfg.variants.get(m, {"method": m})
+    return (v["method"], str(sorted((v.get("train") or {}).items())), v.get("teacher_correction_steps", 0))
+
+
+swept = {family(m) for m in cfg.methods if cfg.variants.get(m, {}).get("budget", 1) != 1}
+if swept:
+    rows = []
+    for m in cfg.methods:
+        if family(m) not in swept:
+            continue
+        name = next(x for x in cfg.methods if family(x) == family(m) and cfg.variants.get(x, {}).get("budget", 1) == 1)
+        for seed in study.seeds(m):
+            r = study.student(m, seed=seed)
+            rows.append({"line": labels.get(name, name), "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
+                         "tokens": r.summary["summary"]["tokens"],
+                         "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
+    sweep = pd.DataFrame(rows)
+    study.save_table(sweep, "02_budget_sweep")
+    points = sweep.groupby(["line", "budget"], sort=False).mean(numeric_only=True).reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, x in zip(axes, ["tokens", "flops"]):
+        for line, group in points.groupby("line", sort=False):
+            group = group.sort_values(x)
+            ax.plot(group[x], group["test ppl"], marker="o", label=line)
+            for _, p in group.iterrows():
+                ax.annotate(f"{p.budget:g}x", (p[x], p["test ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        plots.log_axis(ax)
+        plots.label_axes(ax, x, "test_ppl")
+    plots.figure_legend(fig, axes)
+    study.save_figure(fig, "02_budget_sweep")
+    plots.table(sweep.groupby(["line", "budget"], sort=False).agg(
+        **{"test ppl": ("test ppl", "mean"), "FLOPs": ("flops", "mean"), "seeds": ("seed", "count")}).reset_index())
 
 # %% [markdown]
 # ## Compute and memory

@@ -8,7 +8,8 @@
 # **positive goes the paper's way**. Verdicts: *reproduced* (the interval lies on the paper's
 # side), *tie* (a "matches or beats" claim whose interval covers zero: consistent with "matches"),
 # *inconclusive* (a strict claim whose interval covers zero, or one seed), *not reproduced* (the
-# interval lies on the other side), *not tested* (the profile leaves the method out).
+# interval lies on the other side), *not tested* (the profile leaves the method out, or a study run
+# in parts has not recorded its runs yet). Each claim names the version of the paper it comes from.
 
 # %% tags=["parameters"]
 import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
@@ -23,7 +24,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from distill_lib import plots
-from distill_lib.claims import claims, reading
+from distill_lib.claims import claims, field_context, reading
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
@@ -42,13 +43,14 @@ study.save_table(table, "99_claims")
 counts = table.verdict.value_counts()
 display(Markdown("Of the eight claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."))
 shown = table.assign(**{"difference (95% CI)": [plots.format_value(d, h) for d, h in zip(table["diff"], table["ci95"])]})
-plots.table(shown[["claim", "statement", "verdict", "difference (95% CI)", "positive means", "seeds"]])
+plots.table(shown[["claim", "statement", "version", "verdict", "difference (95% CI)", "positive means", "seeds"]])
 
 # %% [markdown]
 # ## Claim by claim
 
 # %%
 display(Markdown("\n\n".join(reading(row) for _, row in table.iterrows())))
+display(Markdown(field_context(table)))
 
 # %% [markdown]
 # ## Key figures

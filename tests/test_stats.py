@@ -69,3 +69,42 @@ def test_variants_and_seeds_by_method_are_checked():
         StudyConfig(methods=["tf"], seeds_by_method={"kd": [0]})
     with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
         StudyConfig(methods=["tf", "kd-y"])
+
+
+def test_variants_change_only_what_they_name(tmp_path):
+    import dataclasses
+
+    from distill_lib.runs import run_dir
+    from distill_lib.study import Study, load_study_config
+
+    cfg = load_study_config("smoke")
+    study = Study(cfg, root=tmp_path, train=False)
+    plain = Study(dataclasses.replace(cfg, variants={}, methods=["tf", "kd"], seeds_by_method={}), root=tmp_path,
+                  train=False)
+    base = study.run_config("kd", seed=1)
+    assert run_dir(base, tmp_path) == run_dir(plain.run_config("kd", seed=1), tmp_path)  # variants leave kd alone
+
+    logit = study.run_config("kd-logit", seed=1)
+    assert logit.train == dataclasses.replace(base.train, kd_alpha=1.0)
+    assert logit.name.startswith("kd-logit-")
+
+    double = study.run_config("kd-2x", seed=1).train
+    assert (double.max_steps, double.warmup_steps, double.eval_every) == (
+        2 * base.train.max_steps, 2 * base.train.warmup_steps, 2 * base.train.eval_every)
+
+    corrected = study.run_config("kd-corrected", seed=0)
+    correction = study.correction_run_config("kd-corrected")
+    assert corrected.teacher == f"run:{run_dir(correction, tmp_path).name}"
+    assert (correction.init.kind, correction.train.objective, correction.train.max_steps) == ("pretrained", "lm", 4)
+    assert correction.teacher == base.teacher  # the correction continues the study's own teacher
+    assert study.seeds("kd-corrected") == [0, 1] and study.seeds("kd-logit") == [0] and study.seeds("tf") == [0, 1]
+
+
+def test_bad_variants_are_refused_with_the_key():
+    from distill_lib.config import ConfigError
+    from distill_lib.study import StudyConfig
+
+    with pytest.raises(ConfigError, match=r"variants.x.budget: expected a positive number"):
+        StudyConfig(methods=["tf", "x"], variants={"x": {"method": "tf", "budget": 0}})
+    with pytest.raises(ConfigError, match=r"variants.x.teacher_correction_steps: only a kd variant"):
+        StudyConfig(methods=["tf", "x"], variants={"x": {"method": "tf", "teacher_correction_steps": 3}})

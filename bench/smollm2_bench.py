@@ -1,0 +1,202 @@
+"""Training-step benchmark on the model the real-model study trains: the 15-layer SmolLM2 student
+(max-gap truncation of SmolLM2-135M-Instruct, vocabulary 49,152), batch 4 x 256, AdamW, fp32 (what
+the `smollm2` profile uses on CPU). Not a test: numbers go to bench/RESULTS_smollm2.md.
+
+    python bench/smollm2_bench.py              # all cases, each in its own process
+    python bench/smollm2_bench.py --case tf    # one case, prints JSON
+
+Cases: this project's loop (TF and KD), the same with glibc's default allocator behaviour
+(DISTILL_KEEP_FREED_MEMORY=0, see `distill_lib.env.keep_freed_memory`), a bare PyTorch loop and
+the HF `Trainer` on the same student, batches and optimizer, and a per-op profile of one TF step.
+Ratios measured in one run are what count: the machine is shared and its speed drifts.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import distill_lib  # noqa: F401  (caches in the project, allocator setting)
+from distill_lib.flops import peak_memory_bytes
+from distill_lib.study import Study
+
+STEPS, WARMUP_STEPS = 8, 3
+OUT = Path(__file__).with_name("RESULTS_smollm2.md")
+WORK = Path(tempfile.gettempdir()) / "distill-bench-smollm2"
+
+
+def study() -> Study:
+    return Study.load("smollm2", train=False, log=None)
+
+
+def steady_tokens_per_s(step_seconds: list[float], tokens_per_step: int) -> float:
+    """Median over the steps after warm-up (the first steps allocate and warm caches)."""
+    return tokens_per_step / float(np.median(step_seconds[WARMUP_STEPS:]))
+
+
+def case_loop(method: str) -> dict:
+    from distill_lib.train import train
+
+    s = study()
+    run = s.run_config(method, seed=0)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=STEPS, eval_every=0,
+                                                             checkpoint_every=10_000))
+    folder = WORK / f"run-{method}-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    summary = train(run, folder, log=None)
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    tokens = run.train.batch_size * run.data.block_length
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"tokens_per_s": steady_tokens_per_s([tokens / e["tokens_per_s"] for e in lines], tokens),
+            "flops_per_token": summary["flops_per_token"]["total"], "losses": [e["loss"] for e in lines],
+            "peak_rss_gib": peak_memory_bytes() / 2**30}
+
+
+def _student_and_batches():
+    from distill_lib.models import load_causal_lm
+    from distill_lib.truncate import select_layers, truncate
+
+    s = study()
+    teacher = load_causal_lm(s.teacher_dir())
+    n = teacher.config.num_hidden_layers
+    student = truncate(teacher, select_layers("max-gap", n, drop=0.5)).train()
+    del teacher
+    cfg = s.cfg.student_train
+    blocks = s.data.blocks("train")
+    rng = np.random.default_rng(0)
+    batches = [torch.from_numpy(blocks[rng.integers(0, len(blocks), cfg.batch_size)].astype(np.int64))
+               for _ in range(STEPS)]
+    return student, batches, cfg
+
+
+def case_bare() -> dict:
+    """The minimal PyTorch loop: forward with labels, backward, clip, AdamW step."""
+    student, batches, cfg = _student_and_batches()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
+    seconds = []
+    for ids in batches:
+        start = time.perf_counter()
+        student(input_ids=ids, labels=ids).loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        seconds.append(time.perf_counter() - start)
+    return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel()), "peak_rss_gib": peak_memory_bytes() / 2**30}
+
+
+def case_hf_trainer() -> dict:
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    student, batches, cfg = _student_and_batches()
+    rows = [{"input_ids": ids[i], "labels": ids[i]} for ids in batches for i in range(len(ids))]
+    seconds: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            seconds.append(time.perf_counter() - self.start)
+
+    args = TrainingArguments(output_dir=str(WORK / "hf"), per_device_train_batch_size=cfg.batch_size,
+                             max_steps=STEPS, learning_rate=cfg.lr, max_grad_norm=1.0, report_to=[],
+                             save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
+                             disable_tqdm=True)
+    Trainer(model=student, args=args, train_dataset=rows, callbacks=[StepTimer()]).train()
+    return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel()), "peak_rss_gib": peak_memory_bytes() / 2**30}
+
+
+def case_profile() -> dict:
+    """Top ops by self CPU time over two TF steps of the bare loop (after one warm-up step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    student, batches, cfg = _student_and_batches()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
+
+    def step(ids):
+        student(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step(batches[0])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for ids in batches[1:3]:
+            step(ids)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"top_ops": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6 / 2, "share": e.self_cpu_time_total / total,
+                         "calls": e.count // 2} for e in events[:12]]}
+
+
+CASES = {
+    "tf": lambda: case_loop("tf"), "kd": lambda: case_loop("kd"),
+    "tf-glibc-default": lambda: case_loop("tf"), "kd-glibc-default": lambda: case_loop("kd"),
+    "bare": case_bare, "hf-trainer": case_hf_trainer, "profile": case_profile,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", choices=list(CASES))
+    args = parser.parse_args()
+    if args.case:
+        print("RESULT " + json.dumps(CASES[args.case]()))
+        return
+    results = {}
+    for name in CASES:
+        env = dict(os.environ, DISTILL_KEEP_FREED_MEMORY="0" if name.endswith("glibc-default") else "1")
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, env=env)
+        if out.returncode:
+            raise SystemExit(f"case {name} failed:\n{out.stderr[-3000:]}")
+        results[name] = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))[7:])
+        print(name, f"{time.perf_counter() - started:.0f} s",
+              {k: v for k, v in results[name].items() if k not in ("losses", "top_ops")}, flush=True)
+    write_report(results)
+
+
+def write_report(r: dict) -> None:
+    tps = {k: v["tokens_per_s"] for k, v in r.items() if "tokens_per_s" in v}
+    analytic = r["kd"]["flops_per_token"] / r["tf"]["flops_per_token"]
+    same = r["tf"]["losses"] == r["tf-glibc-default"]["losses"] and r["kd"]["losses"] == r["kd-glibc-default"]["losses"]
+    lines = [
+        "# Training-step benchmark on the SmolLM2 student", "",
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, fp32 (the `smollm2` profile on CPU). "
+        f"Student: 15 of SmolLM2-135M-Instruct's 30 layers (max-gap), vocabulary 49,152, batch 4 x 256, AdamW. "
+        f"Tokens/s: median of steps {WARMUP_STEPS + 1}-{STEPS}, each case in its own process, one after the other "
+        f"(`python bench/smollm2_bench.py`).", "",
+        "| case | tokens/s | peak RSS (GiB) |", "|---|---|---|",
+    ]
+    for name, value in tps.items():
+        lines.append(f"| {name} | {value:,.0f} | {r[name]['peak_rss_gib']:.2f} |")
+    lines += [
+        "",
+        f"- This loop vs HF `Trainer` (TF, same model, data, batch, optimizer; both with the allocator setting, "
+        f"which is process-wide): **{tps['tf'] / tps['hf-trainer']:.2f}x**; vs the bare PyTorch loop: "
+        f"{tps['tf'] / tps['bare']:.2f}x.",
+        f"- Keeping freed memory in the heap (`distill_lib.env.keep_freed_memory`): TF "
+        f"**{tps['tf'] / tps['tf-glibc-default']:.2f}x**, KD **{tps['kd'] / tps['kd-glibc-default']:.2f}x** the tokens/s "
+        f"of glibc's default; losses {'identical' if same else 'DIFFERENT'} step by step.",
+        f"- KD / TF step time: **{tps['tf'] / tps['kd']:.2f}x** measured vs {analytic:.2f}x analytic FLOPs "
+        f"({abs(tps['tf'] / tps['kd'] / analytic - 1):.0%} apart); with glibc's default allocator "
+        f"{tps['tf-glibc-default'] / tps['kd-glibc-default']:.2f}x.",
+        "", "Top ops by self CPU time, one TF step of the bare loop (torch.profiler):", "",
+        "| op | self s / step | share | calls / step |", "|---|---|---|---|",
+    ]
+    lines += [f"| `{o['op']}` | {o['self_s']:.2f} | {o['share']:.0%} | {o['calls']} |" for o in r["profile"]["top_ops"]]
+    OUT.write_text("\n".join(lines) + "\n")
+    print(OUT.read_text())
+
+
+if __name__ == "__main__":
+    main()
