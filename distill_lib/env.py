@@ -6,12 +6,16 @@ environment win (`setdefault`), so a user can still point a cache elsewhere on p
 
 Online use (downloading hub models and datasets, e.g. C4 or Pythia for the GPU profiles) is one
 switch: `DISTILL_ONLINE=1`.
+
+Also here: `keep_freed_memory` (glibc allocator setting, on import) and `environment_record` (the
+library versions and hardware stored with every result).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -76,3 +80,26 @@ def keep_freed_memory() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # an int: the largest value mallopt takes
     ok &= mallopt(_M_TOP_PAD, 256 * 2**20)
     return bool(ok)
+
+
+def environment_record() -> dict:
+    """Library versions and hardware, stored with every result so a number can be reproduced."""
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "datasets": datasets.__version__,
+                "tokenizers": tokenizers.__version__, "accelerate": accelerate.__version__}
+    try:
+        import lm_eval
+
+        versions["lm_eval"] = getattr(lm_eval, "__version__", "unknown")
+    except ImportError:
+        pass
+    hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {"versions": versions, "hardware": hardware}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-DIVERGENCES = ("forward", "reverse", "jsd")
+from distill_lib.config import DIVERGENCES, ConfigError
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -40,8 +40,6 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         per_token = (jsd_beta * (log_pt.exp() * (log_pt - log_m)).sum(-1)
                      + (1 - jsd_beta) * (log_ps.exp() * (log_ps - log_m)).sum(-1))
     else:
-        from distill_lib.config import ConfigError
-
         raise ConfigError(f"kd_divergence: unknown {kind!r} (valid: {', '.join(DIVERGENCES)})")
     return per_token.sum()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill_lib.data import atomic_directory
 from distill_lib.models import final_hidden, logits_from_hidden
+from distill_lib.storage import atomic_directory
 
 
 class TeacherCache:

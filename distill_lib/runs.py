@@ -15,55 +15,30 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 
 from distill_lib.config import RunConfig, to_dict
-from distill_lib.data import atomic_directory
-from distill_lib.env import PROJECT_ROOT
+from distill_lib.env import PROJECT_ROOT, environment_record  # noqa: F401 (environment_record: re-exported)
+from distill_lib.storage import atomic_directory, write_json_atomic
 
 RUNS_ROOT = PROJECT_ROOT / "runs"
 
 
-#: RunConfig fields added after runs were first stored: left out of the hash while unset, so runs
-#: stored before them keep their folders.
-_ADDED_FIELDS = ("width",)
+def hashed_fields(run: RunConfig) -> dict:
+    """What a run's hash is taken of: its config as plain data, without the fields added after hash
+    version 1 that it leaves unset (config.HASH_VERSION)."""
+    return {f.name: to_dict(getattr(run, f.name)) for f in dataclasses.fields(run)
+            if getattr(run, f.name) is not None or f.metadata.get("hash_version", 1) == 1}
 
 
 def config_hash(run: RunConfig) -> str:
-    data = to_dict(run)
-    for key in _ADDED_FIELDS:
-        if data.get(key) is None:
-            data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    """The hash that names a run's folder: equal configs share a run, any change makes a new one."""
+    return hashlib.sha256(json.dumps(hashed_fields(run), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_dir(run: RunConfig, root: Path | str = RUNS_ROOT) -> Path:
     return Path(root) / f"{run.name}-{config_hash(run)}"
-
-
-def environment_record() -> dict:
-    """Library versions and hardware, stored with every result so a number can be reproduced."""
-    import accelerate
-    import datasets
-    import tokenizers
-    import torch
-    import transformers
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "datasets": datasets.__version__,
-                "tokenizers": tokenizers.__version__, "accelerate": accelerate.__version__}
-    try:
-        import lm_eval
-
-        versions["lm_eval"] = getattr(lm_eval, "__version__", "unknown")
-    except ImportError:
-        pass
-    hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return {"versions": versions, "hardware": hardware}
 
 
 @dataclasses.dataclass
@@ -130,7 +105,7 @@ class RecordedRun:
 def _remove_leftovers(folder: Path) -> None:
     """What a process killed while finishing a run leaves in its folder: a model/ that has no
     complete.json yet, temporary folders and files of atomic writes (`.model.tmp-<pid>`,
-    `.complete.json.tmp`, `checkpoint.tmp`) and a checkpoint swapped out but not yet deleted
+    `.complete.json.tmp-<pid>`, `checkpoint.tmp`) and a checkpoint swapped out but not yet deleted
     (`checkpoint.old`). Called once the final checkpoint is in place, by the one process that
     finishes the run."""
     from distill_lib.train import CHECKPOINT
@@ -138,7 +113,8 @@ def _remove_leftovers(folder: Path) -> None:
     for path in [folder / "model", folder / f"{CHECKPOINT}.tmp", folder / f"{CHECKPOINT}.old",
                  *folder.glob(".model.tmp-*")]:
         shutil.rmtree(path, ignore_errors=True)
-    (folder / ".complete.json.tmp").unlink(missing_ok=True)
+    for path in folder.glob(".complete.json.tmp*"):
+        path.unlink(missing_ok=True)
 
 
 def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **train_kwargs) -> Run:
@@ -173,7 +149,5 @@ def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **trai
     atomic_directory(result.model_dir, write_model)
     record = {"name": run.name, "hash": config_hash(run), "config": to_dict(run), "summary": summary,
               **environment_record()}
-    tmp = result.dir / ".complete.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, result.dir / "complete.json")
+    write_json_atomic(result.dir / "complete.json", record, indent=2)
     return result

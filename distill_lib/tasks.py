@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 from distill_lib.config import ConfigError, SuiteConfig
-from distill_lib.data import Document, atomic_directory, content_hash, documents_fingerprint
+from distill_lib.data import Document
+from distill_lib.storage import atomic_directory, content_hash, documents_fingerprint
 
 #: The paper's task sets with the metric each one is reported with (PAPER.md, Evaluation).
 #: The paper used pmi-dc for boolq and arc_challenge; lm-eval has no such metric, so acc is used.
@@ -39,8 +40,6 @@ V3SIX = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm", 
          "sciq": "acc", "arc_easy": "acc"}
 OFFLINE = {"offline_cloze": "acc", "offline_choice": "acc_norm", "offline_pairs": "acc", "offline_bpb": "bits_per_byte"}
 TASK_SETS = {"paper13": PAPER13, "v3six": V3SIX, "offline": OFFLINE}
-#: Offline tasks whose score is an accuracy (higher is better); offline_bpb is lower-is-better.
-ACCURACY_TASKS = ("offline_cloze", "offline_choice", "offline_pairs")
 
 
 #: Bump when item construction changes, so stale suites are not reused.

@@ -17,20 +17,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from distill_lib.config import ConfigError
+# The strategy names are the config's (config.Strategy): PAPER_STRATEGIES are the paper's five
+# configurations (v3 Fig 5 / Table 6), which keep the first and the last layer.
+from distill_lib.config import IMPORTANCE_STRATEGIES, PAPER_STRATEGIES, STRATEGIES, ConfigError, check_drop
 from distill_lib.models import check_causal_decoder, decoder_layers, load_causal_lm, set_decoder_layers
-
-#: The paper's five configurations (v3 Fig 5 / Table 6) keep the first and the last layer.
-PAPER_STRATEGIES = ("max-gap", "input", "output", "middle", "both")
-STRATEGIES = PAPER_STRATEGIES + ("first", "every-other", "explicit", "block-influence", "angular")
-IMPORTANCE_STRATEGIES = ("block-influence", "angular")
 
 
 def drop_count(n_layers: int, drop: int | float) -> int:
     """Layers to remove: an int is a number of layers, a float in (0, 1) a fraction of the stack
     (rounded). 1.0 and 2.0 are floats, so they are refused (write 1 or 2 for a number of layers)."""
-    from distill_lib.config import check_drop
-
     if isinstance(drop, bool) or not isinstance(drop, (int, float)):
         raise ConfigError(f"drop: expected a number of layers (an integer) or a fraction in (0, 1), got {drop!r}")
     check_drop(drop)

@@ -29,6 +29,8 @@ def test_profiles_in_params_load_and_round_trip():
     ({"seeds": [0, "1"]}, "seeds[1]: expected an integer"),
     ({"data": {"paths": "a.txt"}}, "data.paths: expected a list"),
     ({"data": []}, "data: expected a mapping"),
+    ({"student_train": {"optimizer": "sgd"}}, "student_train.optimizer: unknown 'sgd' (valid: adamw, lion)"),
+    ({"teacher_model": {"family": "t5"}}, "teacher_model.family: unknown 't5' (valid: llama,"),
 ])
 def test_unknown_keys_and_wrong_types_name_the_key(data, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -36,7 +38,7 @@ def test_unknown_keys_and_wrong_types_name_the_key(data, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"corpus": "wiki"}, "data.corpus: unknown corpus 'wiki' (valid: web-bible, text, hf)"),
+    ({"corpus": "wiki"}, "data.corpus: unknown 'wiki' (valid: web-bible, text, hf)"),
     ({"vocab_size": 100}, "data.vocab_size: must be >= 257"),
     ({"block_length": 0}, "data.block_length: must be > 0"),
     ({"block_length": -5}, "data.block_length: must be > 0"),
@@ -113,8 +115,14 @@ def test_committed_profiles_are_unchanged_by_path_resolution():
     (lambda: DataConfig(vocab_size="4096"), "data.vocab_size: expected an integer, got '4096'"),
     (lambda: DataConfig(paths="a.txt", corpus="text"), "data.paths: expected a list, got 'a.txt'"),
     (lambda: ModelConfig(n_layers=None), "model.n_layers: expected an integer, got None"),
-    (lambda: ModelConfig(family="bert"), "model.family: unknown 'bert' (supported causal decoders: llama, mistral"),
+    (lambda: ModelConfig(family="bert"), "model.family: unknown 'bert' (valid: llama, mistral"),
     (lambda: ModelConfig(family="t5"), "model.family: unknown 't5'"),
+    (lambda: TrainConfig(objective="distill"), "train.objective: unknown 'distill' (valid: lm, kd, chop-distill, "
+                                               "offline-kd)"),
+    (lambda: TrainConfig(kd_divergence=1), "train.kd_divergence: unknown 1 (valid: forward, reverse, jsd)"),
+    (lambda: InitConfig(strategy="last"), "init.strategy: unknown 'last' (valid: max-gap, input, output, middle, "
+                                          "both, first, every-other, explicit, block-influence, angular)"),
+    (lambda: EvalConfig(ppl_split="train"), "eval.ppl_split: unknown 'train' (valid: validation, test)"),
     (lambda: InitConfig(drop="half"), "init.drop: expected a number (integer or float), got 'half'"),
     (lambda: InitConfig(drop=True), "init.drop: expected a number (integer or float), got True"),
     (lambda: InitConfig(drop=1.0), "init.drop: a fraction must be in (0, 1), got 1.0; an integer is a number of "

@@ -8,7 +8,7 @@ import pytest
 import distill_lib.data as data_mod
 from distill_lib.config import ConfigError, DataConfig
 from distill_lib.data import (
-    SPLITS, CorpusError, Document, atomic_directory, clean_bible_verse, load_documents, pack_blocks,
+    SPLITS, CorpusError, Document, clean_bible_verse, load_documents, pack_blocks,
     prepare_data, split_documents, split_of, tokenize_split,
 )
 from distill_lib.env import CACHE_ROOT, PROJECT_ROOT
@@ -115,18 +115,6 @@ def test_cache_is_reused_and_invalidated(tmp_path):
         assert changed.cache_dir != first.cache_dir, change
     assert len(list((tmp_path / "tokens").iterdir())) == 4
     assert json.loads((first.cache_dir / "config.json").read_text())["vocab_size"] == 300
-
-
-def test_atomic_directory_leaves_nothing_when_the_build_fails(tmp_path):
-    final = tmp_path / "out"
-
-    def broken(tmp):
-        (tmp / "part.npy").write_text("half")
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        atomic_directory(final, broken)
-    assert not final.exists() and list(tmp_path.iterdir()) == []
 
 
 # --- other corpora -------------------------------------------------------------------------------

@@ -71,10 +71,26 @@ def test_cache_keys_keep_their_pinned_values():
     from distill_lib.config import EvalConfig, to_dict
     from distill_lib.data import Document
     from distill_lib.records import evaluation_key
-    from distill_lib.data import content_hash, documents_fingerprint
+    from distill_lib.storage import content_hash, documents_fingerprint
 
     assert content_hash("eval", to_dict(EvalConfig()), "/c/tokens/abc", None, "model") == "52a90160f714ba01"
     assert content_hash("bpe", 1, "0.21.0", 512, b"raw-bytes", Path("/x")) == "6eb361a5376810d0"
     assert evaluation_key(to_dict(EvalConfig()), to_dict(DataConfig())) == "97db57901d11ecf7"
     docs = [Document("a/1.txt", "In the beginning"), Document("b", "é\n")]
     assert documents_fingerprint(docs) == "118fe136e882f8b9"
+
+
+def test_fields_added_after_hash_version_1_are_run_fields_hashed_only_when_set():
+    import dataclasses
+
+    from distill_lib import config
+    from distill_lib.runs import hashed_fields
+
+    added = {f.name: f.metadata["hash_version"] for f in dataclasses.fields(RunConfig) if "hash_version" in f.metadata}
+    assert added == {"width": 2} and max(added.values()) == config.HASH_VERSION
+    assert all(getattr(RunConfig, name, None) is None for name in added)  # default None
+    nested = [config.DataConfig, config.ModelConfig, config.InitConfig, config.TrainConfig, config.WidthConfig]
+    assert not any("hash_version" in f.metadata for cls in nested for f in dataclasses.fields(cls))  # not honoured there
+    run, _ = PINNED[0]
+    assert "width" not in hashed_fields(run) and set(hashed_fields(dataclasses.replace(run, width=WidthConfig()))) \
+        == {f.name for f in dataclasses.fields(RunConfig)}

@@ -139,7 +139,7 @@ def _model_folder(folder: Path, config: dict) -> Path:
     ("data: {block_length: 128}\n", "data.block_length: 128 exceeds the teacher's maximum positions (64, from "
                                     "teacher_model)"),
     ("eval: {max_length: 65}\n", "eval.max_length: 65 exceeds the teacher's maximum positions (64, from teacher_model)"),
-    ("teacher_model: {family: bert}\n", "teacher_model.family: unknown 'bert' (supported causal decoders: llama,"),
+    ("teacher_model: {family: bert}\n", "teacher_model.family: unknown 'bert' (valid: llama,"),
     ("teacher_path: ./notes.txt\n", "is not an HF model folder (a file, no config.json)"),
     ("teacher_path: ./corpus\n", "is not an HF model folder (a folder, no config.json)"),
     ("teacher_path: ./missing-model\n", "is not an HF model folder (missing, no config.json)"),
