@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import statistics
 import time
@@ -24,7 +23,9 @@ import torch
 
 from distill_lib.config import ConfigError, EvalConfig, to_dict
 from distill_lib.data import pack_blocks
+from distill_lib.env import environment_record
 from distill_lib.models import load_causal_lm, max_positions
+from distill_lib.storage import content_hash, write_json_atomic
 from distill_lib.tasks import PAPER13_NOTES, TASK_SETS
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +155,6 @@ def run_lm_eval(model, tokenizer, tasks: dict[str, str], max_length: int, includ
 # ---------------------------------------------------------------------------------------------
 def evaluate_model(model, tokenizer, data, cfg: EvalConfig, suite_dir: Path | None, device: str = "cpu") -> dict:
     """Perplexity on the held-out split and the configured zero-shot tasks."""
-    from distill_lib.runs import environment_record
-
     started = time.perf_counter()
     tasks = resolve_tasks(cfg.task_sets, suite_dir)
     ppl = perplexity(model, tokenizer, data.tokens[cfg.ppl_split], data.config.block_length,
@@ -182,8 +181,6 @@ def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | No
                     log=print, tokenizer=None) -> dict:
     """`evaluate_model` for an HF folder, cached next to it as eval-<hash>.json (reused when the
     model, data and eval settings are the same)."""
-    from distill_lib.data import content_hash
-
     model_dir = Path(model_dir)
     # the scores sit in the folder's parent, which other models may share (.cache/models/): the
     # folder's name is part of the key
@@ -193,9 +190,7 @@ def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | No
         return json.loads(path.read_text())
     model, tokenizer = load_model_and_tokenizer(model_dir, tokenizer)
     result = evaluate_model(model, tokenizer, data, cfg, suite_dir, device)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, result, indent=1)
     if log:
         log(f"eval {model_dir.parent.name}: ppl {result['perplexity']['ppl']:.2f} in {result['seconds']:.0f} s")
     return result
@@ -241,7 +236,12 @@ def results_table(records: Sequence[dict]):
 @torch.inference_mode()
 def latency(model, prompts: torch.Tensor, new_tokens: int = 32, repeats: int = 5, device: str = "cpu") -> dict:
     """Seconds to generate exactly `new_tokens` greedy tokens (KV cache on) for the prompt batch,
-    and forward-pass throughput on the prompts; min / median / max over `repeats` after a warm-up."""
+    and forward-pass throughput on the prompts; min / median / max over `repeats` timings.
+
+    Each timing is `torch.utils.benchmark.Timer.timeit(1)`: two warm-up calls, then one timed call
+    between accelerator synchronizations, at this process's torch thread count."""
+    from torch.utils.benchmark import Timer
+
     model = model.to(device).eval()
     prompts = prompts.to(device)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
@@ -249,17 +249,8 @@ def latency(model, prompts: torch.Tensor, new_tokens: int = 32, repeats: int = 5
                   attention_mask=torch.ones_like(prompts))
 
     def timed(fn) -> list[float]:
-        fn()  # warm-up
-        out = []
-        for _ in range(repeats):
-            if str(device).startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if str(device).startswith("cuda"):
-                torch.cuda.synchronize()
-            out.append(time.perf_counter() - start)
-        return out
+        timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        return [timer.timeit(number=1).times[0] for _ in range(repeats)]
 
     gen = timed(lambda: model.generate(prompts, **kwargs))
     fwd = timed(lambda: model(input_ids=prompts, use_cache=False))

@@ -14,7 +14,8 @@ from torch import nn
 
 from distill_lib.config import ConfigError
 
-#: model_type → dotted path of the decoder-layer ModuleList (families covered by the test suite).
+#: model_type → dotted path of the decoder-layer ModuleList (families covered by the test suite);
+#: the keys are config.Family, in its order.
 FAMILIES: dict[str, str] = {
     "llama": "model.layers",       # Llama 1/2/3, SmolLM/SmolLM2, TinyLlama
     "mistral": "model.layers",
@@ -115,10 +116,6 @@ def set_decoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
     for attr in parents:
         module = getattr(module, attr)
     setattr(module, last, layers)
-
-
-def num_layers(model: nn.Module) -> int:
-    return len(decoder_layers(model))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,20 +17,11 @@ def check_same_vocabulary(student, teacher) -> None:
     vt = teacher.get_output_embeddings().weight.shape[0]
     if vs != vt:
         raise ConfigError(f"teacher: vocabulary mismatch, student has {vs} output tokens and teacher {vt}; "
-                          "distillation needs the same tokenizer (see align_vocabulary for padded vocabularies)")
-
-
-def align_vocabulary(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Drop the padding columns of a vocabulary padded to a multiple (e.g. 50304 vs 50277 rows)."""
-    if logits.size(-1) < vocab_size:
-        raise ConfigError(f"teacher: {logits.size(-1)} logits cannot cover a vocabulary of {vocab_size}")
-    return logits[..., :vocab_size]
+                          "distillation needs the same tokenizer")
 
 
 class LMObjective(nn.Module):
     """Next-token cross-entropy: the teacher-free method, and how every base model is trained."""
-
-    uses_teacher = False
 
     def __init__(self, chunk_size: int | None = None):
         super().__init__()
@@ -48,8 +39,6 @@ class LMObjective(nn.Module):
 class KDObjective(nn.Module):
     """Vanilla logit distillation: alpha·T²·D(p_teacher,T || p_student,T) + (1 - alpha)·CE, the
     teacher's forward run every step under no_grad."""
-
-    uses_teacher = True
 
     def __init__(self, cfg: TrainConfig, teacher):
         super().__init__()
@@ -144,8 +133,6 @@ class ChopDistillObjective(KDObjective):
 
 class OfflineKDObjective(nn.Module):
     """KD from a stored top-k teacher cache: alpha·T²·KL(q_teacher,T || p_student,T) + (1-alpha)·CE."""
-
-    uses_teacher = False
 
     def __init__(self, cfg: TrainConfig, cache):
         super().__init__()
