@@ -2,10 +2,13 @@
 half-depth baseline (objective lm, init scratch), the teacher-free student (lm, init truncate),
 the random-init student, vanilla KD, CHOP+distill and offline KD — only the objective differs.
 
-Read top to bottom: set-up (checks first, before anything expensive) → data → model (fresh or from
-the last checkpoint) → objective → optimizer → loop (lr, micro-batches, backward, clip, step,
-metrics, gradual removal, validation, checkpoint) → final checkpoint. `accelerate` runs the same
-code on CPU, one GPU or several, with DDP or FSDP from its config. N processes on one machine:
+Read bottom-up from `train`: `set_up` (checks first, before anything expensive → data → model, fresh
+or from the last checkpoint → objective → optimizer → `accelerate.prepare` → callbacks), then the
+loop: `train_step` (lr, micro-batches, backward, divergence check, clip, optimizer step), the step's
+metrics entry, and the callbacks (`distill_lib.callbacks`: width pruning, gradual removal,
+validation, metrics log, progress, checkpointing) at their hook points. `accelerate` runs the same
+code on CPU, one GPU or several, with DDP or FSDP from its config; checkpoints hold full (unsharded)
+state, gathered by every process (`distill_lib.checkpoint`). N processes on one machine:
 `accelerate launch --multi_gpu --num_processes N ...` (or `torchrun --nproc_per_node N ...`); on a
 machine without GPU they form a CPU (gloo) group. `accelerate launch --cpu --num_processes N` starts
 one process (accelerate 1.x), so `make_accelerator` refuses it.
@@ -18,17 +21,23 @@ one process, or killed and resumed in a new process, ends with the same weights 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
-import pickle
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from distill_lib.callbacks import (
+    Callback, Checkpointing, GradualRemoval, MetricsLog, Progress, StopAfter, Validation, WidthPruning,
+    outside_the_run_rng,
+)
+from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError, shrunk_model: imported from here)
+    CHECKPOINT, CheckpointError, load_resume_checkpoint, restore_optimizer, save_checkpoint, shrunk_model,
+)
 from distill_lib.config import ConfigError, RunConfig, to_dict
 from distill_lib.data import PreparedData, has_tokenizer, prepare_data
 from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
@@ -37,30 +46,11 @@ from distill_lib.objectives import (
     ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
 )
 from distill_lib.optim import Lion
-from distill_lib.truncate import remove_layers_, truncate_by_strategy
-
-CHECKPOINT = "checkpoint"
+from distill_lib.truncate import truncate_by_strategy
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint is kept and the run is not complete."""
-
-
-class CheckpointError(ConfigError):
-    """A run folder's checkpoint cannot be read (a truncated or damaged file) and no earlier good
-    checkpoint is left; the message names it and how to restart."""
-
-
-@contextlib.contextmanager
-def outside_the_run_rng(device: torch.device | str = "cpu"):
-    """Run work that is not the run's own (benchmarks, validation, checkpoint writing) on a fork of
-    the global random generators: whatever it draws, the run's stream (dropout masks) continues
-    exactly where it was, so a result never depends on what else ran in the process, and a resumed
-    run draws what the uninterrupted one drew."""
-    device = torch.device(device)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,106 +191,7 @@ def _check_model_fits(model, run: RunConfig, data: PreparedData, name: str) -> N
         raise ConfigError(f"data.tokenizer: {len(data.tokenizer)} tokens but the {name} has only {vocab} outputs")
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-def save_checkpoint(folder: Path, student, objective, optimizer, state: dict, pruner=None) -> None:
-    """Model (HF safetensors), the objective's own weights, optimizer, RNG and loop state, written
-    into a temporary folder and swapped in by rename: a kill at any point leaves the previous
-    complete checkpoint (as `checkpoint` or, mid-swap, `checkpoint.old`)."""
-    from safetensors.torch import save_file
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    student.save_pretrained(tmp / "model")
-    objective_state = {k: v.contiguous() for k, v in objective.state_dict().items()}
-    if objective_state:
-        save_file(objective_state, tmp / "objective.safetensors")
-    if pruner is not None:  # width-pruning scores and masks
-        save_file({k: v.contiguous() for k, v in pruner.state_dict().items()}, tmp / "pruner.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's complete checkpoints, newest first: `checkpoint`, then `checkpoint.old` (left by a
-    kill in the middle of a swap)."""
-    return [run_dir / name for name in (CHECKPOINT, CHECKPOINT + ".old") if (run_dir / name / "state.json").exists()]
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[0] if found else None
-
-
-def read_checkpoint(folder: Path) -> dict:
-    """Everything a resume needs from one checkpoint, read (and so checked) before any of it is used."""
-    from safetensors.torch import load_file
-
-    out = {"state": json.loads((folder / "state.json").read_text()), "student": load_causal_lm(folder / "model"),
-           "optimizer": _load_pickle_free(folder / "optimizer.pt"), "rng": _load_pickle_free(folder / "rng.pt")}
-    for part in ("objective", "pruner"):
-        path = folder / f"{part}.safetensors"
-        out[part] = load_file(path) if path.exists() else None
-    return out
-
-
-def _first_line(err: BaseException) -> str:
-    """`Type: first sentence of the message` (library errors can run to paragraphs)."""
-    text = str(err).strip().splitlines()
-    line = (text[0] if text else "").split(". ")[0]
-    return f"{type(err).__name__}: {line[:200]}"
-
-
-def load_resume_checkpoint(run_dir: Path, log=print) -> tuple[Path | None, dict | None]:
-    """The newest checkpoint of `run_dir` that reads completely, or (None, None) for a fresh run. A
-    damaged one (a truncated model.safetensors or optimizer.pt, ...) is named and skipped for the
-    previous good one; when none is left, CheckpointError says how to restart."""
-    from safetensors import SafetensorError
-
-    damaged = []
-    for folder in checkpoints(Path(run_dir)):
-        try:
-            return folder, read_checkpoint(folder)
-        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
-            damaged.append((folder, _first_line(err)))
-            if log:
-                log(f"resume: checkpoint {folder} cannot be read ({_first_line(err)}); trying an earlier one")
-    if damaged:
-        folder, why = damaged[0]
-        raise CheckpointError(f"resume: checkpoint {folder} cannot be read ({why}) and no earlier good checkpoint is "
-                              f"left; delete {Path(run_dir) / CHECKPOINT} to restart the run from step 0")
-    return None, None
-
-
-def shrunk_model(checkpoint: Path):
-    """The physically narrower model of a width-pruning checkpoint (masked FFN units removed)."""
-    from safetensors.torch import load_file
-
-    from distill_lib.width import shrink_ffn
-
-    model = load_causal_lm(checkpoint / "model")
-    state = load_file(checkpoint / "pruner.safetensors")
-    masks = [state[f"mask_{i}"] for i in range(len(decoder_layers(model)))]
-    return shrink_ffn(model, masks)
-
-
-def _load_pickle_free(path: Path):
-    return torch.load(path, weights_only=True)  # never unpickle arbitrary objects
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
 def _objective_for(run: RunConfig, student, teacher, data: PreparedData, run_dir: Path, device, log):
     cfg = run.train
     if cfg.objective == "lm":
@@ -359,25 +250,84 @@ def make_accelerator(precision: str = "fp32"):
     return accelerator
 
 
-def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=print,
-          peak_flops: float | None = None, stop_after: int | None = None) -> dict:
-    """Train `run` in `run_dir`, resuming from its last checkpoint if there is one. Returns the
-    summary (also the last line of metrics.jsonl). `stop_after` ends the process's work after that
-    many steps *without* the final save, as a kill would (used to test resume)."""
+# ---------------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Trainer:
+    """What one step and the callbacks work on. `wrapped` (the prepared student + objective) and
+    `flops` change when gradual removal drops a layer; `state` is what a checkpoint saves."""
+
+    run: RunConfig
+    run_dir: Path
+    accelerator: object
+    micro: int  # rows per forward
+    accum: int  # micro-batches per optimizer step and process
+    blocks: np.ndarray  # the training blocks
+    valid: np.ndarray  # the validation blocks
+    teacher: torch.nn.Module | None
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    pruner: torch.nn.Module | None
+    flops: StepFlops  # per token of a training step
+    peak: float  # peak FLOP/s of one device, for MFU
+    state: dict  # step, tokens, flops, wall_seconds, layers_removed
+    rng: dict | None  # the checkpoint's generator states, restored just before the first step
+    step_started: float = 0.0
+    stop: bool = False  # set by a callback: end this process's work now (StopAfter)
+
+    @property
+    def cfg(self):
+        return self.run.train
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+    @property
+    def procs(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def length(self) -> int:
+        return self.blocks.shape[1]
+
+    @property
+    def last_step(self) -> bool:
+        return self.state["step"] == self.cfg.max_steps
+
+    def start_run_rng(self) -> None:
+        """The run's own random stream (dropout) starts here, after all set-up: fresh from the
+        seed, or exactly where the checkpoint left it; nothing else draws from it (see
+        `outside_the_run_rng`)."""
+        if self.rng is not None:
+            torch.set_rng_state(self.rng["torch"])
+            if self.rng["cuda"]:
+                torch.cuda.set_rng_state_all(self.rng["cuda"])
+        else:
+            torch.manual_seed(self.cfg.seed)
+
+
+def _step_flops(run: RunConfig, student, length: int, teacher) -> StepFlops:
+    return training_flops_per_token(student, length, teacher if run.train.objective in ("kd", "chop-distill") else None)
+
+
+def _launch(run: RunConfig, log):
+    """The accelerator, rows per forward and micro-batches per step, and a `say` that only the
+    main process's log hears."""
     cfg = run.train
-    validate_run(run, run_dir)
-    run_dir = Path(run_dir)
     accelerator = make_accelerator(cfg.precision)
-    device = accelerator.device
     procs = accelerator.num_processes
     micro = cfg.micro_batch_size or cfg.batch_size // procs
     if cfg.batch_size % (micro * procs):
         raise ConfigError(f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size ({micro}) "
                           f"x processes ({procs})")
-    accum = cfg.batch_size // (micro * procs)
-    is_main = accelerator.is_main_process
-    say = log if (log and is_main) else (lambda *a, **k: None)
+    say = log if (log and accelerator.is_main_process) else (lambda *a, **k: None)
+    return accelerator, micro, cfg.batch_size // (micro * procs), say
 
+
+def _claim_folder(run: RunConfig, run_dir: Path, data: PreparedData | None, is_main: bool, say) -> PreparedData:
+    """Refuse a folder that holds another run, prepare the data, record the run's config."""
     saved_config = run_dir / "config.json"
     if saved_config.exists() and json.loads(saved_config.read_text()) != to_dict(run):
         raise ConfigError(f"resume: {run_dir} holds a run with a different config; use another folder")
@@ -385,8 +335,46 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
         saved_config.write_text(json.dumps(to_dict(run), indent=2))
+    return data
 
-    # --- model: fresh, or from the last checkpoint that reads completely ---------------------------
+
+def _build(run: RunConfig, run_dir: Path, data: PreparedData, student, saved: dict | None, accelerator, say):
+    """Teacher, objective, optimizer and width pruner around `student`, prepared by accelerate and,
+    on resume, restored from the checkpoint's contents `saved`."""
+    _check_model_fits(student, run, data, "student")
+    teacher = _teacher_for(run, run_dir)
+    if teacher is not None:
+        _check_model_fits(teacher, run, data, "teacher")
+        check_same_vocabulary(student, teacher)
+    check_teacher_tokenizer(run, data, run_dir)
+    device = accelerator.device
+    student.to(device).train()
+    objective = _objective_for(run, student, teacher, data, run_dir, device, say)
+    module = TrainingModule(student, objective).to(device)
+    optimizer = make_optimizer(module, run.train)
+    if saved is not None and saved["objective"] is not None:
+        objective.load_state_dict(saved["objective"])
+    pruner = None
+    if run.width is not None:
+        from distill_lib.width import FFNPruner
+
+        w = run.width
+        pruner = FFNPruner(student, w.target, w.beta1, w.beta2, w.prune_every, w.start_step,
+                           w.end_step or max(w.start_step + 1, round(0.7 * run.train.max_steps))).to(device)
+        if saved is not None:
+            pruner.load_state_dict(saved["pruner"])
+    wrapped, optimizer = accelerator.prepare(module, optimizer)
+    if saved is not None:  # after prepare: under FSDP each process loads its shard of the state
+        restore_optimizer(wrapped, optimizer, saved["optimizer"])
+    return teacher, wrapped, optimizer, pruner
+
+
+def set_up(run: RunConfig, run_dir: Path, data: PreparedData | None, log, peak_flops: float | None) -> Trainer:
+    """Everything before the first step, checks first (before anything expensive)."""
+    validate_run(run, run_dir)
+    accelerator, micro, accum, say = _launch(run, log)
+    data = _claim_folder(run, run_dir, data, accelerator.is_main_process, say)
+    # the model: fresh, or from the last checkpoint that reads completely
     ckpt, saved = load_resume_checkpoint(run_dir, log=say)
     if ckpt is not None:
         student, state = saved["student"], saved["state"]
@@ -394,162 +382,123 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     else:
         student, _ = initial_model(run, data, run_dir, log=say)
         state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "layers_removed": 0}
-    _check_model_fits(student, run, data, "student")
-    teacher = _teacher_for(run, run_dir)
-    if teacher is not None:
-        _check_model_fits(teacher, run, data, "teacher")
-        check_same_vocabulary(student, teacher)
-    check_teacher_tokenizer(run, data, run_dir)
-    student.to(device).train()
-    objective = _objective_for(run, student, teacher, data, run_dir, device, say)
-    module = TrainingModule(student, objective).to(device)
-    optimizer = make_optimizer(module, cfg)
-    if ckpt is not None:
-        if saved["objective"] is not None:
-            objective.load_state_dict(saved["objective"])
-        optimizer.load_state_dict(saved["optimizer"])
-    pruner = None
-    if run.width is not None:
-        from distill_lib.width import FFNPruner
-
-        w = run.width
-        pruner = FFNPruner(student, w.target, w.beta1, w.beta2, w.prune_every, w.start_step,
-                           w.end_step or max(w.start_step + 1, round(0.7 * cfg.max_steps))).to(device)
-        if ckpt is not None:
-            pruner.load_state_dict(saved["pruner"])
-    wrapped, optimizer = accelerator.prepare(module, optimizer)
-
+    teacher, wrapped, optimizer, pruner = _build(run, run_dir, data, student, saved, accelerator, say)
     blocks = data.blocks("train")
-    valid = data.blocks("validation")[: cfg.eval_blocks]
-    length = blocks.shape[1]
-    flops = training_flops_per_token(student, length, teacher if cfg.objective in ("kd", "chop-distill") else None)
-    with outside_the_run_rng(device):
-        peak = peak_flops or measure_matmul_peak(torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
-                                                 device=device)
-    metrics_path = run_dir / "metrics.jsonl"
-    entry: dict = {}
-    if is_main:  # drop lines logged after the checkpoint we resume from: they will be redone
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        kept = [l for l in lines if json.loads(l).get("step", 0) <= state["step"]]
-        metrics_path.write_text("".join(l + "\n" for l in kept))
-        # resumed from the final checkpoint (a kill before the run was finished): the summary's
-        # `final` is that step's line, as the uninterrupted run had it
-        entry = next((e for e in map(json.loads, reversed(kept)) if e.get("step") == state["step"]), {})
-
-    def record(entry: dict) -> None:
-        if is_main:
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(entry) + "\n")
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], disable=not is_main or not log,
-               desc=run.name, unit="step", mininterval=2.0)
-    # the run's own random stream (dropout) starts here, after all set-up: fresh from the seed, or
-    # exactly where the checkpoint left it; nothing else draws from it (see outside_the_run_rng)
-    if ckpt is not None:
-        torch.set_rng_state(saved["rng"]["torch"])
-        if saved["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-    else:
-        torch.manual_seed(cfg.seed)
-    step_started = time.perf_counter()
-    steps_this_process = 0
-    while state["step"] < cfg.max_steps:
-        step = state["step"]
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        order = block_order(len(blocks), cfg.seed, step * cfg.batch_size, cfg.batch_size)
-        mine = order.reshape(procs, accum, micro)[accelerator.process_index]
-        sums: dict[str, torch.Tensor] = {}
-        for m in range(accum):
-            index = torch.from_numpy(mine[m])
-            ids = torch.from_numpy(blocks[mine[m]].astype(np.int64)).to(device)
-            # gradients are all-reduced once per optimizer step, on the last micro-batch only
-            sync = accelerator.no_sync(wrapped) if m < accum - 1 else contextlib.nullcontext()
-            with sync, accelerator.autocast():
-                loss, terms = wrapped(ids, index)
-                accelerator.backward(loss / accum)
-            for k, v in {"loss": loss.detach(), **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v.float() / accum
-        values = {k: float(accelerator.reduce(v.to(device), reduction="mean")) for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            raise TrainingDiverged(f"train: loss is not finite at step {step} ({values}); "
-                                   f"the last good checkpoint is kept in {run_dir}")
-        if pruner is not None:  # PLATON needs this step's gradients, before clipping and the update
-            pruner.update_scores()
-        grad_norm = None
-        if cfg.grad_clip > 0:
-            grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        state["step"] = step + 1
-        if pruner is not None:  # grow the masks on schedule and keep masked weights at zero
-            pruner.step(state["step"])
-        state["tokens"] += cfg.batch_size * length
-        state["flops"] += flops.total * cfg.batch_size * length
-        now = time.perf_counter()
-        state["wall_seconds"] += now - step_started
-        tokens_per_s = cfg.batch_size * length / (now - step_started)
-        step_started = now
-        entry = {"step": state["step"], **values, "lr": lr, "tokens": state["tokens"],
-                 "wall_seconds": round(state["wall_seconds"], 4), "tokens_per_s": tokens_per_s,
-                 "flops": state["flops"], "mfu": flops.total * tokens_per_s / (peak * procs),
-                 "peak_memory_bytes": peak_memory_bytes(device),
-                 "layers": len(decoder_layers(accelerator.unwrap_model(wrapped).student))}
-        if grad_norm is not None:
-            entry["grad_norm"] = grad_norm
-        if pruner is not None:
-            entry["ffn_pruned"] = pruner.pruned_fraction_now()
-
-        # gradual removal (v3 Fig 6): one more layer every remove_every_tokens
-        if cfg.remove_every_tokens and state["layers_removed"] < len(cfg.removal_order) and \
-                state["tokens"] >= (state["layers_removed"] + 1) * cfg.remove_every_tokens:
-            wrapped, flops = _remove_next_layer(run, state, accelerator, wrapped, optimizer, length, teacher)
-            entry["removed_layer"] = cfg.removal_order[state["layers_removed"] - 1]
-
-        last = state["step"] == cfg.max_steps
-        if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or last:
-            student_now = accelerator.unwrap_model(wrapped).student
-            with outside_the_run_rng(device):
-                entry["val_loss"] = _validation_loss(student_now, valid, micro, device, accelerator)
-            entry["val_ppl"] = math.exp(min(entry["val_loss"], 50))
-        if state["step"] % cfg.log_every == 0 or last or "val_loss" in entry:
-            record(entry)
-        bar.update(1)
-        bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        steps_this_process += 1
-        if stop_after is not None and steps_this_process >= stop_after and not last:
-            bar.close()
-            return {"stopped_at": state["step"]}
-        if state["step"] % cfg.checkpoint_every == 0 or last:
-            accelerator.wait_for_everyone()
-            if is_main:
-                unwrapped = accelerator.unwrap_model(wrapped)
-                with outside_the_run_rng(device):  # the saved RNG state is the run's, untouched by saving
-                    save_checkpoint(run_dir / CHECKPOINT, unwrapped.student, unwrapped.objective, optimizer, state,
-                                    pruner)
-            step_started = time.perf_counter()  # checkpoint time is not training time
-    bar.close()
-    summary = {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
-               "wall_seconds": state["wall_seconds"], "flops_per_token": vars(flops) | {"total": flops.total},
-               "final": entry, "processes": procs, "device": str(device)}
-    return summary
+    valid = data.blocks("validation")[: run.train.eval_blocks]
+    flops = _step_flops(run, student, blocks.shape[1], teacher)
+    with outside_the_run_rng(accelerator.device):
+        peak = peak_flops or measure_matmul_peak(torch.bfloat16 if run.train.precision == "bf16" else torch.float32,
+                                                 device=accelerator.device)
+    return Trainer(run, run_dir, accelerator, micro, accum, blocks, valid, teacher, wrapped, optimizer, pruner,
+                   flops, peak, state, saved["rng"] if saved is not None else None)
 
 
-def _remove_next_layer(run, state, accelerator, wrapped, optimizer, length, teacher):
-    cfg = run.train
-    module = accelerator.unwrap_model(wrapped)
-    removed = cfg.removal_order[: state["layers_removed"]]
-    target = cfg.removal_order[state["layers_removed"]]
-    start_layers = len(decoder_layers(module.student)) + len(removed)
-    remaining = [i for i in range(start_layers) if i not in removed]
-    remove_layers_(module.student, [remaining.index(target)], optimizer.optimizer
-                   if hasattr(optimizer, "optimizer") else optimizer)
-    state["layers_removed"] += 1
-    if accelerator.num_processes > 1:  # DDP's reducer is built for a fixed set of parameters
-        wrapped = accelerator.prepare_model(module)
-    flops = training_flops_per_token(module.student, length, teacher if cfg.objective in ("kd", "chop-distill") else None)
-    return wrapped, flops
+def default_callbacks(t: Trainer, log, stop_after: int | None) -> list[Callback]:
+    """The loop's callbacks, in hook order (the order of keys in a metrics line)."""
+    cfg, is_main = t.cfg, t.accelerator.is_main_process
+    out: list[Callback] = [WidthPruning(t.pruner)] if t.pruner is not None else []
+    if cfg.remove_every_tokens:
+        out.append(GradualRemoval(cfg.removal_order, cfg.remove_every_tokens,
+                                  lambda student: _step_flops(t.run, student, t.length, t.teacher)))
+    evaluate = _validation_loss  # looked up at each call of train (tests replace it)
+    out.append(Validation(cfg.eval_every, lambda student: evaluate(student, t.valid, t.micro, t.device, t.accelerator)))
+    out.append(MetricsLog(t.run_dir / "metrics.jsonl", cfg.log_every, t.state["step"], is_main))
+    out.append(Progress(cfg.max_steps, t.state["step"], t.run.name, enabled=is_main and bool(log)))
+    if stop_after is not None:
+        out.append(StopAfter(stop_after))
+    out.append(Checkpointing(t.run_dir / CHECKPOINT, cfg.checkpoint_every, save_checkpoint, t.pruner))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+def _forward_backward(t: Trainer, step: int) -> dict[str, float]:
+    """This step's gradients (this process's share of the batch, in micro-batches) and its loss
+    terms, averaged over the batch and the processes."""
+    cfg = t.cfg
+    order = block_order(len(t.blocks), cfg.seed, step * cfg.batch_size, cfg.batch_size)
+    mine = order.reshape(t.procs, t.accum, t.micro)[t.accelerator.process_index]
+    sums: dict[str, torch.Tensor] = {}
+    for m in range(t.accum):
+        index = torch.from_numpy(mine[m])
+        ids = torch.from_numpy(t.blocks[mine[m]].astype(np.int64)).to(t.device)
+        # gradients are all-reduced once per optimizer step, on the last micro-batch only
+        sync = t.accelerator.no_sync(t.wrapped) if m < t.accum - 1 else contextlib.nullcontext()
+        with sync, t.accelerator.autocast():
+            loss, terms = t.wrapped(ids, index)
+            t.accelerator.backward(loss / t.accum)
+        for k, v in {"loss": loss.detach(), **terms}.items():
+            sums[k] = sums.get(k, 0.0) + v.float() / t.accum
+    return {k: float(t.accelerator.reduce(v.to(t.device), reduction="mean")) for k, v in sums.items()}
+
+
+def train_step(t: Trainer, callbacks: list[Callback]) -> tuple[dict[str, float], float, float | None]:
+    """One optimizer step: lr, gradients, divergence check, `before_optimizer_step` hooks, clip,
+    update. Returns the loss terms, the lr and the gradient norm (None without clipping)."""
+    cfg, step = t.cfg, t.state["step"]
+    lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    for group in t.optimizer.param_groups:
+        group["lr"] = lr
+    values = _forward_backward(t, step)
+    if not all(math.isfinite(v) for v in values.values()):
+        raise TrainingDiverged(f"train: loss is not finite at step {step} ({values}); "
+                               f"the last good checkpoint is kept in {t.run_dir}")
+    for callback in callbacks:
+        callback.before_optimizer_step(t)
+    grad_norm = None
+    if cfg.grad_clip > 0:
+        grad_norm = float(t.accelerator.clip_grad_norm_(t.wrapped.parameters(), cfg.grad_clip))
+    t.optimizer.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    t.state["step"] = step + 1
+    return values, lr, grad_norm
+
+
+def step_entry(t: Trainer, values: dict[str, float], lr: float, grad_norm: float | None) -> dict:
+    """Count the step's tokens, FLOPs and time into `t.state`; the step's metrics line."""
+    cfg, state = t.cfg, t.state
+    state["tokens"] += cfg.batch_size * t.length
+    state["flops"] += t.flops.total * cfg.batch_size * t.length
+    now = time.perf_counter()
+    state["wall_seconds"] += now - t.step_started
+    tokens_per_s = cfg.batch_size * t.length / (now - t.step_started)
+    t.step_started = now
+    entry = {"step": state["step"], **values, "lr": lr, "tokens": state["tokens"],
+             "wall_seconds": round(state["wall_seconds"], 4), "tokens_per_s": tokens_per_s,
+             "flops": state["flops"], "mfu": t.flops.total * tokens_per_s / (t.peak * t.procs),
+             "peak_memory_bytes": peak_memory_bytes(t.device),
+             "layers": len(decoder_layers(t.accelerator.unwrap_model(t.wrapped).student))}
+    if grad_norm is not None:
+        entry["grad_norm"] = grad_norm
+    return entry
+
+
+def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=print,
+          peak_flops: float | None = None, stop_after: int | None = None) -> dict:
+    """Train `run` in `run_dir`, resuming from its last checkpoint if there is one. Returns the
+    summary (also the last line of metrics.jsonl). `stop_after` ends the process's work after that
+    many steps *without* the final save, as a kill would (used to test resume)."""
+    run_dir = Path(run_dir)
+    t = set_up(run, run_dir, data, log, peak_flops)
+    callbacks = default_callbacks(t, log, stop_after)
+    entry = next(c.resumed_entry for c in callbacks if isinstance(c, MetricsLog))
+    t.start_run_rng()
+    t.step_started = time.perf_counter()
+    while t.state["step"] < t.cfg.max_steps and not t.stop:
+        values, lr, grad_norm = train_step(t, callbacks)
+        for callback in callbacks:
+            callback.after_optimizer_step(t)
+        entry = step_entry(t, values, lr, grad_norm)
+        for callback in callbacks:  # a callback that sets t.stop ends the step there (StopAfter)
+            callback.end_of_step(t, entry)
+            if t.stop:
+                break
+    for callback in callbacks:
+        callback.end_of_training(t)
+    if t.stop:
+        return {"stopped_at": t.state["step"]}
+    state = t.state
+    return {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
+            "wall_seconds": state["wall_seconds"], "flops_per_token": vars(t.flops) | {"total": t.flops.total},
+            "final": entry, "processes": t.procs, "device": str(t.device)}
