@@ -20,7 +20,7 @@ export JUPYTER_DATA_DIR    := $(CURDIR)/.cache/jupyter/data
 export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
 export XDG_CACHE_HOME      := $(CURDIR)/.cache/xdg
 
-.PHONY: study report lab test install clean
+.PHONY: study report lab test test-fast install clean
 study: $(VENV)/.installed
 	$(PY) -m distill_lib study --profile $(PROFILE)
 
@@ -35,8 +35,13 @@ report: $(VENV)/.installed
 lab: $(VENV)/.installed
 	DISTILL_PROFILE=$(PROFILE) DISTILL_TRAIN=$(or $(TRAIN),1) $(VENV)/bin/jupyter lab --notebook-dir=notebooks --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Every test (CI). test-fast leaves out the slow ones (notebook execution through papermill, several
+# processes, lm-eval): the edit-test loop.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
 
 install: $(VENV)/.installed
 

@@ -108,6 +108,7 @@ def test_suite_is_deterministic_and_refuses_a_too_small_split(data, tmp_path):
         build_offline_suite([Document("a", "One short sentence. And another one here.")], tmp_path / "x", SMALL_SUITE)
 
 
+@pytest.mark.slow  # lm-eval
 def test_a_trained_model_beats_a_random_one_on_every_offline_task(trained, data, suite):
     tasks = resolve_tasks(["offline"], suite)
     model, tokenizer = load_model_and_tokenizer(trained.model_dir)
@@ -122,6 +123,7 @@ def test_a_trained_model_beats_a_random_one_on_every_offline_task(trained, data,
     assert good["n_samples"]["offline_pairs"]["effective"] == 40 and good["max_length"] == 64
 
 
+@pytest.mark.slow  # lm-eval
 def test_cli_and_python_api_give_the_same_numbers(trained, suite, tmp_path):
     tasks = resolve_tasks(["offline"], suite)
     model, tokenizer = load_model_and_tokenizer(trained.model_dir)
@@ -137,12 +139,14 @@ def test_cli_and_python_api_give_the_same_numbers(trained, suite, tmp_path):
 
 
 # --- task sets and bad input ----------------------------------------------------------------------------
+@pytest.mark.slow  # lm-eval
 def test_paper_task_names_resolve_in_the_lm_eval_registry_without_downloading():
     registry = set(task_manager().all_tasks)
     assert set(PAPER13) <= registry and set(V3SIX) <= registry
     assert resolve_tasks(["v3six"]) == V3SIX and len(resolve_tasks(["paper13"])) == 13
 
 
+@pytest.mark.slow  # lm-eval
 def test_unknown_task_names_list_the_valid_sets():
     with pytest.raises(ConfigError, match="unknown task or task set 'hellaswagg' \\(task sets: paper13, v3six, offline"):
         resolve_tasks(["hellaswagg"])
@@ -161,6 +165,7 @@ def test_bad_eval_inputs(trained, data, suite, tmp_path):
 
 
 # --- the whole evaluation, tables, latency ----------------------------------------------------------------
+@pytest.mark.slow  # lm-eval
 def test_evaluate_folder_is_cached_and_tabulated(trained, data, suite):
     first = evaluate_folder(trained.model_dir, data, EVAL, suite, log=None)
     again = evaluate_folder(trained.model_dir, data, EVAL, suite, log=None)
@@ -172,6 +177,7 @@ def test_evaluate_folder_is_cached_and_tabulated(trained, data, suite):
     assert set(table.task) >= {"heldout", *OFFLINE}
 
 
+@pytest.mark.slow  # lm-eval
 def test_two_models_sharing_a_parent_folder_get_their_own_cached_evaluation(data, suite, tmp_path):
     """Converted models live side by side in .cache/models/: one's cached scores must not be read
     as another's."""

@@ -27,6 +27,7 @@ def _tables(profile: str) -> dict:
     return {p.name: p.read_text() for p in sorted((PROJECT_ROOT / "figures" / profile).glob("*.csv"))}
 
 
+@pytest.mark.slow  # executes notebooks (papermill)
 def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_alone(capsys):
     import shutil
 
@@ -69,6 +70,7 @@ def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_
     assert _tables("smoke") == trained
 
 
+@pytest.mark.slow  # executes notebooks (papermill)
 def test_a_failing_notebook_stops_the_run_and_names_it(tmp_path, monkeypatch, capsys):
     import distill_lib.cli as cli
 
@@ -134,6 +136,7 @@ def test_a_left_out_method_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # executes notebooks (papermill)
 def test_a_profile_with_fewer_methods_skips_their_notebooks_and_claims(tmp_path, capsys):
     """Notebooks 00, 01, 02 and 99 adapt to a profile that trains only the paper's method; 03
     (gradual removal) is skipped by the runner; every claim that needs a left-out method (and C4,

@@ -190,6 +190,7 @@ train_module.train(run, sys.argv[2], log=None)
 """
 
 
+@pytest.mark.slow  # new processes: a job killed, then resumed
 def test_a_dropout_run_killed_and_resumed_in_new_processes_ends_bitwise_equal(dropout_model, data, tmp_path):
     from distill_lib.config import to_dict
 
@@ -242,6 +243,7 @@ for name, config in json.loads(sys.argv[1]).items():
 """
 
 
+@pytest.mark.slow  # two processes (accelerate launch)
 def test_two_cpu_processes_give_the_losses_of_one_for_lm_and_kd(teacher, tmp_path, data):
     from distill_lib.config import to_dict
 
