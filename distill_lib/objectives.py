@@ -1,6 +1,7 @@
-"""Pluggable objectives of the one training loop. Each is an `nn.Module` whose forward takes the
-student and a batch and returns (loss, {term: value}); modules an objective trains itself (the
-projections of chop-distill) are its submodules. A teacher is held *outside* the module tree
+"""Pluggable objectives of the one training loop. Each is an `Objective`: it computes its named
+terms for the student and a batch (`terms`) and says how much each weighs (`weights`); `mix`, the one
+place terms become a loss, sums weight·term, and forward returns (loss, {term: value}). Modules an
+objective trains itself (the projections of chop-distill) are its submodules. A teacher is held *outside* the module tree
 (`self._teacher = [model]`) so it is neither trained, checkpointed nor wrapped by DDP."""
 from __future__ import annotations
 
@@ -20,31 +21,61 @@ def check_same_vocabulary(student, teacher) -> None:
                           "distillation needs the same tokenizer")
 
 
-class LMObjective(nn.Module):
+def mix(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """The loss: Σ weight·term, summed in the order of `weights` (every weighted term counts, a
+    zero weight too: a non-finite term makes the loss non-finite)."""
+    loss = None
+    for name, weight in weights.items():
+        part = weight * terms[name]
+        loss = part if loss is None else loss + part
+    return loss
+
+
+class Objective(nn.Module):
+    """`terms(student, input_ids, block_index)` -> {name: scalar tensor}; `weights`: {name: weight}
+    of the terms that make the loss, in summation order."""
+
+    weights: dict[str, float]
+
+    def terms(self, student, input_ids, block_index=None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, student, input_ids, block_index=None):
+        terms = self.terms(student, input_ids, block_index)
+        return mix(terms, self.weights), {k: v.detach() for k, v in terms.items()}
+
+
+def _kd_weights(alpha: float, temperature: float) -> dict[str, float]:
+    """alpha·T²·KL + (1 - alpha)·CE: T² keeps the KL gradients' scale independent of T."""
+    return {"kl": alpha * temperature**2, "ce": 1 - alpha}
+
+
+class LMObjective(Objective):
     """Next-token cross-entropy: the teacher-free method, and how every base model is trained."""
 
     def __init__(self, chunk_size: int | None = None):
         super().__init__()
         self.chunk = chunk_size
+        self.weights = {"ce": 1.0}
 
-    def forward(self, student, input_ids, block_index=None):
+    def terms(self, student, input_ids, block_index=None):
         hidden, _ = final_hidden(student, input_ids)
         labels = input_ids[:, 1:]
         ce = chunked_token_loss(lambda h, y: token_cross_entropy(logits_from_hidden(student, h), y),
                                 self.chunk, hidden[:, :-1], labels)
-        loss = ce / labels.numel()
-        return loss, {"ce": loss.detach()}
+        return {"ce": ce / labels.numel()}
 
 
-class KDObjective(nn.Module):
+class KDObjective(Objective):
     """Vanilla logit distillation: alpha·T²·D(p_teacher,T || p_student,T) + (1 - alpha)·CE, the
     teacher's forward run every step under no_grad."""
 
     def __init__(self, cfg: TrainConfig, teacher):
         super().__init__()
         self._teacher = [teacher.eval().requires_grad_(False)]
-        self.alpha, self.temperature = cfg.kd_alpha, cfg.kd_temperature
+        self.temperature = cfg.kd_temperature
         self.kind, self.beta, self.chunk = cfg.kd_divergence, cfg.jsd_beta, cfg.kd_chunk_size
+        self.weights = _kd_weights(cfg.kd_alpha, cfg.kd_temperature)
 
     @property
     def teacher(self):
@@ -61,13 +92,12 @@ class KDObjective(nn.Module):
         sums = chunked_token_loss(per_chunk, self.chunk, hidden_s, hidden_t, labels)
         return sums[0] / labels.numel(), sums[1] / labels.numel()
 
-    def forward(self, student, input_ids, block_index=None):
+    def terms(self, student, input_ids, block_index=None):
         hidden_s, _ = final_hidden(student, input_ids)
         with torch.no_grad():
             hidden_t, _ = final_hidden(self.teacher, input_ids)
         ce, kl = self._terms(student, hidden_s[:, :-1], hidden_t[:, :-1], input_ids[:, 1:])
-        loss = self.alpha * self.temperature**2 * kl + (1 - self.alpha) * ce
-        return loss, {"ce": ce.detach(), "kl": kl.detach()}
+        return {"ce": ce, "kl": kl}
 
 
 class _AttentionRecorder:
@@ -103,10 +133,10 @@ class ChopDistillObjective(KDObjective):
         if d_s == d_t:  # start from the identity: the truncated student's layers *are* teacher layers
             for proj in self.projections:
                 nn.init.eye_(proj.weight)
-        self.weights = dict(lm=cfg.weight_lm, kl=cfg.weight_kl, hidden=cfg.weight_hidden,
-                            attention=cfg.weight_attention, embedding=cfg.weight_embedding)
+        self.weights = {"ce": cfg.weight_lm, "kl": cfg.weight_kl, "hidden_mse": cfg.weight_hidden,
+                        "attention_mse": cfg.weight_attention, "embedding_mse": cfg.weight_embedding}
 
-    def forward(self, student, input_ids, block_index=None):
+    def terms(self, student, input_ids, block_index=None):
         rec_s = _AttentionRecorder(student)
         try:
             hidden_s, states_s = final_hidden(student, input_ids, output_hidden_states=True)
@@ -124,22 +154,19 @@ class ChopDistillObjective(KDObjective):
                      for j, (proj, t) in enumerate(zip(self.projections, self.mapping))) / len(self.mapping)
         attention = sum(mse(rec_s.outputs[j], rec_t.outputs[t]) for j, t in enumerate(self.mapping)) / len(self.mapping)
         embedding = mse(states_s[0], states_t[0])
-        terms = {"ce": ce, "kl": kl, "hidden_mse": hidden, "attention_mse": attention, "embedding_mse": embedding}
-        w = self.weights
-        loss = (w["lm"] * ce + w["kl"] * kl + w["hidden"] * hidden + w["attention"] * attention
-                + w["embedding"] * embedding)
-        return loss, {k: v.detach() for k, v in terms.items()}
+        return {"ce": ce, "kl": kl, "hidden_mse": hidden, "attention_mse": attention, "embedding_mse": embedding}
 
 
-class OfflineKDObjective(nn.Module):
+class OfflineKDObjective(Objective):
     """KD from a stored top-k teacher cache: alpha·T²·KL(q_teacher,T || p_student,T) + (1-alpha)·CE."""
 
     def __init__(self, cfg: TrainConfig, cache):
         super().__init__()
         self.cache = cache
-        self.alpha, self.temperature, self.chunk = cfg.kd_alpha, cfg.kd_temperature, cfg.kd_chunk_size
+        self.temperature, self.chunk = cfg.kd_temperature, cfg.kd_chunk_size
+        self.weights = _kd_weights(cfg.kd_alpha, cfg.kd_temperature)
 
-    def forward(self, student, input_ids, block_index=None):
+    def terms(self, student, input_ids, block_index=None):
         if block_index is None:
             raise ValueError("offline-kd needs the block index of every row of the batch")
         topk_ids, topk_logits = self.cache.lookup(block_index, input_ids.device)
@@ -152,9 +179,7 @@ class OfflineKDObjective(nn.Module):
                                 topk_forward_kl(logits_s, ids, logits_t, self.temperature)])
 
         sums = chunked_token_loss(per_chunk, self.chunk, hidden[:, :-1], topk_ids, topk_logits, labels)
-        ce, kl = sums[0] / labels.numel(), sums[1] / labels.numel()
-        loss = self.alpha * self.temperature**2 * kl + (1 - self.alpha) * ce
-        return loss, {"ce": ce.detach(), "kl": kl.detach()}
+        return {"ce": sums[0] / labels.numel(), "kl": sums[1] / labels.numel()}
 
 
 class TrainingModule(nn.Module):
