@@ -28,7 +28,7 @@ import numpy as np
 
 from distill_lib.config import ConfigError, DataConfig, to_dict
 from distill_lib.env import CACHE_ROOT
-from distill_lib.storage import atomic_directory, content_hash, documents_fingerprint  # noqa: F401 (re-exported)
+from distill_lib.storage import atomic_directory, content_hash, documents_fingerprint
 
 SPLITS = ("train", "validation", "test")
 EOS_TOKEN = "<|endoftext|>"

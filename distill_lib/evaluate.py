@@ -9,7 +9,6 @@ Bits per byte = total nats / ln 2 / UTF-8 bytes of the predicted tokens; a speci
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -211,23 +210,6 @@ def headline(result: dict, tasks: dict[str, str]) -> dict:
         out["avg_acc"] = sum(accs) / len(accs)
         out["avg_acc_stderr"] = math.sqrt(sum(e * e for e in errs)) / len(errs)
     return out
-
-
-def results_table(records: Sequence[dict]):
-    """Tidy DataFrame (model, method, seed, task, metric, value, stderr) from records
-    {'model', 'method', 'seed', 'result': evaluate_model output}."""
-    import pandas as pd
-
-    rows = []
-    for rec in records:
-        base = {"model": rec["model"], "method": rec["method"], "seed": rec.get("seed")}
-        ppl = rec["result"]["perplexity"]
-        for metric in ("ppl", "bits_per_byte", "loss"):
-            rows.append({**base, "task": "heldout", "metric": metric, "value": ppl[metric], "stderr": None})
-        for row in rec["result"]["zero_shot"]["rows"]:
-            rows.append({**base, "task": row["task"], "metric": row["metric"], "value": row["value"],
-                         "stderr": row["stderr"]})
-    return pd.DataFrame(rows, columns=["model", "method", "seed", "task", "metric", "value", "stderr"])
 
 
 # ---------------------------------------------------------------------------------------------

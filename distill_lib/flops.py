@@ -61,15 +61,6 @@ def training_flops_per_token(student: nn.Module, seq_len: int, teacher: nn.Modul
     return StepFlops(fwd, 2 * fwd, forward_flops_per_token(teacher, seq_len) if teacher is not None else 0.0)
 
 
-def counted_forward_flops(model: nn.Module, input_ids: torch.Tensor) -> int:
-    """FLOPs of one forward as torch's FlopCounterMode counts them (for checking the formula)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(input_ids=input_ids, use_cache=False)
-    return counter.get_total_flops()
-
-
 _PEAK_CACHE: dict[tuple, float] = {}
 
 

@@ -125,13 +125,6 @@ def figure_legend(fig, axes, ncol: int | None = None) -> None:
     fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // (ncol or 4)), 1, 1))
 
 
-def range_without(df: pd.DataFrame, y: str, hue: str, left_out: Sequence[str], margin: float = 1.25):
-    """y-limits that show every series except `left_out` in full (for a panel that zooms in on the
-    methods a far-away baseline would squeeze)."""
-    kept = df[~df[hue].isin(left_out)][y]
-    return kept.min() / margin, kept.max() * margin
-
-
 def format_value(mean: float, half: float | None = None, digits: int = 3) -> str:
     """`mean ± half`: the mean to `digits` significant digits, both rounded to the same decimal,
     which is never finer than two significant digits of the half-width (`47.8 ± 0.6`, `0.3 ± 1.9`,

@@ -181,6 +181,3 @@ def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteCo
 
     return atomic_directory(final, build)
 
-
-def read_items(suite_dir: Path, task: str) -> list[dict]:
-    return [json.loads(line) for line in (Path(suite_dir) / f"{task}.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ from torch import nn
 
 # The strategy names are the config's (config.Strategy): PAPER_STRATEGIES are the paper's five
 # configurations (v3 Fig 5 / Table 6), which keep the first and the last layer.
-from distill_lib.config import IMPORTANCE_STRATEGIES, PAPER_STRATEGIES, STRATEGIES, ConfigError, check_drop
+from distill_lib.config import IMPORTANCE_STRATEGIES, PAPER_STRATEGIES, STRATEGIES, ConfigError, check_drop  # noqa: F401
 from distill_lib.models import check_causal_decoder, decoder_layers, load_causal_lm, set_decoder_layers
 
 
