@@ -156,8 +156,8 @@ if swept:
             ax.plot(group[x], group["test ppl"], marker="o", label=line)
             for _, p in group.iterrows():
                 ax.annotate(f"{p.budget:g}x", (p[x], p["test ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xscale("log")
-        plots.log_axis(ax)
+        plots.log_axis(ax, "x")
+        plots.eng_axis(ax)
         plots.label_axes(ax, x, "test_ppl")
     plots.figure_legend(fig, axes)
     study.save_figure(fig, "02_budget_sweep")
