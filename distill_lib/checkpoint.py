@@ -79,7 +79,7 @@ def _write(folder: Path, student, weights: dict, optimizer_state: dict, rng: dic
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     part = lambda prefix: {k[len(prefix):]: v.contiguous() for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
-    student.save_pretrained(tmp / "model", state_dict=part("student."))
+    student.save_pretrained(tmp / "model", state_dict=_tied_as_in(student, part("student.")))
     objective_state = part("objective.")
     if objective_state:
         save_file(objective_state, tmp / "objective.safetensors")
@@ -94,6 +94,18 @@ def _write(folder: Path, student, weights: dict, optimizer_state: dict, rng: dic
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _tied_as_in(model, weights: dict) -> dict:
+    """Names of one shared parameter (tied embeddings) point to one tensor, as in the model: shards
+    gathered under FSDP arrive as separate copies, and `save_pretrained` stores a tensor once only
+    when its names share it."""
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        kept = first.setdefault(id(param), name)
+        if kept != name and kept in weights and name in weights:
+            weights[name] = weights[kept]
+    return weights
 
 
 def restore_optimizer(module, optimizer, saved: dict) -> None:
