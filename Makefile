@@ -36,12 +36,14 @@ lab: $(VENV)/.installed
 	DISTILL_PROFILE=$(PROFILE) DISTILL_TRAIN=$(or $(TRAIN),1) $(VENV)/bin/jupyter lab --notebook-dir=notebooks --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Every test (CI). test-fast leaves out the slow ones (notebook execution through papermill, several
-# processes, lm-eval): the edit-test loop.
+# processes, lm-eval): the edit-test loop, < 2 min here. Its tiny models run fastest on one thread per
+# process (with OMP_NUM_THREADS unset and another job on this 2-core machine, torch's two threads
+# contend and the same tests take ~11 min); set OMP_NUM_THREADS to override.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m "not slow" tests
 
 install: $(VENV)/.installed
 
