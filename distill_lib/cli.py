@@ -370,12 +370,19 @@ def _check_suite_sizes(cfg) -> str:
             "(requested/at most, before the tokenizer's length limit)")
 
 
+def _seeds(cfg, method: str) -> list[int]:
+    """The seeds a profile trains `method` (or variant) with (as `Study.seeds`)."""
+    return cfg.seeds_by_method.get(method, cfg.seeds[:1] if method in cfg.variants else cfg.seeds)
+
+
 def _method_runs(cfg) -> dict[str, int]:
-    """Trained runs per method (the teacher included when the profile trains it)."""
-    per_method = {"tf": len(cfg.configs) * len(cfg.seeds) + len(cfg.extra_strategies), "offline-kd": 1,
-                  "gradual": len(cfg.gradual_every_tokens)}
+    """Trained runs per method or variant (the teacher included when the profile trains it)."""
+    config_seeds = cfg.config_seeds or cfg.seeds
+    per_method = {"tf": len(cfg.configs) * len(config_seeds) + len(cfg.extra_strategies)
+                  + len(set(_seeds(cfg, "tf")) - set(config_seeds)),
+                  "gradual": len(cfg.gradual_every_tokens) * len(_seeds(cfg, "gradual")[:1])}
     runs = {} if cfg.teacher_path else {"teacher": 1}
-    runs.update({m: per_method.get(m, len(cfg.seeds)) for m in cfg.methods})
+    runs.update({m: per_method.get(m, len(_seeds(cfg, m))) for m in cfg.methods})
     return runs
 
 
@@ -432,8 +439,10 @@ def compute_estimate(cfg) -> list[dict]:
     rows = []
     for method, runs in _method_runs(cfg).items():
         train = budget.get(method, cfg.student_train)
-        rows.append({"method": method, "runs": runs, "tokens": train.max_steps * train.batch_size * length,
-                     "flops_per_token": per_token[method]})
+        variant = cfg.variants.get(method, {})
+        steps = max(1, round(train.max_steps * variant.get("budget", 1)))
+        rows.append({"method": method, "runs": runs, "tokens": steps * train.batch_size * length,
+                     "flops_per_token": per_token[variant.get("method", method)]})
     return rows
 
 

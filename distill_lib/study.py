@@ -124,7 +124,8 @@ class StudyConfig:
             require(m in METHODS or m in self.variants,
                     f"methods: unknown {m!r} (valid: {', '.join(METHODS)} or a name in variants)")
         for m, seeds in self.seeds_by_method.items():
-            require(m in self.methods, f"seeds_by_method.{m}: not in methods ({', '.join(self.methods)})")
+            require(m in METHODS or m in self.variants,
+                    f"seeds_by_method.{m}: unknown method (valid: {', '.join(METHODS)} or a name in variants)")
             require(isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds),
                     f"seeds_by_method.{m}: expected a non-empty list of integer seeds, got {seeds!r}")
         require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")

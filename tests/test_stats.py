@@ -65,8 +65,8 @@ def test_variants_and_seeds_by_method_are_checked():
         StudyConfig(methods=["tf", "kd-x"], variants={"kd-x": {"method": "kd", "train": {"kd_alfa": 1.0}}})
     with pytest.raises(ConfigError, match=r"variants.kd-x.method: expected one of"):
         StudyConfig(methods=["tf", "kd-x"], variants={"kd-x": {"method": "random"}})
-    with pytest.raises(ConfigError, match=r"seeds_by_method.kd: not in methods"):
-        StudyConfig(methods=["tf"], seeds_by_method={"kd": [0]})
+    with pytest.raises(ConfigError, match=r"seeds_by_method.kd-z: unknown method"):
+        StudyConfig(methods=["tf"], seeds_by_method={"kd-z": [0]})
     with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
         StudyConfig(methods=["tf", "kd-y"])
 
