@@ -64,6 +64,7 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
     out.mkdir(parents=True, exist_ok=True)
     os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars in the reports
     total = time.perf_counter()
+    skipped: list[str] = []
     for i, source in enumerate(chosen, 1):
         started = time.perf_counter()
         executed = out / f"{source.stem}.ipynb"
@@ -75,6 +76,12 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
                                        kernel_name="python3", language="python", cwd=str(NOTEBOOKS),
                                        progress_bar=False)
         except papermill.PapermillExecutionError as err:
+            if not train and err.ename == "MissingRecord":  # a study run in parts: render the rest
+                log(f" skipped: {err.evalue}")
+                skipped.append(source.stem)
+                for stale in (executed, executed.with_suffix(".html")):  # never leave an older report
+                    stale.unlink(missing_ok=True)
+                continue
             log(f" FAILED in cell {err.exec_count}: {err.ename}: {err.evalue}")
             log(f"notebook {source.name} failed; the partial output is {executed}")
             return 1
@@ -83,6 +90,11 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
         stripped = write_report(executed)
         log(f" ok in {time.perf_counter() - started:.0f} s" + (f" ({stripped} stderr outputs left out of the report)"
                                                              if stripped else ""))
+    if skipped:
+        log(f"report {study.cfg.name}: {len(skipped)} notebook(s) lack records and were not rendered "
+            f"({', '.join(skipped)}); `python -m distill_lib study --profile {study.cfg.name} --only "
+            f"{' '.join(n[:2] for n in skipped)}` makes them")
+        return 1
     log(f"{'study' if train else 'report'} {study.cfg.name}: {len(chosen)} notebooks in "
         f"{time.perf_counter() - total:.0f} s; reports in {out.relative_to(PROJECT_ROOT)}, figures in "
         f"{study.figures.relative_to(PROJECT_ROOT)}" + (f", records in {study.records.root.relative_to(PROJECT_ROOT)}"
@@ -120,6 +132,7 @@ def train_runs(profile: str, specs: list[str], log=print) -> int:
     for method, seed in pairs:
         started = time.perf_counter()
         if method == "teacher":
+            study.teacher_model_info  # noqa: B018  (its size and depth, which every report reads)
             study.teacher_headline()
             label = "teacher"
         else:
