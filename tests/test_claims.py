@@ -1,0 +1,87 @@
+"""Claims on hand-made records: which KD baseline C2 reads, paired seeds, and parts not recorded yet."""
+import math
+
+import pytest
+
+from distill_lib.claims import best_kd, claims, kd_candidates, paired_seeds
+from distill_lib.records import MissingRecord
+from distill_lib.study import StudyConfig
+
+
+class FakeRun:
+    """A recorded run: validation loss falling linearly in FLOPs from `start` to `end` ppl."""
+
+    def __init__(self, flops_per_step, start, end, test_ppl, steps=4):
+        self.flops = flops_per_step * steps
+        self.points = [(flops_per_step * (i + 1), math.log(start + (end - start) * i / (steps - 1))) for i in range(steps)]
+        self.summary = {"summary": {"flops": self.flops, "wall_seconds": 10.0,
+                                    "flops_per_token": {"total": flops_per_step}}}
+        self.test_ppl = test_ppl
+
+    def metrics(self):
+        return [{"flops": f, "val_loss": v, "val_ppl": math.exp(v), "tokens_per_s": 100.0} for f, v in self.points]
+
+
+class FakeStudy:
+    def __init__(self, cfg, runs, extra=None):
+        self.cfg, self.runs, self.extra = cfg, runs, extra or {}
+
+    def read_only(self):
+        return self
+
+    def seeds(self, method):
+        return self.cfg.seeds_by_method.get(method, self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds)
+
+    def student(self, method, strategy=None, seed=0):
+        if (method, seed) not in self.runs:
+            raise MissingRecord(f"record: run {method}-s{seed} is missing", what=f"run {method}-s{seed}")
+        return self.runs[method, seed]
+
+    def headline(self, run):
+        return {"ppl": run.test_ppl}
+
+    def extra_flops(self, method):
+        return self.extra.get(method, 0.0)
+
+
+CFG = StudyConfig(methods=["tf", "kd", "offline-kd", "kd-logit", "kd-corrected"], seeds=[0, 1, 2], configs=["max-gap"],
+                  seeds_by_method={"kd": [0, 1, 2], "offline-kd": [0], "kd-logit": [0, 1], "kd-corrected": [0]},
+                  variants={"kd-logit": {"method": "kd", "train": {"kd_alpha": 1.0}},
+                            "kd-corrected": {"method": "kd", "teacher_correction_steps": 2}})
+
+
+def _runs():
+    runs = {}
+    for s in range(3):
+        runs["tf", s] = FakeRun(10, 100, 40 + s, 45 + s)  # TF ends at 40-42 ppl after 40 FLOPs
+        runs["kd", s] = FakeRun(15, 90, 38, 43 + s)       # KD at TF's 40 FLOPs: between steps 2 and 3
+    runs["offline-kd", 0] = FakeRun(10, 60, 20, 30)       # far better, but never C2's baseline
+    runs["kd-logit", 0] = FakeRun(15, 80, 35, 41)
+    runs["kd-logit", 1] = FakeRun(15, 80, 35, 42)
+    runs["kd-corrected", 0] = FakeRun(15, 50, 30, 35)
+    return runs
+
+
+def test_c2_chooses_the_best_online_kd_variant_on_validation_with_the_correction_charged():
+    study = FakeStudy(CFG, _runs(), extra={"kd-corrected": 30.0})
+    assert kd_candidates(study) == ["kd", "offline-kd", "kd-logit", "kd-corrected"]
+    assert kd_candidates(study, online_only=True) == ["kd", "kd-logit", "kd-corrected"]
+    chosen, scores = best_kd(study)
+    # kd-corrected's correction (30 FLOPs) leaves 10 of TF's 40: its curve starts at 15, so no reading
+    assert "kd-corrected" not in scores and "offline-kd" not in scores
+    # at TF's 40 FLOPs each KD curve lies 2/3 of the way from its point at 30 FLOPs to the one at 45
+    # (interpolated in log-perplexity): kd from 72.67 to 55.33, kd-logit from 65 to 50
+    at = lambda a, b: math.exp(math.log(a) + (math.log(b) - math.log(a)) * 2 / 3)  # noqa: E731
+    assert scores["kd"] == pytest.approx(at(90 - 52 / 3, 90 - 104 / 3))
+    assert scores["kd-logit"] == pytest.approx(at(65, 50))
+    assert chosen == "kd-logit"
+    assert paired_seeds(study, "kd-logit", "tf") == [0, 1]
+
+
+def test_claims_pair_the_seeds_both_sides_have_and_mark_unrecorded_parts():
+    runs = _runs()
+    del runs["kd", 2]  # a part that has not run yet: kd s2 is in the profile but not recorded
+    table = claims(FakeStudy(CFG, runs, extra={"kd-corrected": 30.0})).set_index("claim")
+    assert table.loc["C2", "seeds"] == 2 and "kd-logit" in table.loc["C2", "ours"]  # C2 reads kd-logit's 2 seeds
+    assert table.loc["C3", "verdict"] == "not tested" and "run kd-s2" in table.loc["C3", "ours"]
+    assert table.loc["C1", "verdict"] == "not tested" and "random" in table.loc["C1", "ours"]  # not in methods
