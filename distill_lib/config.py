@@ -252,9 +252,12 @@ Family = Literal["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"
                  "opt", "gpt2"]
 InitKind = Literal["scratch", "truncate", "random-truncated", "pretrained"]
 #: Layer-selection strategies of distill_lib.truncate.select_layers: the paper's five configurations
-#: (v3 Fig 5 / Table 6, first and last layer kept), then the others, the importance-scored ones last.
+#: (v3 Fig 5 / Table 6, first and last layer kept), then the others, the importance-scored ones last
+#: (scored on calibration blocks: block influence, angular distance, then the calibration-loss selectors:
+#: perplexity without each layer, greedy re-scored removal, best contiguous block, first-order Taylor).
 Strategy = Literal["max-gap", "input", "output", "middle", "both",
-                   "first", "every-other", "explicit", "block-influence", "angular"]
+                   "first", "every-other", "explicit", "block-influence", "angular",
+                   "ppl-removal", "ppl-iterative", "best-block", "taylor"]
 Objective = Literal["lm", "kd", "chop-distill", "offline-kd"]
 #: Divergences of logit distillation (distill_lib.losses.token_divergence).
 Divergence = Literal["forward", "reverse", "jsd"]
@@ -270,7 +273,7 @@ FAMILY_NAMES: tuple[str, ...] = typing.get_args(Family)
 INIT_KINDS: tuple[str, ...] = typing.get_args(InitKind)
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 PAPER_STRATEGIES = STRATEGIES[:5]
-IMPORTANCE_STRATEGIES = ("block-influence", "angular")
+IMPORTANCE_STRATEGIES = ("block-influence", "angular", "ppl-removal", "ppl-iterative", "best-block", "taylor")
 OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)
 DIVERGENCES: tuple[str, ...] = typing.get_args(Divergence)
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
@@ -389,7 +392,8 @@ class InitConfig:
     remove: Optional[list[int]] = None
     """Strategy 'explicit': the layer indices to remove."""
     calibration_blocks: int = 16
-    """Validation blocks scored by the importance strategies (block-influence, angular)."""
+    """Validation blocks scored by the importance strategies (block-influence, angular, ppl-removal,
+    ppl-iterative, best-block, taylor)."""
 
     def __post_init__(self) -> None:
         check_field_types(self, "init")

@@ -2,7 +2,11 @@
 
 - `select_layers` turns a strategy name and an amount into the kept layer indices, without building
   anything, so a notebook can draw the configurations (v3 Fig 5).
-- `layer_importance` scores layers on a calibration batch (block influence, angular distance).
+- `layer_importance` scores layers on a calibration batch (block influence, angular distance, and the
+  calibration-loss selectors: perplexity without each layer, greedy re-scored removal, best
+  contiguous block, first-order Taylor); `score_layers` adds what the scores mean and the full
+  model's calibration perplexity, which `truncate_by_strategy` records in the student's config
+  (`layer_selection`, see `selection_record`).
 - `truncate` builds a new, independent model that keeps the given layers, with a config and layer
   indices that make it a clean HF checkpoint.
 - `remove_layers_` drops layers from a model that is being trained, keeping the optimizer state of
@@ -10,8 +14,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -21,6 +28,7 @@ from torch import nn
 # configurations (v3 Fig 5 / Table 6), which keep the first and the last layer.
 from distill_lib.config import IMPORTANCE_STRATEGIES, PAPER_STRATEGIES, STRATEGIES, ConfigError, check_drop  # noqa: F401
 from distill_lib.models import check_causal_decoder, decoder_layers, load_causal_lm, set_decoder_layers
+from distill_lib.storage import write_json_atomic
 
 
 def drop_count(n_layers: int, drop: int | float) -> int:
@@ -43,8 +51,10 @@ def _check_interior(n_layers: int, k: int, strategy: str) -> None:
 
 
 def select_layers(strategy: str, n_layers: int, drop: int | float | None = None,
-                  remove: Sequence[int] | None = None, scores: Sequence[float] | None = None) -> list[int]:
-    """Indices of the layers to keep (ascending) for a named strategy.
+                  remove: Sequence[int] | None = None, scores: Sequence | None = None,
+                  keep_ends: bool = True) -> list[int]:
+    """Indices of the layers to keep (ascending) for a named strategy (0-based teacher indices; see
+    LAYER_NUMBERING).
 
     The paper's five (first and last layer always kept; readings *inferred* from v3 Fig 5):
       max-gap  removed layers spread evenly over the interior (one per equal-width bin: every other layer)
@@ -59,12 +69,24 @@ def select_layers(strategy: str, n_layers: int, drop: int | float | None = None,
       block-influence  remove the `drop` interior layers with the lowest `scores` (block influence)
       angular      remove the contiguous interior block of `drop` layers starting at argmin `scores`
                    (scores[l] = angular distance between the input of layer l and of layer l + drop)
+      ppl-removal  remove the `drop` interior layers with the lowest `scores` (calibration perplexity
+                   of the model without that one layer; Kim et al., Shortened LLaMA)
+      ppl-iterative  replay the greedy removal: step t removes the remaining interior layer with the
+                   lowest scores[t][l] (perplexity with the t earlier removals and l; SLEB)
+      best-block   remove the interior block of `drop` layers starting at argmin `scores` (scores[s] =
+                   calibration perplexity without layers s .. s + drop - 1)
+      taylor       remove the `drop` interior layers with the lowest `scores` (sum of |θ·∂L/∂θ|)
+    Ties go to the lower index. The importance strategies keep the first and last layer (they are
+    never candidates) unless `keep_ends=False`; the named strategies always follow their definition.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy: unknown {strategy!r} (valid: {', '.join(STRATEGIES)})")
     if n_layers < 1:
         raise ConfigError(f"n_layers: must be >= 1, got {n_layers}")
     everything = list(range(n_layers))
+    if not keep_ends and strategy not in IMPORTANCE_STRATEGIES:
+        raise ConfigError(f"keep_ends: only the importance strategies ({', '.join(IMPORTANCE_STRATEGIES)}) can "
+                          f"remove the first or last layer; {strategy!r} is defined by its name")
     if strategy == "explicit":
         if remove is None:
             raise ConfigError("remove: strategy 'explicit' needs the list of layer indices to remove")
@@ -80,6 +102,8 @@ def select_layers(strategy: str, n_layers: int, drop: int | float | None = None,
         if k > len(odd):
             raise ConfigError(f"drop: 'every-other' can remove at most {len(odd)} of {n_layers} layers, got {k}")
         removed = odd[:k]
+    elif strategy in IMPORTANCE_STRATEGIES:
+        removed = _select_by_scores(strategy, n_layers, k, scores, keep_ends)
     else:
         _check_interior(n_layers, k, strategy)
         m = len(interior)
@@ -93,17 +117,35 @@ def select_layers(strategy: str, n_layers: int, drop: int | float | None = None,
         elif strategy == "middle":
             start = (m - k) // 2
             removed = interior[start:start + k]
-        elif strategy == "both":
+        else:  # both
             removed = interior[: k // 2] + interior[m - (k - k // 2):]
-        elif strategy == "block-influence":
-            _check_scores(scores, n_layers, strategy)
-            removed = sorted(interior, key=lambda i: (scores[i], i))[:k]
-        else:  # angular
-            _check_scores(scores, n_layers - k + 1, strategy)
-            starts = range(1, n_layers - k)  # the block [start, start + k) stays inside the interior
-            start = min(starts, key=lambda s: (scores[s], s))
-            removed = list(range(start, start + k))
     return keep_from_removed(n_layers, removed)
+
+
+def _select_by_scores(strategy: str, n_layers: int, k: int, scores, keep_ends: bool) -> list[int]:
+    """The removed layers of an importance strategy, from its scores (see select_layers)."""
+    if keep_ends:
+        _check_interior(n_layers, k, strategy)
+    candidates = list(range(1, n_layers - 1)) if keep_ends else list(range(n_layers))
+    if strategy in ("angular", "best-block"):  # one block [start, start + k) of candidates
+        _check_scores(scores, n_layers - k + 1, strategy)
+        starts = range(1, n_layers - k) if keep_ends else range(0, n_layers - k + 1)
+        start = min(starts, key=lambda s: (scores[s], s))
+        return list(range(start, start + k))
+    if strategy == "ppl-iterative":  # scores[t]: one row per greedy step
+        _check_scores(scores, k, strategy)
+        removed: list[int] = []
+        for t in range(k):
+            row = scores[t]
+            remaining = [l for l in candidates if l not in removed]
+            if len(row) != n_layers or any(row[l] is None for l in remaining):
+                raise ConfigError(f"scores: strategy 'ppl-iterative' step {t} needs a score for each remaining "
+                                  f"candidate layer ({remaining}) in a row of {n_layers}")
+            removed.append(min(remaining, key=lambda l: (row[l], l)))
+        return removed
+    # block-influence, ppl-removal, taylor: the k lowest-scored candidates
+    _check_scores(scores, n_layers, strategy)
+    return sorted(candidates, key=lambda i: (scores[i], i))[:k]
 
 
 def _check_scores(scores, expected: int, strategy: str) -> None:
@@ -166,24 +208,327 @@ def _token_cosine(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -
     return (cos * mask).sum() / mask.sum()
 
 
+#: Calibration blocks per scoring pass of the calibration-loss selectors (bounds the memory of the
+#: logits and of the recorded layer outputs); None scores all blocks in one pass.
+SCORING_BATCH = 4
+
+
 def layer_importance(model: nn.Module, input_ids: torch.Tensor, method: str, drop: int | float = 0.5,
-                     attention_mask: torch.Tensor | None = None) -> list[float]:
+                     attention_mask: torch.Tensor | None = None, keep_ends: bool = True,
+                     batch_size: int | None = SCORING_BATCH) -> list:
     """Scores for the importance strategies, averaged over the (unmasked) tokens of the batch.
 
     block-influence (Men et al., ShortGPT): BI_l = 1 - cos(x_l, x_{l+1}); low = redundant layer.
     angular (Gromov et al.): d_l = arccos(cos(x_l, x_{l+k})) / pi for a block of k = drop layers
     starting at l; low = the block barely changes the representation.
+    ppl-removal, ppl-iterative, best-block, taylor: see the calibration-loss selectors below
+    (`score_layers`, which also says what each score means). `keep_ends` and `batch_size` only
+    matter to those (ppl-iterative's candidates; micro-batches of the calibration blocks).
     """
-    model = load_causal_lm(model)
+    return score_layers(model, input_ids, method, drop, attention_mask, keep_ends, batch_size)["scores"]
+
+
+def _similarity_scores(model: nn.Module, input_ids: torch.Tensor, method: str, drop: int | float,
+                       attention_mask: torch.Tensor | None) -> list[float]:
     hidden = layer_inputs(model, input_ids, attention_mask)
     n = len(hidden) - 1
     if method == "block-influence":
         return [float(1.0 - _token_cosine(hidden[l], hidden[l + 1], attention_mask)) for l in range(n)]
-    if method == "angular":
-        k = drop_count(n, drop)
-        return [float(torch.arccos(_token_cosine(hidden[l], hidden[l + k], attention_mask).clamp(-1, 1)) / math.pi)
-                for l in range(n - k + 1)]
-    raise ConfigError(f"method: unknown importance {method!r} (valid: {', '.join(IMPORTANCE_STRATEGIES)})")
+    k = drop_count(n, drop)
+    return [float(torch.arccos(_token_cosine(hidden[l], hidden[l + k], attention_mask).clamp(-1, 1)) / math.pi)
+            for l in range(n - k + 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Selectors scored by the calibration loss
+# ---------------------------------------------------------------------------------------------
+LAYER_NUMBERING = """Layer numbering, everywhere in this package: decoder layers are numbered from 0, in the
+order the forward pass runs them (`model.model.layers[i]` in HF, `config.source_layers`, the `keep`
+and `removed` lists, score lists indexed by layer). The first layer (next to the embeddings) is 0,
+the last (next to the final norm and the LM head) is n - 1. `keep` lists the teacher's indices that
+the student keeps, in order; student layer j is teacher layer keep[j]. Embeddings, final norm and
+LM head are not layers and are always kept. HF's `output_hidden_states` has n + 1 entries:
+hidden_states[i] is the input of layer i (hidden_states[0] the embeddings). Papers that number
+layers from 1 are one higher: their "layers 67-68" are our 66, 67. The importance strategies never
+remove layer 0 or layer n - 1 unless `keep_ends=False`; the paper's five configurations always
+keep both."""
+
+#: What the scores of each importance strategy are; stored with them (`selection_record`).
+SCORE_MEANING = {
+    "block-influence": "scores[l] = 1 - cos(input of layer l, its output), mean over calibration tokens; "
+                       "the lowest are removed",
+    "angular": "scores[s] = arccos(cos(input of layer s, input of layer s + k)) / pi; the block of k layers "
+               "at the lowest allowed start is removed",
+    "ppl-removal": "scores[l] = calibration perplexity of the model without layer l; the lowest are removed",
+    "ppl-iterative": "scores[t][l] = calibration perplexity without the layers removed at steps 0..t-1 and "
+                     "without l (null: not a candidate at step t); step t removes the lowest",
+    "best-block": "scores[s] = calibration perplexity without layers s..s+k-1; the lowest allowed block is "
+                  "removed",
+    "taylor": "scores[l] = sum over layer l's parameters of |theta * dL/dtheta|, L the mean calibration "
+              "token NLL; the lowest are removed",
+}
+
+
+def score_layers(model_or_path, input_ids: torch.Tensor, method: str, drop: int | float = 0.5,
+                 attention_mask: torch.Tensor | None = None, keep_ends: bool = True,
+                 batch_size: int | None = SCORING_BATCH) -> dict:
+    """Scores of an importance strategy on the calibration blocks `input_ids` [blocks, length], with
+    what they mean and, for the perplexity selectors, the full model's calibration perplexity.
+
+    ppl-removal (Kim et al., Shortened LLaMA, PPL criterion): perplexity without each layer (all
+        n, the ends too, for the profile).
+    ppl-iterative (Song et al., SLEB): greedy; step t scores every remaining candidate with the t
+        earlier choices already removed and removes the lowest. Only k = drop steps are run.
+    best-block: perplexity without each block of k = drop consecutive layers (all n - k + 1 starts).
+    taylor (Kim et al., Taylor+): Σ |θ ⊙ ∂L/∂θ| over each layer's parameters (elementwise, then
+        summed), with L the mean token NLL of all calibration blocks.
+
+    A layer is removed by bypassing it (its forward returns its input) for one pass; layers before
+    the first removed one replay the outputs recorded in a pass of the model they share, so
+    "without layer l" runs only layers l + 1 .. n - 1. Nothing of the model changes: no parameter,
+    gradient, `requires_grad` flag or train/eval mode is left different (tests/test_selectors.py).
+    The scores are computed on the model's device; `batch_size` blocks per pass (None: all).
+    """
+    model = load_causal_lm(model_or_path)
+    check_causal_decoder(model)
+    if method not in IMPORTANCE_STRATEGIES:
+        raise ConfigError(f"method: unknown importance {method!r} (valid: {', '.join(IMPORTANCE_STRATEGIES)})")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
+    n = len(decoder_layers(model))
+    out = {"method": method, "meaning": SCORE_MEANING[method]}
+    if method in ("block-influence", "angular"):
+        return {**out, "scores": _similarity_scores(model, input_ids, method, drop, attention_mask)}
+    if method == "taylor":
+        return {**out, "scores": _taylor_scores(model, input_ids, attention_mask, batch_size)}
+    everything = list(range(n))
+    if method == "ppl-removal":
+        full, ppl = _removal_perplexities(model, input_ids, attention_mask, [(l,) for l in everything], (), batch_size)
+        return {**out, "scores": ppl, "full_ppl": full}
+    k = drop_count(n, drop)
+    if method == "best-block":
+        blocks = [tuple(range(s, s + k)) for s in range(n - k + 1)]
+        full, ppl = _removal_perplexities(model, input_ids, attention_mask, blocks, (), batch_size)
+        return {**out, "scores": ppl, "full_ppl": full}
+    # ppl-iterative
+    if keep_ends:
+        _check_interior(n, k, method)
+    candidates = everything[1:-1] if keep_ends else everything
+    removed: list[int] = []
+    steps: list[list[float | None]] = []
+    full = None
+    for _ in range(k):
+        remaining = [l for l in candidates if l not in removed]
+        base, ppl = _removal_perplexities(model, input_ids, attention_mask, [(l,) for l in remaining],
+                                          tuple(removed), batch_size)
+        full = base if full is None else full
+        row: list[float | None] = [None] * n
+        for l, p in zip(remaining, ppl):
+            row[l] = p
+        steps.append(row)
+        removed.append(min(remaining, key=lambda l: (row[l], l)))
+    return {**out, "scores": steps, "full_ppl": full, "order": removed}
+
+
+@contextlib.contextmanager
+def _scoring_mode(model: nn.Module):
+    """eval() for the scoring passes; the model's own train/eval flags come back afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+_NO_FORWARD = object()
+
+
+@contextlib.contextmanager
+def _layers_replaced(layers: nn.ModuleList, skip=(), replay: dict | None = None, as_tuple: bool = False):
+    """For the passes inside: layer i in `replay` returns replay[i] (an output recorded earlier),
+    layer i in `skip` returns its input (it is removed). Only the layers' `forward` attribute is
+    set, on the instance; the previous one comes back, parameters are never touched."""
+    replay = replay or {}
+
+    def bypass(*args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden,) if as_tuple else hidden
+
+    saved = {}
+    try:
+        for i, layer in enumerate(layers):
+            if i in replay:
+                fn = (lambda recorded: lambda *args, **kwargs: recorded)(replay[i])
+            elif i in skip:
+                fn = bypass
+            else:
+                continue
+            saved[i] = layer.__dict__.get("forward", _NO_FORWARD)
+            layer.forward = fn
+        yield
+    finally:
+        for i, previous in saved.items():
+            if previous is _NO_FORWARD:
+                del layers[i].forward
+            else:
+                layers[i].forward = previous
+
+
+def _micro_batches(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, batch_size: int | None, device):
+    size = batch_size or len(input_ids)
+    for start in range(0, len(input_ids), size):
+        ids = input_ids[start:start + size].to(device)
+        mask = attention_mask[start:start + size].to(device) if attention_mask is not None else None
+        yield ids, mask
+
+
+def _nll_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL (fp32) and the number of predicted tokens; with a mask, a token counts
+    when it and its context token are both real."""
+    logits = logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1),
+                                            reduction="none")
+    if mask is None:
+        return nll.sum(), nll.numel()
+    counted = (mask[:, 1:] * mask[:, :-1]).reshape(-1).to(nll.dtype)
+    return (nll * counted).sum(), int(counted.sum())
+
+
+def _perplexity(nats: float, tokens: int) -> float:
+    loss = nats / tokens
+    return math.exp(loss) if loss < 709.0 else float("inf")
+
+
+def _returns_tuple(model: nn.Module, layers: nn.ModuleList, ids: torch.Tensor) -> bool:
+    """Whether this family's decoder layers return a tuple (older HF) or the hidden states."""
+    seen = []
+    handle = layers[0].register_forward_hook(lambda module, args, output: seen.append(isinstance(output, tuple)))
+    try:
+        model(input_ids=ids[:1, :2], use_cache=False)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@torch.no_grad()
+def _removal_perplexities(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                          removals: Sequence[tuple[int, ...]], base_removed: tuple[int, ...],
+                          batch_size: int | None) -> tuple[float, list[float]]:
+    """Calibration perplexity of the model without the layers `base_removed` (the base), and of the
+    base without each removal's layers as well. Per micro-batch: one base pass records every layer's
+    output; the pass without removal R replays the recorded outputs of the layers before min(R)."""
+    layers = decoder_layers(model)
+    device = next(model.parameters()).device
+    base_nats, nats, tokens = 0.0, [0.0] * len(removals), 0
+    with _scoring_mode(model):
+        as_tuple = _returns_tuple(model, layers, input_ids.to(device))
+        for ids, mask in _micro_batches(input_ids, attention_mask, batch_size, device):
+            recorded: dict[int, object] = {}
+
+            def recorder(i):
+                return lambda module, args, output: recorded.__setitem__(i, output)
+
+            hooks = [layer.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
+            try:
+                with _layers_replaced(layers, skip=set(base_removed), as_tuple=as_tuple):
+                    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            finally:
+                for h in hooks:
+                    h.remove()
+            total, count = _nll_sum(logits, ids, mask)
+            base_nats += float(total)
+            tokens += count
+            del logits
+            for j, removal in enumerate(removals):
+                first = min(removal)
+                with _layers_replaced(layers, skip=set(base_removed) | set(removal),
+                                      replay={i: recorded[i] for i in range(first)}, as_tuple=as_tuple):
+                    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                nats[j] += float(_nll_sum(logits, ids, mask)[0])
+                del logits
+    return _perplexity(base_nats, tokens), [_perplexity(x, tokens) for x in nats]
+
+
+def _taylor_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   batch_size: int | None) -> list[float]:
+    """Σ_θ∈layer |θ · ∂L/∂θ| per layer, L the mean token NLL over all calibration blocks. Gradients
+    come from torch.autograd.grad (no `.grad` is written); `requires_grad` flags are restored."""
+    layers = decoder_layers(model)
+    device = next(model.parameters()).device
+    per_layer = [list(layer.parameters()) for layer in layers]
+    flat = [p for params in per_layer for p in params]
+    flags = [p.requires_grad for p in flat]
+    grads = [torch.zeros_like(p, dtype=torch.float32) for p in flat]
+    tokens = 0
+    try:
+        for p in flat:
+            p.requires_grad_(True)
+        with _scoring_mode(model), torch.enable_grad():
+            for ids, mask in _micro_batches(input_ids, attention_mask, batch_size, device):
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                total, count = _nll_sum(logits, ids, mask)
+                tokens += count
+                for acc, g in zip(grads, torch.autograd.grad(total, flat, allow_unused=True)):
+                    if g is not None:
+                        acc += g.float()
+    finally:
+        for p, flag in zip(flat, flags):
+            p.requires_grad_(flag)
+    scores, i = [], 0
+    with torch.no_grad():
+        for params in per_layer:
+            scores.append(float(sum((p.float() * grads[i + j] / tokens).abs().sum() for j, p in enumerate(params))))
+            i += len(params)
+    return scores
+
+
+def selection_record(strategy: str, n_layers: int, keep: Sequence[int], drop: int | float | None = None,
+                     scored: dict | None = None, keep_ends: bool = True,
+                     calibration_ids: torch.Tensor | None = None) -> dict:
+    """What a student's layers are and why, as plain JSON: the teacher's depth, the kept and removed
+    teacher layers (0-based, see LAYER_NUMBERING), the strategy, and for importance strategies the
+    scores, what they mean, the full model's calibration perplexity and the calibration size.
+    `truncate_by_strategy` stores it as the student's `config.layer_selection` (so it is saved in
+    its config.json); `write_layer_selection` puts it in a run folder."""
+    keep = list(keep)
+    record = {"strategy": strategy, "drop": drop, "teacher_layers": n_layers, "keep": keep,
+              "removed": [i for i in range(n_layers) if i not in set(keep)],
+              "keep_ends": keep_ends, "numbering": "0-based teacher layer indices; first = 0, last = n - 1"}
+    if scored is not None:
+        record.update(scores=scored["scores"], score_meaning=scored["meaning"])
+        if "full_ppl" in scored:
+            record["full_ppl"] = scored["full_ppl"]
+        if "order" in scored:
+            record["removal_order"] = scored["order"]
+    if calibration_ids is not None:
+        record["calibration"] = {"blocks": int(calibration_ids.shape[0]), "block_length": int(calibration_ids.shape[1])}
+    return record
+
+
+#: File name of the selection record in a run folder (`write_layer_selection`).
+LAYER_SELECTION_FILE = "layer_selection.json"
+
+
+def layer_selection(model_or_folder) -> dict | None:
+    """The selection record of a student (a model, or an HF folder: read from its config.json
+    without loading weights); None when it was not made by `truncate_by_strategy`."""
+    if isinstance(model_or_folder, nn.Module):
+        return getattr(model_or_folder.config, "layer_selection", None)
+    config = Path(model_or_folder) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"model: {str(model_or_folder)!r} is not an HF model folder (no config.json)")
+    return json.loads(config.read_text()).get("layer_selection")
+
+
+def write_layer_selection(run_dir: Path | str, model_or_folder) -> Path | None:
+    """Write the student's selection record to `run_dir/layer_selection.json` (atomic); returns the
+    path, or None (nothing written) when the student has no record."""
+    record = layer_selection(model_or_folder)
+    if record is None:
+        return None
+    return write_json_atomic(Path(run_dir) / LAYER_SELECTION_FILE, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,22 +605,36 @@ def truncate(model_or_path, keep: Sequence[int], trust_remote_code: bool = False
         set_decoder_layers(model, layers)
     kept = [copy.deepcopy(layers[i]) for i in keep]
     _apply_layer_subset(student, keep, kept)
+    if hasattr(student.config, "layer_selection"):  # the source's own record; truncate_by_strategy writes a new one
+        del student.config.layer_selection
     return student
 
 
 def truncate_by_strategy(model_or_path, strategy: str, drop: int | float | None = None,
-                         remove: Sequence[int] | None = None, calibration_ids: torch.Tensor | None = None):
+                         remove: Sequence[int] | None = None, calibration_ids: torch.Tensor | None = None,
+                         keep_ends: bool = True, batch_size: int | None = SCORING_BATCH):
     """`truncate` with the layers chosen by `select_layers`; importance strategies score the layers
-    on `calibration_ids` first. Returns (student, kept indices)."""
+    on `calibration_ids` first. Returns (student, kept indices); the student's
+    `config.layer_selection` holds `selection_record` (kept/removed teacher layers, scores), so it
+    is saved in its config.json."""
     model = load_causal_lm(model_or_path)
     n = len(decoder_layers(model))
-    scores = None
+    scored = None
     if strategy in IMPORTANCE_STRATEGIES:
         if calibration_ids is None:
             raise ConfigError(f"calibration_ids: strategy {strategy!r} needs a calibration batch of token ids")
-        scores = layer_importance(model, calibration_ids, strategy, drop if drop is not None else 0.5)
-    keep = select_layers(strategy, n, drop=drop, remove=remove, scores=scores)
-    return truncate(model, keep), keep
+        if drop is None:
+            raise ConfigError(f"drop: strategy {strategy!r} needs the number (or fraction) of layers to drop")
+        if keep_ends:  # refuse an impossible amount before the (possibly long) scoring
+            _check_interior(n, drop_count(n, drop), strategy)
+        scored = score_layers(model, calibration_ids, strategy, drop, keep_ends=keep_ends, batch_size=batch_size)
+    keep = select_layers(strategy, n, drop=drop, remove=remove, scores=scored and scored["scores"],
+                         keep_ends=keep_ends)
+    student = truncate(model, keep)
+    student.config.layer_selection = selection_record(
+        strategy, n, keep, drop if strategy != "explicit" else None, scored, keep_ends,
+        calibration_ids if scored is not None else None)
+    return student, keep
 
 
 # ---------------------------------------------------------------------------------------------

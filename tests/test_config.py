@@ -121,7 +121,8 @@ def test_committed_profiles_are_unchanged_by_path_resolution():
                                                "offline-kd)"),
     (lambda: TrainConfig(kd_divergence=1), "train.kd_divergence: unknown 1 (valid: forward, reverse, jsd)"),
     (lambda: InitConfig(strategy="last"), "init.strategy: unknown 'last' (valid: max-gap, input, output, middle, "
-                                          "both, first, every-other, explicit, block-influence, angular)"),
+                                          "both, first, every-other, explicit, block-influence, angular, "
+                                          "ppl-removal, ppl-iterative, best-block, taylor)"),
     (lambda: EvalConfig(ppl_split="train"), "eval.ppl_split: unknown 'train' (valid: validation, test)"),
     (lambda: InitConfig(drop="half"), "init.drop: expected a number (integer or float), got 'half'"),
     (lambda: InitConfig(drop=True), "init.drop: expected a number (integer or float), got True"),
