@@ -14,6 +14,8 @@ class Notebook:
     trains: tuple[str, ...] = ()
     """Methods whose runs it trains first ('configs': the truncation configurations and extra
     strategies; 'variants': every profile variant)."""
+    needs_setting: str | None = None
+    """A profile list it has nothing to do without (skipped when empty)."""
 
     @property
     def number(self) -> str:
@@ -29,6 +31,7 @@ NOTEBOOKS = (
     Notebook("05_chop_plus_distill", needs=("chop-distill", "kd"), trains=("chop-distill",)),
     Notebook("06_inference_speed"),
     Notebook("07_width_vs_depth", needs=("width",), trains=("width",)),
+    Notebook("08_selection_and_healing", trains=("selectors",), needs_setting="selectors"),
     Notebook("99_report"),
 )
 
@@ -42,7 +45,7 @@ def maker(method: str, strategy: str | None, cfg) -> Notebook:
     if method in cfg.variants:
         kind = "variants"
     elif method == "tf" and strategy not in (None, cfg.strategy):
-        kind = "configs"
+        kind = "configs" if strategy in (*cfg.configs, *cfg.extra_strategies) else "selectors"
     else:
         kind = method
     return next(nb for nb in NOTEBOOKS if kind in nb.trains)

@@ -51,8 +51,11 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
     study = Study.load(profile, train=train, log=None)  # a bad profile fails here, before any work
     chosen = []
     for nb in notebooks(only):
-        missing = [m for m in catalog.by_number(nb.name[:2]).needs if m not in study.cfg.methods]
-        if missing:
+        spec = catalog.by_number(nb.name[:2])
+        missing = [m for m in spec.needs if m not in study.cfg.methods]
+        if spec.needs_setting and not getattr(study.cfg, spec.needs_setting):
+            log(f"skipping {nb.stem}: profile {study.cfg.name} sets no {spec.needs_setting}")
+        elif missing:
             log(f"skipping {nb.stem}: it needs method(s) {', '.join(missing)}, not in profile {study.cfg.name}")
         else:
             chosen.append(nb)

@@ -69,6 +69,9 @@ class StudyConfig:
     """Seeds of the runs that carry claims C1, C2, C4, C6, C8."""
     configs: list[str] = dataclasses.field(default_factory=lambda: ["max-gap", "input", "output", "middle", "both"])
     extra_strategies: list[str] = dataclasses.field(default_factory=lambda: ["first", "every-other", "block-influence", "angular"])
+    selectors: list[str] = dataclasses.field(default_factory=lambda: ["ppl-removal", "ppl-iterative", "best-block", "taylor"])
+    """Layer selectors compared in notebook 08 (scored on calibration blocks, then healed by TF);
+    empty skips the notebook's selection part."""
     gradual_every_tokens: list[int] = dataclasses.field(default_factory=list)
     """Gradual removal schedules (v3 Fig 6): remove one layer every K tokens."""
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
@@ -132,7 +135,7 @@ class StudyConfig:
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         from distill_lib.truncate import STRATEGIES
 
-        for s in [self.strategy, *self.configs, *self.extra_strategies]:
+        for s in [self.strategy, *self.configs, *self.extra_strategies, *self.selectors]:
             require(s in STRATEGIES, f"strategy: unknown {s!r} (valid: {', '.join(STRATEGIES)})")
 
 
@@ -442,6 +445,19 @@ class Study:
 
     def student(self, method: str, strategy: str | None = None, seed: int = 0, every_tokens: int | None = None):
         return self._get(self.run_config(method, strategy, seed, every_tokens), method, strategy)
+
+    def truncation(self, strategy: str) -> dict:
+        """Which layers a strategy keeps and how the model does right after truncation, before any
+        training (recorded by notebook 01 as `01_truncation`, read by 01 and 08)."""
+        def compute():
+            model, keep = self.truncated_untrained(strategy)
+            return {"kept": [int(i) for i in keep],
+                    "ppl_after_truncation": self.perplexity_of(model)["ppl"],
+                    # the first point of the recovery curve: the loop's own validation blocks
+                    "val_ppl_at_step_0": self.perplexity_of(model, split="validation",
+                                                            max_blocks=self.cfg.student_train.eval_blocks)["ppl"]}
+
+        return self.result("01_truncation", {"strategy": strategy, "drop": self.cfg.drop}, compute)
 
     def truncated_untrained(self, strategy: str):
         """The truncated model before any training (for 'perplexity right after truncation'), chosen

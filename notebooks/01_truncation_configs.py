@@ -74,18 +74,7 @@ display(Markdown(f"The {removed} layers of lowest block influence are {', '.join
 
 
 # %%
-def truncation(strategy):
-    """Which layers a strategy keeps and how the model does right after truncation, before training."""
-    model, keep = study.truncated_untrained(strategy)
-    return {"kept": [int(i) for i in keep],
-            "ppl_after_truncation": study.perplexity_of(model)["ppl"],
-            # the first point of the recovery curve: the loop's own validation blocks
-            "val_ppl_at_step_0": study.perplexity_of(model, split="validation",
-                                                     max_blocks=cfg.student_train.eval_blocks)["ppl"]}
-
-
-truncated = {s: study.result("01_truncation", {"strategy": s, "drop": cfg.drop}, lambda s=s: truncation(s))
-             for s in strategies}
+truncated = {s: study.truncation(s) for s in strategies}
 grid = np.array([[1 if i in truncated[s]["kept"] else 0 for i in range(n)] for s in strategies])
 fig, ax = plt.subplots(figsize=(0.32 * n + 2.5, 0.38 * len(strategies) + 1.2))
 ax.imshow(grid, cmap="Greys", vmin=-0.3, vmax=1.2, aspect="auto")
