@@ -2,11 +2,13 @@
 
 Layout of `<run>/checkpoint/`: `model/` (the student as an HF folder, what `runs` exports),
 `objective.safetensors` (the objective's own weights, if any: chop-distill's projections),
-`pruner.safetensors` (width pruning's scores and masks), `optimizer.pt`, `rng.pt`, `state.json`
-(step, tokens, ...). Model and optimizer are *full* (unsharded) state dicts keyed by parameter name,
-gathered with `torch.distributed.checkpoint.state_dict` — the API accelerate itself uses for FSDP2 —
-so the same code is right for one process, DDP (replicated state) and FSDP (sharded state: every
-process contributes its shard, process 0 writes), and a checkpoint resumes with any process count.
+`pruner.safetensors` (width pruning's scores and masks), `adapter/` (LoRA healing: the adapters as a
+standard PEFT adapter folder; `model/` then holds the frozen base, and the run's final model is the
+two merged, `healing.merged_model`), `optimizer.pt`, `rng.pt`, `state.json` (step, tokens, ...).
+Model and optimizer are *full* (unsharded) state dicts keyed by parameter name, gathered with
+`torch.distributed.checkpoint.state_dict` — the API accelerate itself uses for FSDP2 — so the same
+code is right for one process, DDP (replicated state) and FSDP (sharded state: every process
+contributes its shard, process 0 writes), and a checkpoint resumes with any process count.
 
 Atomic: the files go into `checkpoint.tmp`, which is swapped in by rename; a kill at any point
 leaves the previous complete checkpoint (as `checkpoint` or, mid-swap, `checkpoint.old`).
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from distill_lib.config import ConfigError
+from distill_lib.healing import split_adapter, with_adapter, write_adapter
 from distill_lib.models import decoder_layers, load_causal_lm
 
 CHECKPOINT = "checkpoint"
@@ -79,7 +82,11 @@ def _write(folder: Path, student, weights: dict, optimizer_state: dict, rng: dic
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     part = lambda prefix: {k[len(prefix):]: v.contiguous() for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
-    student.save_pretrained(tmp / "model", state_dict=_tied_as_in(student, part("student.")))
+    student_weights = _tied_as_in(student, part("student."))
+    adapter = split_adapter(student, student_weights)  # LoRA: adapters out, the frozen base stays a plain model
+    student.save_pretrained(tmp / "model", state_dict=student_weights)
+    if adapter:
+        write_adapter(student, adapter, tmp / "adapter")
     objective_state = part("objective.")
     if objective_state:
         save_file(objective_state, tmp / "objective.safetensors")
@@ -137,6 +144,8 @@ def read_checkpoint(folder: Path) -> dict:
 
     out = {"state": json.loads((folder / "state.json").read_text()), "student": load_causal_lm(folder / "model"),
            "optimizer": _load_pickle_free(folder / "optimizer.pt"), "rng": _load_pickle_free(folder / "rng.pt")}
+    if (folder / "adapter").is_dir():  # LoRA healing: the base with its trained adapters
+        out["student"] = with_adapter(out["student"], folder / "adapter")
     for part in ("objective", "pruner"):
         path = folder / f"{part}.safetensors"
         out[part] = load_file(path) if path.exists() else None

@@ -155,7 +155,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
 #: The key prefix each config's own messages use (`train.lr`); `from_dict` renames it to the key the
 #: section was given under (`student_train.lr`).
 _SECTIONS = {"DataConfig": "data", "ModelConfig": "model", "InitConfig": "init", "TrainConfig": "train",
-             "WidthConfig": "width", "SuiteConfig": "eval.suite", "EvalConfig": "eval"}
+             "WidthConfig": "width", "HealingConfig": "healing", "SuiteConfig": "eval.suite", "EvalConfig": "eval"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -520,12 +520,63 @@ class WidthConfig:
                 f"width.end_step: must be after start_step ({self.start_step}), got {self.end_step}")
 
 
+#: How the student heals (distill_lib.healing): which parameters continued pretraining trains. A name
+#: set like those above, kept with its config.
+HealingMethod = Literal["full", "lora", "partial", "replace"]
+HEALING_METHODS: tuple[str, ...] = typing.get_args(HealingMethod)
+#: Strategies that always remove one contiguous block (`replace` needs one), and those chosen from the
+#: config alone, without scores (for those `replace` checks the block against the teacher's depth).
+BLOCK_STRATEGIES = ("input", "output", "middle", "first", "angular", "best-block")
+UNSCORED_STRATEGIES = ("max-gap", "input", "output", "middle", "both", "first", "every-other", "explicit")
+
+
+@dataclasses.dataclass(frozen=True)
+class HealingConfig:
+    """How the truncated student heals during continued pretraining (the one loop, any objective):
+    'full' trains every parameter (the paper); 'lora' trains LoRA adapters (peft) on every linear
+    layer of the decoder, merged into the weights at the end; 'partial' trains only the LM head, the
+    final norm and the last `partial_layers` layers; 'replace' (LLM-Streamline) puts one new layer,
+    a copy of the removed block's last layer, where the contiguous removed block was, fits it to the
+    block's output for `replace_steps` steps (MSE, stage 1), then trains everything with the
+    objective (stage 2). Each key is a method's own (its prefix names the method): set for another
+    method, it is refused. `healing: {method: full}` is the same run as no `healing` (same hash)."""
+
+    method: HealingMethod = "full"
+    lora_rank: int = 8
+    """LoRA rank r of every adapter."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: the update is (lora_alpha / lora_rank) * B @ A."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapters' input (training only)."""
+    partial_layers: int = 2
+    """'partial': how many of the student's last layers train (0: only head and final norm)."""
+    replace_steps: int = 100
+    """'replace': stage-1 steps (train.batch_size blocks each) fitting the new layer to the block."""
+    replace_lr: Optional[float] = None
+    """'replace': stage-1 peak learning rate (AdamW, cosine to train.min_lr_ratio); None = train.lr."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "healing")
+        require(self.lora_rank > 0, f"healing.lora_rank: must be > 0, got {self.lora_rank}")
+        require(self.lora_alpha > 0, f"healing.lora_alpha: must be > 0, got {self.lora_alpha}")
+        require(0.0 <= self.lora_dropout < 1.0, f"healing.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        require(self.partial_layers >= 0, f"healing.partial_layers: must be >= 0, got {self.partial_layers}")
+        require(self.replace_steps > 0, f"healing.replace_steps: must be > 0, got {self.replace_steps}")
+        require(self.replace_lr is None or self.replace_lr > 0, f"healing.replace_lr: must be > 0, got {self.replace_lr}")
+        defaults = HealingConfig.__dataclass_fields__
+        for f in dataclasses.fields(self):
+            owner = f.name.split("_")[0]
+            if f.name != "method" and owner != self.method and getattr(self, f.name) != defaults[f.name].default:
+                raise ConfigError(f"healing.{f.name}: set to {getattr(self, f.name)!r}, but it belongs to method "
+                                  f"{owner!r} and healing.method is {self.method!r}")
+
+
 #: Version of the rule that names a run's folder (distill_lib.runs.config_hash: a hash of the config's
 #: JSON). Version 1 hashed every field of the first stored runs. A RunConfig field added later is
 #: declared with `added_in(version)`; it enters the hash only when set, so a config that does not use
 #: it keeps the hash, and the stored run, it had. Bump this with every such field (tests/test_hashes.py
 #: pins the hashes of representative configs).
-HASH_VERSION = 2
+HASH_VERSION = 3
 
 
 def added_in(version: int) -> Any:
@@ -547,6 +598,8 @@ class RunConfig:
     distilled from (objectives kd, chop-distill, offline-kd)."""
     width: Optional[WidthConfig] = added_in(2)
     """Width pruning during training (DimCHOP); None = off."""
+    healing: Optional[HealingConfig] = added_in(3)
+    """How the student heals (LoRA, partial, replacement layer); None = every parameter trains."""
 
     def __post_init__(self) -> None:
         check_field_types(self, "")
@@ -556,6 +609,24 @@ class RunConfig:
                 f"teacher: objective {self.train.objective!r} with init {self.init.kind!r} needs a teacher folder")
         require(self.width is None or self.train.remove_every_tokens is None,
                 "width: width pruning and gradual layer removal cannot be combined in one run")
+        self._check_healing()
+
+    def _check_healing(self) -> None:
+        if self.healing is not None and self.healing.method == "full":
+            object.__setattr__(self, "healing", None)  # the default loop: the same run (and hash) as no healing
+        if self.healing is None:
+            return
+        method = self.healing.method
+        require(self.width is None and self.train.remove_every_tokens is None,
+                f"healing.method: {method!r} cannot be combined with width pruning or gradual layer removal")
+        if method != "replace":
+            return
+        require(self.init.kind == "truncate", f"healing.method: 'replace' replaces a block of teacher layers, so it "
+                f"needs init.kind 'truncate', got {self.init.kind!r}")
+        require(self.init.strategy in BLOCK_STRATEGIES + UNSCORED_STRATEGIES,
+                f"healing.method: 'replace' needs the removed layers to form one contiguous block, which "
+                f"init.strategy {self.init.strategy!r} does not guarantee; use one of {', '.join(BLOCK_STRATEGIES)} "
+                "or explicit with consecutive layers")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
     config.json      the RunConfig (written when training starts)
     metrics.jsonl    one line per logged step (losses, lr, tokens, wall time, FLOPs, MFU, memory)
     checkpoint/      the latest resumable checkpoint (model, optimizer, RNG, loop state)
-    model/           the final HF checkpoint + tokenizer (written atomically at the end)
+    model/           the final HF checkpoint + tokenizer (written atomically at the end; a plain HF
+                     folder for every method: width pruning shrunk, LoRA adapters merged)
     complete.json    written last: summary, library versions, hardware. Its presence = complete.
 
 Asking for a run whose config matches a complete one returns it without training; an interrupted
@@ -137,6 +138,10 @@ def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **trai
             from distill_lib.train import shrunk_model
 
             shrunk_model(result.dir / CHECKPOINT).save_pretrained(tmp)
+        elif run.healing is not None and run.healing.method == "lora":  # adapters merged: a plain model
+            from distill_lib.healing import merged_model
+
+            merged_model(result.dir / CHECKPOINT).save_pretrained(tmp)
         else:
             for item in (result.dir / CHECKPOINT / "model").iterdir():
                 shutil.copy2(item, tmp / item.name)

@@ -6,7 +6,10 @@ Read bottom-up from `train`: `set_up` (checks first, before anything expensive �
 or from the last checkpoint → objective → optimizer → `accelerate.prepare` → callbacks), then the
 loop: `train_step` (lr, micro-batches, backward, divergence check, clip, optimizer step), the step's
 metrics entry, and the callbacks (`distill_lib.callbacks`: width pruning, gradual removal,
-validation, metrics log, progress, checkpointing) at their hook points. `accelerate` runs the same
+validation, metrics log, progress, checkpointing) at their hook points. The healing method
+(`distill_lib.healing`: full, LoRA, partial, replacement layer) decides what trains: it shapes the
+initial model (replace: stage 1), the student before the optimizer sees it, the backward FLOPs and
+what the summary records. `accelerate` runs the same
 code on CPU, one GPU or several, with DDP or FSDP from its config; checkpoints hold full (unsharded)
 state, gathered by every process (`distill_lib.checkpoint`). N processes on one machine:
 `accelerate launch --multi_gpu --num_processes N ...` (or `torchrun --nproc_per_node N ...`); on a
@@ -41,6 +44,9 @@ from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError
 from distill_lib.config import ConfigError, RunConfig, to_dict
 from distill_lib.data import PreparedData, has_tokenizer, prepare_data
 from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
+from distill_lib.healing import (
+    check_replace_block, fit_replacement, healing_summary, method_of, prepare, replacement_student, step_flops,
+)
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
 from distill_lib.objectives import (
     ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
@@ -101,15 +107,16 @@ def teacher_location(teacher: str | None, run_dir: Path) -> str | None:
     return str(Path(run_dir).parent / teacher[len("run:"):] / "model")
 
 
-def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print):
-    """The run's starting model and, for truncations, the kept teacher layers."""
+def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print, device="cpu"):
+    """The run's starting model, for truncations the kept teacher layers, and for healing by
+    replacement the record of its stage 1 (else None)."""
     init = run.init
     if init.kind == "scratch":
         return build_model(run.model, len(data.tokenizer), run.train.seed,
-                           data.tokenizer.bos_token_id, data.eos_token_id), None
+                           data.tokenizer.bos_token_id, data.eos_token_id), None, None
     teacher = load_causal_lm(teacher_location(run.teacher, run_dir))
     if init.kind == "pretrained":
-        return teacher, None
+        return teacher, None, None
     calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
     student, keep = truncate_by_strategy(teacher, init.strategy, drop=init.drop, remove=init.remove,
                                          calibration_ids=calibration)
@@ -118,7 +125,19 @@ def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print):
         student = type(student)(student.config)
     if log:
         log(f"init: {init.kind} with {init.strategy}, kept layers {keep} of {len(decoder_layers(teacher))}")
-    return student, keep
+    if method_of(run) == "replace":  # LLM-Streamline: one new layer for the removed block, fitted to it
+        student, block = replacement_student(teacher, student, keep, init.strategy)
+        return student, keep, fit_replacement(teacher, student, block, run, _stage1_batches(run, data),
+                                              torch.device(device), log)
+    return student, keep, None
+
+
+def _stage1_batches(run: RunConfig, data: PreparedData):
+    """Replacement stage 1 reads the training blocks the loop starts with, batch_size per step."""
+    blocks, cfg = data.blocks("train"), run.train
+    for step in range(run.healing.replace_steps):
+        order = block_order(len(blocks), cfg.seed, step * cfg.batch_size, cfg.batch_size)
+        yield torch.from_numpy(blocks[order].astype(np.int64))
 
 
 def _teacher_for(run: RunConfig, run_dir: Path):
@@ -271,7 +290,7 @@ class Trainer:
     pruner: torch.nn.Module | None
     flops: StepFlops  # per token of a training step
     peak: float  # peak FLOP/s of one device, for MFU
-    state: dict  # step, tokens, flops, wall_seconds, layers_removed
+    state: dict  # step, tokens, flops, wall_seconds, layers_removed (+ healing: replacement stage 1, counted in)
     rng: dict | None  # the checkpoint's generator states, restored just before the first step
     step_started: float = 0.0
     stop: bool = False  # set by a callback: end this process's work now (StopAfter)
@@ -309,7 +328,8 @@ class Trainer:
 
 
 def _step_flops(run: RunConfig, student, length: int, teacher) -> StepFlops:
-    return training_flops_per_token(student, length, teacher if run.train.objective in ("kd", "chop-distill") else None)
+    flops = training_flops_per_token(student, length, teacher if run.train.objective in ("kd", "chop-distill") else None)
+    return step_flops(run, student, length, flops)  # healing: the backward of what trains
 
 
 def _launch(run: RunConfig, log):
@@ -342,6 +362,7 @@ def _build(run: RunConfig, run_dir: Path, data: PreparedData, student, saved: di
     """Teacher, objective, optimizer and width pruner around `student`, prepared by accelerate and,
     on resume, restored from the checkpoint's contents `saved`."""
     _check_model_fits(student, run, data, "student")
+    student = prepare(run, student)  # healing: LoRA adapters, or only the top trains
     teacher = _teacher_for(run, run_dir)
     if teacher is not None:
         _check_model_fits(teacher, run, data, "teacher")
@@ -372,6 +393,7 @@ def _build(run: RunConfig, run_dir: Path, data: PreparedData, student, saved: di
 def set_up(run: RunConfig, run_dir: Path, data: PreparedData | None, log, peak_flops: float | None) -> Trainer:
     """Everything before the first step, checks first (before anything expensive)."""
     validate_run(run, run_dir)
+    check_replace_block(run, teacher_location(run.teacher, run_dir))
     accelerator, micro, accum, say = _launch(run, log)
     data = _claim_folder(run, run_dir, data, accelerator.is_main_process, say)
     # the model: fresh, or from the last checkpoint that reads completely
@@ -380,8 +402,11 @@ def set_up(run: RunConfig, run_dir: Path, data: PreparedData | None, log, peak_f
         student, state = saved["student"], saved["state"]
         say(f"resume: {run.name} from step {state['step']}" + (f" ({ckpt.name})" if ckpt.name != CHECKPOINT else ""))
     else:
-        student, _ = initial_model(run, data, run_dir, log=say)
+        student, _, stage1 = initial_model(run, data, run_dir, log=say, device=accelerator.device)
         state = {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "layers_removed": 0}
+        if stage1 is not None:  # its data, compute and time are the run's
+            state.update(tokens=stage1["tokens"], flops=stage1["flops"], wall_seconds=stage1["wall_seconds"],
+                         healing=stage1)
     teacher, wrapped, optimizer, pruner = _build(run, run_dir, data, student, saved, accelerator, say)
     blocks = data.blocks("train")
     valid = data.blocks("validation")[: run.train.eval_blocks]
@@ -501,4 +526,5 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     state = t.state
     return {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
             "wall_seconds": state["wall_seconds"], "flops_per_token": vars(t.flops) | {"total": t.flops.total},
-            "final": entry, "processes": t.procs, "device": str(t.device)}
+            "final": entry, "processes": t.procs, "device": str(t.device),
+            **healing_summary(t.run, t.accelerator.unwrap_model(t.wrapped), t.optimizer, state)}

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from distill_lib.config import DataConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict
+from distill_lib.config import (
+    DataConfig, HealingConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
+)
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.runs import config_hash, run_dir
 
@@ -39,6 +41,16 @@ PINNED = [
                init=InitConfig(kind="truncate", strategy="explicit", remove=[1, 2]), teacher="/models/t",
                train=TrainConfig(precision="bf16", micro_batch_size=4, removal_order=[1, 3], remove_every_tokens=1000)),
      "teacher-4f4e0b1c02"),
+    # healing set (hash version 3); pinned when the field was added
+    (RunConfig(name="lora-middle-s0", data=DATA, init=InitConfig(kind="truncate", strategy="middle", drop=0.5),
+               train=TrainConfig(objective="lm", max_steps=160, lr=3e-3, warmup_steps=16), teacher=TEACHER,
+               healing=HealingConfig(method="lora", lora_rank=16, lora_alpha=32.0)),
+     "lora-middle-s0-f86ec5a156"),
+    # healing: {method: full} is the default loop: the run (and hash) of the first entry
+    (RunConfig(name="tf-max-gap-s0", data=DATA, init=InitConfig(kind="truncate", strategy="max-gap", drop=0.5),
+               train=TrainConfig(objective="lm", max_steps=160, lr=3e-3, warmup_steps=16), teacher=TEACHER,
+               healing=HealingConfig(method="full")),
+     "tf-max-gap-s0-f5b70efebf"),
 ]
 
 
@@ -87,10 +99,13 @@ def test_fields_added_after_hash_version_1_are_run_fields_hashed_only_when_set()
     from distill_lib.runs import hashed_fields
 
     added = {f.name: f.metadata["hash_version"] for f in dataclasses.fields(RunConfig) if "hash_version" in f.metadata}
-    assert added == {"width": 2} and max(added.values()) == config.HASH_VERSION
+    assert added == {"width": 2, "healing": 3} and max(added.values()) == config.HASH_VERSION
     assert all(getattr(RunConfig, name, None) is None for name in added)  # default None
-    nested = [config.DataConfig, config.ModelConfig, config.InitConfig, config.TrainConfig, config.WidthConfig]
+    nested = [config.DataConfig, config.ModelConfig, config.InitConfig, config.TrainConfig, config.WidthConfig,
+              config.HealingConfig]
     assert not any("hash_version" in f.metadata for cls in nested for f in dataclasses.fields(cls))  # not honoured there
     run, _ = PINNED[0]
-    assert "width" not in hashed_fields(run) and set(hashed_fields(dataclasses.replace(run, width=WidthConfig()))) \
-        == {f.name for f in dataclasses.fields(RunConfig)}
+    assert not {"width", "healing"} & set(hashed_fields(run))
+    every = {f.name for f in dataclasses.fields(RunConfig)}
+    assert set(hashed_fields(dataclasses.replace(run, width=WidthConfig()))) == every - {"healing"}
+    assert set(hashed_fields(dataclasses.replace(run, healing=HealingConfig(method="lora")))) == every - {"width"}
