@@ -22,6 +22,7 @@ the optimizer state, this process's), mean tokens/s, and the method's own record
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -119,8 +120,17 @@ def fit_replacement(teacher: nn.Module, student: nn.Module, block: list[int], ru
     """Stage 1 of `replace`: train only the new layer (student layer block[0]) so that its output
     matches the teacher's output of the block, on the token-id batches `batches` (one per step). The
     student's layers below it are the teacher's, frozen, so both see the same input. AdamW, peak lr
-    healing.replace_lr (or train.lr), cosine to train.min_lr_ratio, gradients clipped as the run's.
+    healing.replace_lr (or train.lr), cosine to train.min_lr_ratio, gradients clipped as the run's;
+    dropout (if any) drawn from its own generator seeded with train.seed, outside the run's stream.
     Returns its record: per-step MSE, tokens, FLOPs, seconds, optimizer-state bytes."""
+    from distill_lib.callbacks import outside_the_run_rng
+
+    with outside_the_run_rng(device):
+        torch.manual_seed(run.train.seed)
+        return _fit_replacement(teacher, student, block, run, batches, device, log)
+
+
+def _fit_replacement(teacher, student, block, run: RunConfig, batches, device, log) -> dict:
     cfg, steps = run.train, run.healing.replace_steps
     position, new = block[0], decoder_layers(student)[block[0]]
     teacher.to(device).eval()
@@ -132,7 +142,7 @@ def fit_replacement(teacher: nn.Module, student: nn.Module, block: list[int], ru
     micro = cfg.micro_batch_size or cfg.batch_size
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")  # noqa: E731
     losses, tokens, started = [], 0, time.perf_counter()
-    for step, ids in zip(range(steps), batches):
+    for ids in itertools.islice(batches, steps):
         total = 0.0
         for chunk in ids.split(micro):
             chunk = chunk.to(device)
