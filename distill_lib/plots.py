@@ -90,7 +90,8 @@ def log_axis(ax, axis: str = "y") -> None:
     getattr(ax, f"set_{axis}scale")("log")
     target = ax.yaxis if axis == "y" else ax.xaxis
     target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    # four significant digits below 1,000: a narrow range (163.5 to 166) keeps distinct labels
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1000 else f"{v:.4g}"))
     target.set_minor_formatter(NullFormatter())
 
 

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Optional, Union
 
 from distill_lib.config import (
-    ConfigError, DataConfig, EvalConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
+    ConfigError, DataConfig, EvalConfig, HealingConfig, InitConfig, ModelConfig, RunConfig, TrainConfig, WidthConfig, from_dict,
     load_yaml, require, resolve_profile_paths, to_dict,
 )
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.records import MissingRecord
 
 METHODS = ("tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width")
-_VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps"}
+_VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps", "healing"}
 #: Methods a variant can change (the others build a different model, not a different training).
 _VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill")
 _OBJECTIVE = {"tf": "lm", "kd": "kd", "offline-kd": "offline-kd", "chop-distill": "chop-distill",
@@ -71,7 +71,11 @@ class StudyConfig:
     extra_strategies: list[str] = dataclasses.field(default_factory=lambda: ["first", "every-other", "block-influence", "angular"])
     selectors: list[str] = dataclasses.field(default_factory=lambda: ["ppl-removal", "ppl-iterative", "best-block", "taylor"])
     """Layer selectors compared in notebook 08 (scored on calibration blocks, then healed by TF);
-    empty skips the notebook's selection part."""
+    empty skips the notebook."""
+    healing_strategy: str = "best-block"
+    """The truncation notebook 08 compares the healing methods on (variants with a `healing` key,
+    e.g. `tf-lora: {method: tf, healing: {method: lora, lora_rank: 8}}`). Fixed before any number
+    is seen; a contiguous block, so that `replace` applies."""
     gradual_every_tokens: list[int] = dataclasses.field(default_factory=list)
     """Gradual removal schedules (v3 Fig 6): remove one layer every K tokens."""
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
@@ -115,6 +119,9 @@ class StudyConfig:
                     f"{where}.teacher_correction_steps: expected an integer >= 0, got {steps!r}")
             require(not steps or variant.get("method") == "kd",
                     f"{where}.teacher_correction_steps: only a kd variant distils from a corrected teacher")
+            if variant.get("healing") is not None:
+                require(isinstance(variant["healing"], dict), f"{where}.healing: expected a mapping of healing fields")
+                from_dict(HealingConfig, variant["healing"], where=f"{where}.healing")
             require(variant.get("method") in _VARIANT_BASES,
                     f"{where}.method: expected one of {', '.join(_VARIANT_BASES)}, got {variant.get('method')!r}")
             fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective", "seed"}
@@ -135,7 +142,7 @@ class StudyConfig:
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         from distill_lib.truncate import STRATEGIES
 
-        for s in [self.strategy, *self.configs, *self.extra_strategies, *self.selectors]:
+        for s in [self.strategy, self.healing_strategy, *self.configs, *self.extra_strategies, *self.selectors]:
             require(s in STRATEGIES, f"strategy: unknown {s!r} (valid: {', '.join(STRATEGIES)})")
 
 
@@ -388,13 +395,15 @@ class Study:
         strategy = strategy or cfg.strategy
         name = f"{method}-{strategy}-s{seed}"
         student_train = cfg.student_train
-        teacher = None
+        teacher = healing = None
         if method in cfg.variants:
             variant = cfg.variants[method]
             student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
             student_train = _scaled(student_train, variant.get("budget", 1))
             if variant.get("teacher_correction_steps"):
                 teacher = self.corrected_teacher_ref(method)
+            if variant.get("healing") is not None:
+                healing = from_dict(HealingConfig, variant["healing"])
             method = variant["method"]
         train = dataclasses.replace(student_train, objective=_OBJECTIVE[method], seed=seed)
         if method == "scratch":
@@ -424,7 +433,7 @@ class Study:
                              train=train, width=WidthConfig(target=self.width_target))
         kind = "random-truncated" if method == "random" else "truncate"
         return RunConfig(name=name, data=cfg.data, init=InitConfig(kind=kind, strategy=strategy, drop=cfg.drop),
-                         teacher=teacher, train=train)
+                         teacher=teacher, train=train, **({"healing": healing} if healing else {}))
 
     @cached_property
     def width_target(self) -> float:

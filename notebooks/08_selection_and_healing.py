@@ -23,6 +23,7 @@ from IPython.display import Markdown, display
 
 from distill_lib import plots
 from distill_lib.plots import format_value
+from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
@@ -114,3 +115,61 @@ display(Markdown(f"Lowest test perplexity after healing: `{best.selection}` ({fo
                                                    f"{format_value(paper['test ppl after healing'].iloc[0])}" if len(paper) else "")
                  + ". One seed: differences smaller than the seed spread of notebook 01 are not findings."))
 plots.table(healed)
+
+# %% [markdown]
+# ## Healing: full continued pretraining, LoRA, partial fine-tuning, a replacement layer
+# On one truncation fixed before any number was seen (`healing_strategy` of the profile: a
+# contiguous block, so that LLM-Streamline's replacement layer applies), each healing method trains
+# for the profile's token budget: **full** (the paper's continued pretraining), **LoRA** (adapters
+# on every linear layer of the decoder, merged at the end), **partial** (only the LM head, the final
+# norm and the last layers), **replace** (one new layer in the removed block's place, first fitted
+# to the block's output, then everything trains; its first stage is counted in its tokens and
+# FLOPs). Each ends as a plain Hugging Face checkpoint. Compared at equal tokens (test perplexity)
+# and at equal FLOPs (validation perplexity read at the cheapest method's total FLOPs).
+
+# %%
+healers = [m for m in cfg.methods if cfg.variants.get(m, {}).get("healing")]
+if healers:
+    hs = cfg.healing_strategy
+    seeds = sorted({s for m in healers for s in study.seeds(m)})
+    groups = {"full": [study.student("tf", strategy=hs, seed=s) for s in seeds],
+              **{cfg.variants[m]["healing"]["method"]: [study.student(m, strategy=hs, seed=s) for s in study.seeds(m)]
+                 for m in healers}}
+    curve = curves(groups)
+    cheapest = min(np.mean([r.summary["summary"]["flops"] for r in runs]) for runs in groups.values())
+    rows = []
+    for label, runs in groups.items():
+        for r in runs:
+            summary = r.summary["summary"]
+            points = [(e["flops"], e["val_loss"]) for e in r.metrics() if "val_loss" in e]
+            at = (np.exp(np.interp(cheapest, *zip(*points))) if points[0][0] <= cheapest <= points[-1][0] else np.nan)
+            rows.append({"healing": label, "seed": r.config.train.seed,
+                         "trainable parameters": summary.get("trainable_parameters", np.nan),
+                         "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,
+                         "tokens/s": summary.get("tokens_per_s", np.nan), "FLOPs": summary["flops"],
+                         "val ppl at equal FLOPs": at, "test ppl (equal tokens)": study.headline(r)["ppl"]})
+    healing = pd.DataFrame(rows)
+    study.save_table(healing, "08_healing")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for ax, x in zip(axes[:2], ["flops", "wall_seconds"]):
+        plots.draw_curves(ax, curve, x, "val_ppl", order=list(groups))
+        plots.log_axis(ax)
+        if x == "flops":
+            plots.eng_axis(ax)
+        plots.label_axes(ax, x, "val_ppl")
+    means = healing.groupby("healing", sort=False).mean(numeric_only=True)
+    for label, row in means.iterrows():
+        axes[2].scatter(row["FLOPs"], row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
+                        alpha=0.7, label=label)
+        axes[2].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["FLOPs"], row["test ppl (equal tokens)"]),
+                         textcoords="offset points", xytext=(6, 4), fontsize=8)
+    plots.eng_axis(axes[2])
+    axes[2].margins(0.25)
+    axes[2].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity",
+                title="Area: optimizer-state memory")
+    plots.figure_legend(fig, axes[:2])
+    study.save_figure(fig, "08_healing")
+    best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
+    display(Markdown(f"Healing on `{hs}`; at the cheapest method's {format_value(cheapest)} FLOPs the lowest validation "
+                     f"perplexity is {best}'s." if best else f"Healing on `{hs}`."))
+    plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")]))
