@@ -298,3 +298,62 @@ def _c8(study, ppl, add):
         f"at equal FLOPs CHOP+distill's val ppl minus TF's is {fmt(d, h)}; at equal tokens its test ppl minus "
         f"TF's is {fmt(d_tok, h_tok)}", verdict_at_least(d, h), d, h,
         "CHOP+distill's val ppl minus TF's, at TF's total FLOPs", len(seeds))
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: the study's own hypotheses (notebook 08), stated with their rules before any
+# number was seen, tested with the same machinery
+# ---------------------------------------------------------------------------------------------
+FINDINGS = {
+    "H1": "selection by calibration perplexity (ppl-removal) beats the paper's max-gap after healing",
+    "H2": "LoRA healing reaches full continued pretraining at equal compute",
+}
+
+
+def findings(study) -> "pd.DataFrame":
+    """H1, H2 with our numbers, rule and verdict (empty when the profile runs no notebook 08)."""
+    import pandas as pd
+
+    study = study.read_only()
+    cfg = study.cfg
+    rows = []
+
+    def add(key, rule, ours, verdict, diff=None, half=None, positive="", seeds=0):
+        rows.append({"hypothesis": key, "statement": FINDINGS[key], "verdict": verdict, "ours": ours, "diff": diff,
+                     "ci95": half, "positive means": positive, "rule": rule, "seeds": seeds})
+
+    lora = [m for m in cfg.methods if (cfg.variants.get(m, {}).get("healing") or {}).get("method") == "lora"]
+    checks = {"H1": (_h1, "ppl-removal" in cfg.selectors, "no ppl-removal in `selectors`"),
+              "H2": (_h2, bool(lora), "no LoRA healing variant in the profile")}
+    for key, (check, applies, why) in checks.items():
+        if not applies:
+            add(key, "-", why, NOT_TESTED)
+            continue
+        try:
+            check(study, add, *([lora[0]] if key == "H2" else []))
+        except MissingRecord as err:
+            add(key, "-", f"not recorded yet ({err.what})", NOT_TESTED)
+    return pd.DataFrame(rows)
+
+
+def _h1(study, add):
+    seeds = study.selector_seeds()
+    ppl = lambda s, seed: study.headline(study.student("tf", strategy=s, seed=seed))["ppl"]  # noqa: E731
+    paper = [ppl("max-gap", s) for s in seeds]
+    chosen = [ppl("ppl-removal", s) for s in seeds]
+    d, h = paired_difference(paper, chosen)
+    add("H1", "strict: the interval of ppl(max-gap) - ppl(ppl-removal) after healing lies above 0",
+        f"test ppl after healing: ppl-removal {fmt(*mean_ci(chosen))}, max-gap {fmt(*mean_ci(paper))}",
+        verdict_strict(d, h), d, h, "max-gap's test ppl minus ppl-removal's", len(seeds))
+
+
+def _h2(study, add, lora):
+    strategy = study.cfg.healing_strategy
+    seeds = study.seeds(lora)
+    full = {s: study.student("tf", strategy=strategy, seed=s) for s in seeds}
+    adapters = {s: study.student(lora, strategy=strategy, seed=s) for s in seeds}
+    at_lora = [_val_ppl_at_flops(full[s], adapters[s].summary["summary"]["flops"]) for s in seeds]
+    d, h = paired_difference(at_lora, [_final_val_ppl(adapters[s]) for s in seeds])
+    add("H2", "at least: val ppl(full at LoRA's total FLOPs) - val ppl(LoRA) >= 0",
+        f"on `{strategy}`, at LoRA's total FLOPs full continued pretraining's val ppl minus LoRA's is {fmt(d, h)}",
+        verdict_at_least(d, h), d, h, "full's val ppl minus LoRA's, at LoRA's total FLOPs", len(seeds))

@@ -72,6 +72,8 @@ class StudyConfig:
     selectors: list[str] = dataclasses.field(default_factory=lambda: ["ppl-removal", "ppl-iterative", "best-block", "taylor"])
     """Layer selectors compared in notebook 08 (scored on calibration blocks, then healed by TF);
     empty skips the notebook."""
+    selector_seeds: Optional[list[int]] = None
+    """Seeds of the selectors' healed students in notebook 08; None = the first of `config_seeds`."""
     healing_strategy: str = "best-block"
     """The truncation notebook 08 compares the healing methods on (variants with a `healing` key,
     e.g. `tf-lora: {method: tf, healing: {method: lora, lora_rank: 8}}`). Fixed before any number
@@ -379,6 +381,10 @@ class Study:
         it when methods are compared at equal FLOPs."""
         corrected = self.correction(method)
         return float(corrected.summary["summary"]["flops"]) if corrected is not None else 0.0
+
+    def selector_seeds(self) -> list[int]:
+        """The seeds notebook 08 heals each selector's student with (H1)."""
+        return list(self.cfg.selector_seeds or self.config_seeds()[:1])
 
     def config_seeds(self) -> list[int]:
         """The seeds notebook 01 trains its five configurations with (C4)."""

@@ -24,7 +24,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from distill_lib import plots
-from distill_lib.claims import claims, field_context, reading
+from distill_lib.claims import claims, field_context, findings, reading
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
@@ -51,6 +51,18 @@ plots.table(shown[["claim", "statement", "version", "verdict", "difference (95% 
 # %%
 display(Markdown("\n\n".join(reading(row) for _, row in table.iterrows())))
 display(Markdown(field_context(table)))
+
+# %% [markdown]
+# ## Beyond the paper: the study's own hypotheses
+# Stated with their rules before the numbers were seen (notebook 08), tested like the claims.
+
+# %%
+own = findings(study)
+study.save_table(own, "99_findings")
+shown = own.assign(**{"difference (95% CI)": [plots.format_value(d, h) for d, h in zip(own["diff"], own["ci95"])]})
+plots.table(shown[["hypothesis", "statement", "verdict", "difference (95% CI)", "positive means", "seeds"]])
+display(Markdown("\n\n".join(f"**{row.hypothesis}** ({row.statement}): {row.ours}. Verdict: **{row.verdict}** "
+                               f"(rule: {row.rule})." for row in own.itertuples())))
 
 # %% [markdown]
 # ## Key figures
