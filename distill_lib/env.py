@@ -62,9 +62,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves every allocation above 32 MiB with a fresh `mmap` and unmaps it on free,
     so each training step page-faults and zero-fills its logits, their gradient and the softmax
-    again (a 4 x 256 x 49,152 fp32 tensor is 192 MiB): on 2 cores a third of a SmolLM2 student step
-    was kernel time. Serving them from the heap and never trimming it reuses the same pages. Measured
-    on the SmolLM2 student (fp32, 2 threads, 8 steps): 61 s -> 44 s, kernel time 40 s -> 10 s; see
+    again (a 4 x 256 x 49,152 fp32 tensor is 192 MiB). Serving them from the heap and never trimming
+    it reuses the same pages. Measured on the SmolLM2 student (fp32, 2 threads, steady-state steps):
+    1.06x the tokens/s on TF steps and 1.19x on KD steps, identical losses; see
     bench/RESULTS_smollm2.md. Linux/glibc only; DISTILL_KEEP_FREED_MEMORY=0 turns it off.
     Returns True when the setting took effect."""
     if os.environ.get("DISTILL_KEEP_FREED_MEMORY", "1").strip() in {"0", "false", "no"}:
