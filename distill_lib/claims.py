@@ -76,6 +76,9 @@ def field_context(table) -> str:
                 "sides with the paper")
     elif row["verdict"] == NOT_REPRODUCED:
         ours = f"here C2 came out **{row['verdict']}** (KD ahead at equal compute), which sides with Minitron"
+    elif row["ci95"] is None or row["ci95"] != row["ci95"]:  # one paired seed: no interval yet
+        ours = (f"here C2 is **{row['verdict']}**: one paired seed, no interval yet (the difference, "
+                f"{row['diff']:+.3g}, {'goes the paper' if row['diff'] > 0 else 'goes Minitron'}'s way)")
     else:
         ours = f"here C2 is **{row['verdict']}**: the seeds do not separate the two"
     return ("**Next to later work.** Minitron (Muralidharan et al. 2024, arXiv 2407.14679) found the opposite of "

@@ -60,7 +60,7 @@ display(Markdown(field_context(table)))
 own = findings(study)
 study.save_table(own, "99_findings")
 shown = own.assign(**{"difference (95% CI)": [plots.format_value(d, h) for d, h in zip(own["diff"], own["ci95"])]})
-plots.table(shown[["hypothesis", "statement", "verdict", "difference (95% CI)", "positive means", "seeds"]])
+display(plots.table(shown[["hypothesis", "statement", "verdict", "difference (95% CI)", "positive means", "seeds"]]))
 display(Markdown("\n\n".join(f"**{row.hypothesis}** ({row.statement}): {row.ours}. Verdict: **{row.verdict}** "
                                f"(rule: {row.rule})." for row in own.itertuples())))
 
