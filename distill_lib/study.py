@@ -106,17 +106,20 @@ class Study:
         self.figures = PROJECT_ROOT / "figures" / cfg.name
         self.log = log
         self.train = train
+        self.may_evaluate = False  # see read_only
 
     @classmethod
     def load(cls, profile: str | Path, **kw) -> "Study":
         return cls(load_study_config(profile), **kw)
 
     def read_only(self) -> "Study":
-        """This study reading records only (what reports use: a report never trains)."""
+        """This study without training (what the claims use: a report never trains). A complete run
+        of the run store is still recorded, and in training mode a missing evaluation of a finished
+        run is still computed (minutes, not a training run)."""
         if not self.train:
             return self
         view = copy.copy(self)
-        view.train = False
+        view.train, view.may_evaluate = False, True
         return view
 
     # --- data and evaluation set-up ---------------------------------------------------------------
@@ -385,7 +388,7 @@ class Study:
         found = run.record["evaluations"].get(key)
         if found is not None:
             return found
-        if not self.train:
+        if not (self.train or self.may_evaluate):
             raise self._missing(f"the evaluation of run {run.dir.name}", "02")
         result = evaluate_folder(run.model_dir, self.data, self.cfg.eval, self.suite_dir, log=self.log,
                                  tokenizer=self.data.tokenizer)
