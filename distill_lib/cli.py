@@ -386,19 +386,14 @@ def _check_suite_sizes(cfg) -> str:
             "(requested/at most, before the tokenizer's length limit)")
 
 
-def _seeds(cfg, method: str) -> list[int]:
-    """The seeds a profile trains `method` (or variant) with (as `Study.seeds`)."""
-    return cfg.seeds_by_method.get(method, cfg.seeds[:1] if method in cfg.variants else cfg.seeds)
-
-
 def _method_runs(cfg) -> dict[str, int]:
     """Trained runs per method or variant (the teacher included when the profile trains it)."""
     config_seeds = cfg.config_seeds or cfg.seeds
     per_method = {"tf": len(cfg.configs) * len(config_seeds) + len(cfg.extra_strategies)
-                  + len(set(_seeds(cfg, "tf")) - set(config_seeds)),
-                  "gradual": len(cfg.gradual_every_tokens) * len(_seeds(cfg, "gradual")[:1])}
+                  + len(set(cfg.seeds_of("tf")) - set(config_seeds)),
+                  "gradual": len(cfg.gradual_every_tokens) * len(cfg.seeds_of("gradual")[:1])}
     runs = {} if cfg.teacher_path else {"teacher": 1}
-    runs.update({m: per_method.get(m, len(_seeds(cfg, m))) for m in cfg.methods})
+    runs.update({m: per_method.get(m, len(cfg.seeds_of(m))) for m in cfg.methods})
     return runs
 
 

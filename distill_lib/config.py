@@ -748,6 +748,11 @@ class StudyConfig:
     latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
     plan_cards_gib: list[float] = dataclasses.field(default_factory=lambda: [24.0, 40.0, 80.0])
 
+    def seeds_of(self, method: str) -> list[int]:
+        """The seeds `method` (or variant) is trained with: `seeds_by_method`, else `seeds` (a
+        variant: the first seed)."""
+        return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
+
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: need at least one seed")
         for name, variant in self.variants.items():

@@ -238,8 +238,7 @@ class Study:
 
     def seeds(self, method: str) -> list[int]:
         """The seeds the profile trains `method` (or variant) with."""
-        default = self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds
-        return list(self.cfg.seeds_by_method.get(method, default))
+        return self.cfg.seeds_of(method)
 
     def correction_run_config(self, variant: str) -> RunConfig:
         """The teacher's correction for a KD variant: the whole teacher continued with the LM loss on
