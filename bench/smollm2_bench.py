@@ -116,32 +116,57 @@ def case_hf_trainer() -> dict:
     return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel()), "peak_rss_gib": peak_memory_bytes() / 2**30}
 
 
-def case_profile() -> dict:
-    """Top ops by self CPU time over two TF steps of the bare loop (after one warm-up step)."""
+def top_ops(step, steps: int = 2, rows: int = 12) -> dict:
+    """Top ops by self CPU time over `steps` calls of `step()`, after two warm-up calls (the first
+    steps page-fault their memory in)."""
     from torch.profiler import ProfilerActivity, profile
 
+    step()
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"step_s": total / 1e6 / steps,
+            "top_ops": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6 / steps, "share": e.self_cpu_time_total / total,
+                         "calls": e.count // steps} for e in events[:rows]]}
+
+
+def case_profile() -> dict:
+    """Top ops of the bare loop's TF step."""
     student, batches, cfg = _student_and_batches()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
 
-    def step(ids):
-        student(input_ids=ids, labels=ids).loss.backward()
+    def step():
+        student(input_ids=batches[0], labels=batches[0]).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step(batches[0])
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for ids in batches[1:3]:
-            step(ids)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    return {"top_ops": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6 / 2, "share": e.self_cpu_time_total / total,
-                         "calls": e.count // 2} for e in events[:12]]}
+    return top_ops(step)
+
+
+def case_profile_loop(method: str) -> dict:
+    """Top ops of this project's step (`train.train_step`) for `method`."""
+    from distill_lib.train import set_up, train_step
+
+    s = study()
+    run = s.run_config(method, seed=0)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=STEPS, eval_every=0))
+    folder = WORK / f"profile-{method}-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    t = set_up(run, folder, None, None, 1e12)
+    t.start_run_rng()
+    out = top_ops(lambda: train_step(t, []))
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 CASES = {
     "tf": lambda: case_loop("tf"), "kd": lambda: case_loop("kd"),
     "tf-glibc-default": lambda: case_loop("tf"), "kd-glibc-default": lambda: case_loop("kd"),
     "bare": case_bare, "hf-trainer": case_hf_trainer, "profile": case_profile,
+    "profile-tf": lambda: case_profile_loop("tf"), "profile-kd": lambda: case_profile_loop("kd"),
 }
 
 

@@ -1,10 +1,10 @@
 """Training objectives' loss terms: LM cross-entropy, logit distillation (forward / reverse KL,
 generalized JSD, temperature, α), top-k distillation from a stored teacher cache, and MSE terms.
 
-Every loss here is a *mean over predicted tokens*. `chunked_token_loss` evaluates a per-token loss
-over slices of the sequence, recomputing each slice's logits in backward (activation
-checkpointing), so at most one slice of [batch, chunk, vocab] logits is alive at a time; the result
-equals the unchunked loss up to float summation order.
+Every loss here is a *mean over predicted tokens*. `head_loss_sums` evaluates per-token losses on
+the LM head's logits over slices of the sequence and computes each slice's gradient right away, so
+at most one slice of [batch, chunk, vocab] logits is alive at a time and nothing is recomputed in
+backward; the result equals the unchunked loss up to float summation order.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from distill_lib.config import DIVERGENCES, ConfigError
 
@@ -54,21 +53,134 @@ def topk_forward_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_l
     return (log_qt.exp() * (log_qt - log_ps)).sum()
 
 
-def chunked_token_loss(fn: Callable[..., torch.Tensor], chunk_size: int | None, *tensors: torch.Tensor) -> torch.Tensor:
-    """Sum of `fn(*slices)` over slices of dim 1 (the sequence) of every tensor; `chunk_size=None`
-    evaluates in one piece. Slices are checkpointed so their logits are recomputed in backward."""
-    length = tensors[0].size(1)
-    if chunk_size is None or chunk_size >= length:
-        return fn(*tensors)
-    total = None
-    for start in range(0, length, chunk_size):
-        pieces = [t[:, start:start + chunk_size] for t in tensors]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in pieces):
-            part = checkpoint(fn, *pieces, use_reentrant=False)
+def forward_kd_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                    temperature: float, weights: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CE sum, forward-KL sum at T] (as `token_cross_entropy` and `token_divergence(kind="forward")`)
+    and, computed in closed form, the gradient of w_ce·CE + w_kl·KL with respect to the student's
+    logits: w_ce·(p_s - onehot(y)) + (w_kl/T)·(p_s,T - p_t,T). On a 49k vocabulary autograd's
+    backward through the log-softmaxes, products and sums costs more than the teacher's LM head, so
+    vanilla KD takes this path (`head_loss_sums` accepts the gradient)."""
+    w_ce, w_kl = weights
+    with torch.no_grad():
+        zs = student_logits.detach().float()
+        log_ps = F.log_softmax(zs, dim=-1)
+        ce = -log_ps.gather(-1, labels.unsqueeze(-1)).sum()
+        log_ps_t = log_ps if temperature == 1 else F.log_softmax(zs / temperature, dim=-1)
+        zt = teacher_logits.float()
+        log_pt = F.log_softmax(zt if temperature == 1 else zt / temperature, dim=-1)
+        pt = log_pt.exp()
+        # in place and a dot product: every [tokens, vocab] temporary is a fresh allocation (page faults)
+        kl = torch.dot(pt.reshape(-1), log_pt.sub_(log_ps_t).reshape(-1))
+        del log_pt, zs
+        if temperature == 1:
+            grad = log_ps.exp_().mul_(w_ce + w_kl)
         else:
-            part = fn(*pieces)
-        total = part if total is None else total + part
-    return total
+            grad = log_ps.exp_().mul_(w_ce).add_(log_ps_t.exp_(), alpha=w_kl / temperature)
+        grad.add_(pt, alpha=-w_kl / temperature)
+        grad.scatter_add_(-1, labels.unsqueeze(-1), torch.full(labels.shape + (1,), -w_ce, dtype=grad.dtype,
+                                                                device=grad.device))
+    return torch.stack([ce, kl]), grad.to(student_logits.dtype)
+
+
+def topk_kd_sums(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logits: torch.Tensor,
+                 labels: torch.Tensor, temperature: float, weights: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CE sum, `topk_forward_kl` sum] and, in closed form, the gradient of w_ce·CE + w_kl·KL with
+    respect to the student's logits: w_ce·(p_s - onehot(y)) + (w_kl/T)·(p_s,T - q_t scattered onto
+    its top-k tokens) (q_t sums to 1). Offline KD's counterpart of `forward_kd_sums`."""
+    w_ce, w_kl = weights
+    with torch.no_grad():
+        zs = student_logits.detach().float()
+        log_ps = F.log_softmax(zs, dim=-1)
+        ce = -log_ps.gather(-1, labels.unsqueeze(-1)).sum()
+        log_ps_t = log_ps if temperature == 1 else F.log_softmax(zs / temperature, dim=-1)
+        ids = topk_ids.long()
+        log_qt = F.log_softmax(topk_logits.float() / temperature, dim=-1)
+        qt = log_qt.exp()
+        kl = (qt * (log_qt - log_ps_t.gather(-1, ids))).sum()
+        if temperature == 1:
+            grad = log_ps.exp_().mul_(w_ce + w_kl)
+        else:
+            grad = log_ps.exp_().mul_(w_ce).add_(log_ps_t.exp_(), alpha=w_kl / temperature)
+        grad.scatter_add_(-1, ids, qt.mul_(-w_kl / temperature))
+        grad.scatter_add_(-1, labels.unsqueeze(-1), torch.full(labels.shape + (1,), -w_ce, dtype=grad.dtype,
+                                                                device=grad.device))
+    return torch.stack([ce, kl]), grad.to(student_logits.dtype)
+
+
+def head_loss_sums(head: Callable[[torch.Tensor], torch.Tensor], head_params: list[torch.Tensor],
+                   fn: Callable[..., torch.Tensor], weights: list[float], chunk_size: int | None,
+                   hidden: torch.Tensor, *extras: torch.Tensor) -> torch.Tensor:
+    """Σ over slices of dim 1 (the sequence) of `fn(head(hidden slice), *extra slices)`: a vector of
+    per-term sums. `chunk_size=None` is one slice. `fn` may also return (sums, the gradient of
+    Σ weights·sums with respect to the logits), computed in closed form (`forward_kd_sums`).
+
+    With gradients on, each slice's gradient of Σ weights·terms with respect to the hidden states and
+    the trainable head parameters `head_params` is taken as soon as the slice's loss is known (a fused
+    head + loss, as in Liger's fused linear cross-entropy), and the slice's logits are freed. Backward
+    then only scales those gradients: no logits are recomputed (checkpointing each slice would run the
+    head's matmul, and a KD teacher's, a second time: ~12% of a SmolLM2 student's step). This is exact
+    for a loss c·Σ weights·terms, any scalar c, which is how `objectives.mix` uses the terms; a
+    backward that weighs the terms otherwise is refused."""
+    slices = [(0, hidden.size(1))] if chunk_size is None else \
+        [(s, min(s + chunk_size, hidden.size(1))) for s in range(0, hidden.size(1), chunk_size)]
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or head_params):
+        with torch.no_grad():
+            outs = [fn(head(hidden[:, a:b].contiguous()), *[x[:, a:b].contiguous() for x in extras]) for a, b in slices]
+        return sum(o[0] if isinstance(o, tuple) else o for o in outs)
+    return _FusedHeadLoss.apply(head, fn, torch.tensor(weights, dtype=torch.float64), slices, len(head_params),
+                                hidden, *head_params, *extras)
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """`head_loss_sums` with gradients: forward computes the sums and their gradients slice by slice;
+    backward scales the stored gradients by c, where grad_output = c·weights."""
+
+    @staticmethod
+    def forward(ctx, head, fn, weights, slices, n_params, hidden, *rest):
+        params, extras = rest[:n_params], rest[n_params:]
+        grad_hidden = torch.zeros_like(hidden) if hidden.requires_grad else None
+        grad_params = [torch.zeros_like(p) for p in params]
+        total = None
+        for a, b in slices:
+            # contiguous slices: the head's matmul is then one mm, not a batched one
+            h = hidden[:, a:b].detach().contiguous().requires_grad_(hidden.requires_grad)
+            with torch.enable_grad():
+                logits = head(h)
+                out = fn(logits, *[x[:, a:b].contiguous() for x in extras])
+                inputs = ([h] if hidden.requires_grad else []) + list(params)
+                if isinstance(out, tuple):  # the logits' gradient, given in closed form
+                    sums, grad_logits = out
+                    grads = torch.autograd.grad(logits, inputs, grad_logits, allow_unused=True)
+                else:
+                    sums = out
+                    grads = torch.autograd.grad((sums * weights.to(sums.device, sums.dtype)).sum(), inputs,
+                                                allow_unused=True)
+            del logits, out
+            if hidden.requires_grad:
+                grad_hidden[:, a:b] = grads[0]
+                grads = grads[1:]
+            for acc, g in zip(grad_params, grads):
+                if g is not None:
+                    acc += g
+            total = sums.detach() if total is None else total + sums.detach()
+        ctx.weights = weights
+        ctx.n_params, ctx.n_extras = n_params, len(extras)
+        ctx.save_for_backward(*([grad_hidden] if grad_hidden is not None else []), *grad_params)
+        ctx.hidden_grad = grad_hidden is not None
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        w = ctx.weights.to(grad_sums.device, grad_sums.dtype)
+        norm = float(w @ w)
+        c = float(grad_sums @ w) / norm if norm > 0 else 0.0
+        # a non-finite loss passes through, as autograd would (the loop then stops the run as diverged)
+        if torch.isfinite(grad_sums).all() and not torch.allclose(grad_sums, c * w, rtol=1e-4, atol=1e-12 + 1e-6 * abs(c)):
+            raise RuntimeError(f"head_loss_sums: its terms must be weighed by {ctx.weights.tolist()} (times any scalar) "
+                               f"in the loss; backward got {[round(g, 6) for g in grad_sums.tolist()]}")
+        saved = list(ctx.saved_tensors)
+        grad_hidden = saved.pop(0) * c if ctx.hidden_grad else None
+        return (None, None, None, None, None, grad_hidden, *[g * c for g in saved], *[None] * ctx.n_extras)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from distill_lib.config import ConfigError, TrainConfig
-from distill_lib.losses import chunked_token_loss, mse, token_cross_entropy, token_divergence, topk_forward_kl
+from distill_lib.losses import forward_kd_sums, head_loss_sums, mse, token_cross_entropy, token_divergence, topk_kd_sums
 from distill_lib.models import attention_module, decoder_layers, final_hidden, logits_from_hidden
 
 
@@ -19,6 +19,13 @@ def check_same_vocabulary(student, teacher) -> None:
     if vs != vt:
         raise ConfigError(f"teacher: vocabulary mismatch, student has {vs} output tokens and teacher {vt}; "
                           "distillation needs the same tokenizer")
+
+
+def student_head(student) -> tuple:
+    """The student's LM head as `head_loss_sums` takes it: hidden -> logits, and its trainable
+    parameters (a tied head's weight is the input embedding's: its gradient is routed to both)."""
+    return (lambda h: logits_from_hidden(student, h),
+            [p for p in student.get_output_embeddings().parameters() if p.requires_grad])
 
 
 def mix(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -61,9 +68,9 @@ class LMObjective(Objective):
     def terms(self, student, input_ids, block_index=None):
         hidden, _ = final_hidden(student, input_ids)
         labels = input_ids[:, 1:]
-        ce = chunked_token_loss(lambda h, y: token_cross_entropy(logits_from_hidden(student, h), y),
-                                self.chunk, hidden[:, :-1], labels)
-        return {"ce": ce / labels.numel()}
+        ce = head_loss_sums(*student_head(student), lambda z, y: token_cross_entropy(z, y)[None], [1.0],
+                            self.chunk, hidden[:, :-1], labels)
+        return {"ce": ce[0] / labels.numel()}
 
 
 class KDObjective(Objective):
@@ -82,14 +89,17 @@ class KDObjective(Objective):
         return self._teacher[0]
 
     def _terms(self, student, hidden_s, hidden_t, labels):
-        def per_chunk(hs, ht, y):
-            logits_s = logits_from_hidden(student, hs)
+        weights = (self.weights["ce"], self.weights["kl"])
+
+        def per_chunk(logits_s, ht, y):
             with torch.no_grad():
                 logits_t = logits_from_hidden(self.teacher, ht)
+            if self.kind == "forward":  # the gradient in closed form (cheaper than autograd's)
+                return forward_kd_sums(logits_s, logits_t, y, self.temperature, weights)
             return torch.stack([token_cross_entropy(logits_s, y),
                                 token_divergence(logits_s, logits_t, self.temperature, self.kind, self.beta)])
 
-        sums = chunked_token_loss(per_chunk, self.chunk, hidden_s, hidden_t, labels)
+        sums = head_loss_sums(*student_head(student), per_chunk, list(weights), self.chunk, hidden_s, hidden_t, labels)
         return sums[0] / labels.numel(), sums[1] / labels.numel()
 
     def terms(self, student, input_ids, block_index=None):
@@ -173,12 +183,10 @@ class OfflineKDObjective(Objective):
         hidden, _ = final_hidden(student, input_ids)
         labels = input_ids[:, 1:]
 
-        def per_chunk(h, ids, logits_t, y):
-            logits_s = logits_from_hidden(student, h)
-            return torch.stack([token_cross_entropy(logits_s, y),
-                                topk_forward_kl(logits_s, ids, logits_t, self.temperature)])
-
-        sums = chunked_token_loss(per_chunk, self.chunk, hidden[:, :-1], topk_ids, topk_logits, labels)
+        weights = (self.weights["ce"], self.weights["kl"])
+        sums = head_loss_sums(*student_head(student),
+                              lambda z, ids, logits_t, y: topk_kd_sums(z, ids, logits_t, y, self.temperature, weights),
+                              list(weights), self.chunk, hidden[:, :-1], topk_ids, topk_logits, labels)
         return {"ce": sums[0] / labels.numel(), "kl": sums[1] / labels.numel()}
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill_lib.losses import chunked_token_loss, token_cross_entropy, token_divergence, topk_forward_kl
+from distill_lib.losses import head_loss_sums, token_cross_entropy, token_divergence, topk_forward_kl
 
 
 def logits(seed, shape=(2, 7, 11)):
@@ -45,25 +45,54 @@ def test_topk_kl_with_the_whole_vocabulary_is_the_forward_kl():
     assert float(topk_forward_kl(zs, ids, values, 1.7)) == pytest.approx(float(token_divergence(zs, zt, 1.7)), rel=1e-5)
 
 
-def test_chunked_loss_equals_full_loss_and_gradient():
-    hidden = torch.randn(2, 10, 6, requires_grad=True)
+def _head_case(hidden_requires_grad=True):
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(13, 6)
     head = torch.nn.Linear(6, 13)
-    labels = torch.randint(0, 13, (2, 10))
+    head.weight = embed.weight  # tied, as in SmolLM2: the weight gets gradients from both uses
+    ids = torch.randint(0, 13, (2, 11))
     teacher = torch.randn(2, 10, 13)
 
-    def fn(h, t, y):
-        z = head(h)
+    def fn(z, t, y):
         return torch.stack([token_cross_entropy(z, y), token_divergence(z, t, 2.0, "jsd")])
 
-    full = fn(hidden, teacher, labels)
-    full.sum().backward()
-    grad_full, head_grad_full = hidden.grad.clone(), head.weight.grad.clone()
-    hidden.grad, head.weight.grad = None, None
-    chunked = chunked_token_loss(fn, 3, hidden, teacher, labels)  # 3 + 3 + 3 + 1 positions
-    chunked.sum().backward()
-    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(hidden.grad, grad_full, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(head.weight.grad, head_grad_full, rtol=1e-5, atol=1e-7)
+    def hidden():
+        h = torch.tanh(embed(ids[:, :-1]))
+        return h if hidden_requires_grad else h.detach()
+
+    return embed, head, ids, teacher, fn, hidden
+
+
+@pytest.mark.parametrize("chunk", [None, 3, 4, 100])  # 3: slices of 3 + 3 + 3 + 1 positions
+@pytest.mark.parametrize("hidden_requires_grad", [True, False])
+def test_fused_head_loss_equals_the_plain_loss_and_its_gradients(chunk, hidden_requires_grad):
+    embed, head, ids, teacher, fn, hidden = _head_case(hidden_requires_grad)
+    weights = [0.3, 0.7]
+    full = fn(head(hidden()), teacher, ids[:, 1:])
+    (0.5 * (full * torch.tensor(weights)).sum()).backward()  # mix's weights times 1/accum
+    expected = {n: p.grad.clone() for n, p in [("embed", embed.weight), ("bias", head.bias)]}
+    embed.weight.grad = head.bias.grad = None
+    params = [p for p in head.parameters() if p.requires_grad]
+    fused = head_loss_sums(head, params, fn, weights, chunk, hidden(), teacher, ids[:, 1:])
+    (0.5 * (fused * torch.tensor(weights)).sum()).backward()
+    torch.testing.assert_close(fused, full.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embed.weight.grad, expected["embed"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(head.bias.grad, expected["bias"], rtol=1e-5, atol=1e-7)
+
+
+def test_fused_head_loss_without_gradients_gives_the_same_sums():
+    embed, head, ids, teacher, fn, hidden = _head_case()
+    full = fn(head(hidden()), teacher, ids[:, 1:])
+    with torch.no_grad():
+        fused = head_loss_sums(head, list(head.parameters()), fn, [0.3, 0.7], 3, hidden(), teacher, ids[:, 1:])
+    torch.testing.assert_close(fused, full.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_head_loss_refuses_a_backward_that_weighs_its_terms_otherwise():
+    embed, head, ids, teacher, fn, hidden = _head_case()
+    fused = head_loss_sums(head, list(head.parameters()), fn, [0.3, 0.7], 3, hidden(), teacher, ids[:, 1:])
+    with pytest.raises(RuntimeError, match=r"must be weighed by \[0.3.*, 0.7.*\]"):
+        fused[0].backward()
 
 
 def test_an_unknown_divergence_is_an_input_error_naming_the_valid_ones():
@@ -73,3 +102,49 @@ def test_an_unknown_divergence_is_an_input_error_naming_the_valid_ones():
     logits = torch.zeros(2, 5)
     with pytest.raises(ConfigError, match=r"kd_divergence: unknown 'kl' \(valid: forward, reverse, jsd\)"):
         token_divergence(logits, logits, 1.0, "kl")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.0, 1.0), (0.3, 4.0)])
+def test_forward_kd_in_closed_form_equals_autograd_through_the_plain_losses(temperature, weights):
+    from distill_lib.losses import forward_kd_sums
+
+    embed, head, ids, teacher, _, hidden = _head_case()
+
+    def plain(z, t, y):
+        return torch.stack([token_cross_entropy(z, y), token_divergence(z, t, temperature, "forward")])
+
+    full = plain(head(hidden()), teacher, ids[:, 1:])
+    (full * torch.tensor(weights)).sum().backward()
+    expected = embed.weight.grad.clone(), head.bias.grad.clone()
+    embed.weight.grad = head.bias.grad = None
+    fused = head_loss_sums(head, list(head.parameters()), lambda z, t, y: forward_kd_sums(z, t, y, temperature, weights),
+                           list(weights), 4, hidden(), teacher, ids[:, 1:])
+    (fused * torch.tensor(weights)).sum().backward()
+    torch.testing.assert_close(fused, full.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embed.weight.grad, expected[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.bias.grad, expected[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.0, 1.0)])
+def test_offline_topk_kd_in_closed_form_equals_autograd_through_the_plain_losses(temperature, weights):
+    from distill_lib.losses import topk_kd_sums
+
+    embed, head, ids, teacher, _, hidden = _head_case()
+    values, top = teacher.topk(4, dim=-1)
+
+    def plain(z, i, v, y):
+        return torch.stack([token_cross_entropy(z, y), topk_forward_kl(z, i, v, temperature)])
+
+    full = plain(head(hidden()), top, values, ids[:, 1:])
+    (full * torch.tensor(weights)).sum().backward()
+    expected = embed.weight.grad.clone(), head.bias.grad.clone()
+    embed.weight.grad = head.bias.grad = None
+    fused = head_loss_sums(head, list(head.parameters()),
+                           lambda z, i, v, y: topk_kd_sums(z, i, v, y, temperature, weights),
+                           list(weights), 3, hidden(), top, values, ids[:, 1:])
+    (fused * torch.tensor(weights)).sum().backward()
+    torch.testing.assert_close(fused, full.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embed.weight.grad, expected[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.bias.grad, expected[1], rtol=1e-5, atol=1e-6)
