@@ -5,9 +5,10 @@ the `smollm2` profile uses on CPU). Not a test: numbers go to bench/RESULTS_smol
     python bench/smollm2_bench.py              # all cases, each in its own process
     python bench/smollm2_bench.py --case tf    # one case, prints JSON
 
-Cases: this project's loop (TF and KD), the same with glibc's default allocator behaviour
-(DISTILL_KEEP_FREED_MEMORY=0, see `distill_lib.env.keep_freed_memory`), a bare PyTorch loop and
-the HF `Trainer` on the same student, batches and optimizer, and a per-op profile of one TF step.
+Cases: this project's loop (TF, KD, offline KD from a top-32 cache), TF and KD with glibc's default
+allocator behaviour (DISTILL_KEEP_FREED_MEMORY=0, see `distill_lib.env.keep_freed_memory`), a bare
+PyTorch loop and the HF `Trainer` on the same student, batches and optimizer, and per-op profiles
+of the bare TF step and of this loop's TF and KD steps.
 Ratios measured in one run are what count: the machine is shared and its speed drifts.
 """
 from __future__ import annotations
@@ -44,20 +45,25 @@ def steady_tokens_per_s(step_seconds: list[float], tokens_per_step: int) -> floa
     return tokens_per_step / float(np.median(step_seconds[WARMUP_STEPS:]))
 
 
-def case_loop(method: str) -> dict:
+def case_loop(method: str, **train_changes) -> dict:
+    """This project's `train` for `method` of the profile (with `train_changes`): steady-state
+    tokens/s, and `setup_s`, the wall-clock outside the steps (model loading, an offline-KD cache)."""
     from distill_lib.train import train
 
     s = study()
     run = s.run_config(method, seed=0)
     run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=STEPS, eval_every=0,
-                                                             checkpoint_every=10_000))
+                                                             checkpoint_every=10_000, **train_changes))
     folder = WORK / f"run-{method}-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
     summary = train(run, folder, log=None)
+    total = time.perf_counter() - started
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     tokens = run.train.batch_size * run.data.block_length
     shutil.rmtree(folder, ignore_errors=True)
     return {"tokens_per_s": steady_tokens_per_s([tokens / e["tokens_per_s"] for e in lines], tokens),
+            "setup_s": total - summary["wall_seconds"], "blocks": STEPS * run.train.batch_size,
             "flops_per_token": summary["flops_per_token"]["total"], "losses": [e["loss"] for e in lines],
             "peak_rss_gib": peak_memory_bytes() / 2**30}
 
@@ -164,6 +170,8 @@ def case_profile_loop(method: str) -> dict:
 
 CASES = {
     "tf": lambda: case_loop("tf"), "kd": lambda: case_loop("kd"),
+    # offline KD from a top-32 cache of the same teacher (the cache is built in set-up, for the 32 blocks used)
+    "offline-kd": lambda: case_loop("kd", objective="offline-kd", offline_top_k=32),
     "tf-glibc-default": lambda: case_loop("tf"), "kd-glibc-default": lambda: case_loop("kd"),
     "bare": case_bare, "hf-trainer": case_hf_trainer, "profile": case_profile,
     "profile-tf": lambda: case_profile_loop("tf"), "profile-kd": lambda: case_profile_loop("kd"),
@@ -212,13 +220,19 @@ def write_report(r: dict) -> None:
         f"- Keeping freed memory in the heap (`distill_lib.env.keep_freed_memory`): TF "
         f"**{tps['tf'] / tps['tf-glibc-default']:.2f}x**, KD **{tps['kd'] / tps['kd-glibc-default']:.2f}x** the tokens/s "
         f"of glibc's default; losses {'identical' if same else 'DIFFERENT'} step by step.",
+        f"- Offline KD (top-32 cache) / TF step time: **{tps['tf'] / tps['offline-kd']:.2f}x**; its cache took "
+        f"{r['offline-kd']['setup_s'] - r['tf']['setup_s']:.0f} s more set-up than TF for {r['offline-kd']['blocks']} "
+        f"blocks (the teacher's forward over them, top-k and write).",
         f"- KD / TF step time: **{tps['tf'] / tps['kd']:.2f}x** measured vs {analytic:.2f}x analytic FLOPs "
         f"({abs(tps['tf'] / tps['kd'] / analytic - 1):.0%} apart); with glibc's default allocator "
         f"{tps['tf-glibc-default'] / tps['kd-glibc-default']:.2f}x.",
-        "", "Top ops by self CPU time, one TF step of the bare loop (torch.profiler):", "",
-        "| op | self s / step | share | calls / step |", "|---|---|---|---|",
     ]
-    lines += [f"| `{o['op']}` | {o['self_s']:.2f} | {o['share']:.0%} | {o['calls']} |" for o in r["profile"]["top_ops"]]
+    for case, title in [("profile", "the bare loop's TF step"), ("profile-tf", "this loop's TF step"),
+                        ("profile-kd", "this loop's KD step")]:
+        lines += ["", f"Top ops by self CPU time, {title} (torch.profiler, {r[case]['step_s']:.2f} s of op time "
+                      "per step; the profiler adds overhead):", "",
+                  "| op | self s / step | share | calls / step |", "|---|---|---|---|"]
+        lines += [f"| `{o['op']}` | {o['self_s']:.2f} | {o['share']:.0%} | {o['calls']} |" for o in r[case]["top_ops"]]
     OUT.write_text("\n".join(lines) + "\n")
     print(OUT.read_text())
 

@@ -18,9 +18,17 @@ from distill_lib.stats import (
 )
 
 
-def _val_ppl_at_flops(run, flops: float) -> float:
+def val_ppl_at_flops(run, flops: float, nan_outside: bool = False) -> float:
+    """`run`'s validation perplexity when it had spent `flops` training FLOPs, interpolated linearly
+    in loss on its validation curve. Outside the curve: ValueError, or NaN with `nan_outside`
+    (tables). Compute spent before the run (a teacher correction) is the caller's to subtract."""
     points = [(m["flops"], m["val_loss"]) for m in run.metrics() if "val_loss" in m]
-    return math.exp(value_at([p[0] for p in points], [p[1] for p in points], flops))
+    try:
+        return math.exp(value_at([p[0] for p in points], [p[1] for p in points], flops))
+    except ValueError:
+        if nan_outside:
+            return math.nan
+        raise
 
 
 def _final_val_ppl(run) -> float:
@@ -35,7 +43,7 @@ def _against_tf(other: dict, tf: dict, ppl, seeds, extra_flops: float = 0.0) -> 
     """Paired differences other - TF: validation ppl with `other` read at TF's total FLOPs (equal
     compute; `extra_flops` spent before `other`'s run, e.g. a teacher correction, count against it),
     and test ppl at the end (equal tokens)."""
-    at_tf_flops = [_val_ppl_at_flops(other[s], tf[s].summary["summary"]["flops"] - extra_flops) for s in seeds]
+    at_tf_flops = [val_ppl_at_flops(other[s], tf[s].summary["summary"]["flops"] - extra_flops) for s in seeds]
     equal_compute = paired_difference(at_tf_flops, [_final_val_ppl(tf[s]) for s in seeds])
     equal_tokens = paired_difference([ppl(other[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
     return equal_compute, equal_tokens
@@ -145,7 +153,7 @@ def best_kd(study) -> tuple[str, dict]:
             continue
         try:
             extra = study.extra_flops(method)
-            scores[method] = float(np.mean([_val_ppl_at_flops(study.student(method, seed=s),
+            scores[method] = float(np.mean([val_ppl_at_flops(study.student(method, seed=s),
                                                               study.student("tf", seed=s).summary["summary"]["flops"] - extra)
                                             for s in seeds]))
         except MissingRecord:
@@ -355,7 +363,7 @@ def _h2(study, add, lora):
     seeds = study.seeds(lora)
     full = {s: study.student("tf", strategy=strategy, seed=s) for s in seeds}
     adapters = {s: study.student(lora, strategy=strategy, seed=s) for s in seeds}
-    at_lora = [_val_ppl_at_flops(full[s], adapters[s].summary["summary"]["flops"]) for s in seeds]
+    at_lora = [val_ppl_at_flops(full[s], adapters[s].summary["summary"]["flops"]) for s in seeds]
     d, h = paired_difference(at_lora, [_final_val_ppl(adapters[s]) for s in seeds])
     add("H2", "at least: val ppl(full at LoRA's total FLOPs) - val ppl(LoRA) >= 0",
         f"on `{strategy}`, at LoRA's total FLOPs full continued pretraining's val ppl minus LoRA's is {fmt(d, h)}",

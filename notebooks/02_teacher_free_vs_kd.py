@@ -87,7 +87,7 @@ plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
 # variant's seeds.
 
 # %%
-from distill_lib.claims import best_kd, kd_candidates
+from distill_lib.claims import best_kd, kd_candidates, val_ppl_at_flops
 
 candidates = kd_candidates(study)
 if len(candidates) > 1:
@@ -98,10 +98,9 @@ if len(candidates) > 1:
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
             extra = study.extra_flops(m)  # a teacher correction, charged to the variant
-            points = [(e["flops"] + extra, e["val_loss"]) for e in r.metrics() if "val_loss" in e]
-            at_tf = (np.exp(np.interp(tf_flops[seed], *zip(*points)))
-                     if seed in tf_flops and points[0][0] <= tf_flops[seed] <= points[-1][0] else np.nan)
-            rows.append({"variant": labels.get(m, m), "seed": seed, "val ppl at TF's FLOPs": at_tf, "val ppl at the end": np.exp(points[-1][1]),
+            at_tf = val_ppl_at_flops(r, tf_flops[seed] - extra, nan_outside=True) if seed in tf_flops else np.nan
+            rows.append({"variant": labels.get(m, m), "seed": seed, "val ppl at TF's FLOPs": at_tf,
+                         "val ppl at the end": [e for e in r.metrics() if "val_ppl" in e][-1]["val_ppl"],
                          "test ppl": study.headline(r)["ppl"],
                          "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_flops.get(seed, np.nan)})
     variants = pd.DataFrame(rows)

@@ -22,6 +22,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from distill_lib import plots
+from distill_lib.claims import val_ppl_at_flops
 from distill_lib.plots import format_value
 from distill_lib.study import curves
 
@@ -142,8 +143,7 @@ if healers:
     for label, runs in groups.items():
         for r in runs:
             summary = r.summary["summary"]
-            points = [(e["flops"], e["val_loss"]) for e in r.metrics() if "val_loss" in e]
-            at = (np.exp(np.interp(cheapest, *zip(*points))) if points[0][0] <= cheapest <= points[-1][0] else np.nan)
+            at = val_ppl_at_flops(r, cheapest, nan_outside=True)
             rows.append({"healing": label, "seed": r.config.train.seed,
                          "trainable parameters": summary.get("trainable_parameters", np.nan),
                          "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,
