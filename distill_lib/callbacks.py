@@ -109,9 +109,12 @@ class Validation(Callback):
     def end_of_step(self, t, entry: dict) -> None:
         if (self.every and t.state["step"] % self.every == 0) or t.last_step:
             student = t.accelerator.unwrap_model(t.wrapped).student
+            started = time.perf_counter()
             with outside_the_run_rng(t.device):
                 entry["val_loss"] = self.evaluate(student)
             entry["val_ppl"] = math.exp(min(entry["val_loss"], 50))
+            entry["val_seconds"] = time.perf_counter() - started
+            t.step_started += entry["val_seconds"]  # validation is not training time (nor tokens/s)
 
 
 class MetricsLog(Callback):
