@@ -420,7 +420,7 @@ def test_a_kill_between_the_last_checkpoint_and_complete_json_is_finished_by_the
     assert again.complete and sorted(p.name for p in folder.iterdir()) == sorted(
         p.name for p in straight.dir.iterdir())  # nothing left behind
     final, expected = again.summary["summary"]["final"], straight.summary["summary"]["final"]
-    timing = ("wall_seconds", "tokens_per_s", "mfu", "peak_memory_bytes")
+    timing = ("wall_seconds", "tokens_per_s", "mfu", "peak_memory_bytes", "val_seconds")
     assert final["step"] == 3 and "val_loss" in final
     assert {k: v for k, v in final.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
     same = ("step", "tokens", "flops", "flops_per_token", "processes", "device")
