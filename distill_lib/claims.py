@@ -144,24 +144,26 @@ def kd_candidates(study, online_only: bool = False) -> list[str]:
 
 def best_kd(study) -> tuple[str, dict]:
     """The KD baseline C2 uses: of vanilla KD and its variants, the one with the lowest mean
-    *validation* perplexity at TF's total FLOPs (over the seeds it shares with TF), never chosen on
-    test. Returns it and every candidate's score, for the report."""
-    scores = {}
+    *validation* perplexity at TF's total FLOPs, never chosen on test. Candidates are compared on
+    the seeds all of them share with TF (an ablation run at one seed is compared with the others at
+    that seed, not with their mean over more seeds); with no seed in common, each on its own seeds.
+    Returns it and every candidate's score, for the report."""
+    readings: dict[str, dict[int, float]] = {}
     for method in kd_candidates(study, online_only=True):
-        seeds = paired_seeds(study, method, "tf")
-        if not seeds:
-            continue
         try:
             extra = study.extra_flops(method)
-            scores[method] = float(np.mean([val_ppl_at_flops(study.student(method, seed=s),
-                                                              study.student("tf", seed=s).summary["summary"]["flops"] - extra)
-                                            for s in seeds]))
+            readings[method] = {s: val_ppl_at_flops(study.student(method, seed=s),
+                                                    study.student("tf", seed=s).summary["summary"]["flops"] - extra)
+                                for s in paired_seeds(study, method, "tf")}
         except MissingRecord:
             continue  # not recorded yet: not a candidate this time
         except ValueError:
             continue  # its correction alone costs more than TF's whole run: no reading at TF's FLOPs
-    if not scores:
+    readings = {m: r for m, r in readings.items() if r}
+    if not readings:
         raise MissingRecord("no KD run recorded yet", "no KD run recorded yet")
+    shared = set.intersection(*(set(r) for r in readings.values()))
+    scores = {m: float(np.mean([v for s, v in r.items() if s in shared or not shared])) for m, r in readings.items()}
     return min(scores, key=scores.get), scores
 
 

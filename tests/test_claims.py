@@ -85,3 +85,17 @@ def test_claims_pair_the_seeds_both_sides_have_and_mark_unrecorded_parts():
     assert table.loc["C2", "seeds"] == 2 and "kd-logit" in table.loc["C2", "ours"]  # C2 reads kd-logit's 2 seeds
     assert table.loc["C3", "verdict"] == "not tested" and "run kd-s2" in table.loc["C3", "ours"]
     assert table.loc["C1", "verdict"] == "not tested" and "random" in table.loc["C1", "ours"]  # not in methods
+
+
+def test_kd_variants_are_compared_on_the_seeds_they_share():
+    runs = _runs()
+    # kd's seed 0 is worse than kd-logit's seed 0, its seeds 1 and 2 far better: chosen on seed 0 alone
+    runs["kd", 0] = FakeRun(15, 90, 60, 50)
+    runs["kd", 1] = runs["kd", 2] = FakeRun(15, 30, 10, 12)
+    cfg = StudyConfig(methods=["tf", "kd", "kd-logit"], seeds=[0, 1, 2], configs=["max-gap"],
+                      seeds_by_method={"kd": [0, 1, 2], "kd-logit": [0]},
+                      variants={"kd-logit": {"method": "kd", "train": {"kd_alpha": 1.0}}})
+    chosen, scores = best_kd(FakeStudy(cfg, runs))
+    at = lambda a, b: math.exp(math.log(a) + (math.log(b) - math.log(a)) * 2 / 3)  # noqa: E731
+    assert scores["kd"] == pytest.approx(at(80, 70)) and scores["kd-logit"] == pytest.approx(at(65, 50))
+    assert chosen == "kd-logit"
