@@ -131,6 +131,22 @@ def head_loss_sums(head: Callable[[torch.Tensor], torch.Tensor], head_params: li
                                 hidden, *head_params, *extras)
 
 
+def _unlisted_leaves(output: torch.Tensor, listed: list[torch.Tensor]) -> int:
+    """How many tensors that need a gradient `output` was computed from, other than `listed` (a
+    graph walk to its leaves). The fused head returns gradients only for what it was given."""
+    ids, seen, stack, count = {id(t) for t in listed}, set(), [output.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):  # AccumulateGrad: a leaf that wants a gradient
+            count += id(node.variable) not in ids
+        else:
+            stack.extend(n for n, _ in node.next_functions)
+    return count
+
+
 class _FusedHeadLoss(torch.autograd.Function):
     """`head_loss_sums` with gradients: forward computes the sums and their gradients slice by slice;
     backward scales the stored gradients by c, where grad_output = c·weights."""
@@ -146,8 +162,12 @@ class _FusedHeadLoss(torch.autograd.Function):
             h = hidden[:, a:b].detach().contiguous().requires_grad_(hidden.requires_grad)
             with torch.enable_grad():
                 logits = head(h)
-                out = fn(logits, *[x[:, a:b].contiguous() for x in extras])
                 inputs = ([h] if hidden.requires_grad else []) + list(params)
+                if a == 0 and _unlisted_leaves(logits, inputs):
+                    raise RuntimeError("head_loss_sums: the LM head computes with tensors that need gradients but are "
+                                       "not among its parameters (e.g. FSDP1 flat parameters without "
+                                       "use_orig_params=True); they would get no gradient. Use FSDP2 or use_orig_params")
+                out = fn(logits, *[x[:, a:b].contiguous() for x in extras])
                 if isinstance(out, tuple):  # the logits' gradient, given in closed form
                     sums, grad_logits = out
                     grads = torch.autograd.grad(logits, inputs, grad_logits, allow_unused=True)
@@ -164,9 +184,9 @@ class _FusedHeadLoss(torch.autograd.Function):
                     acc += g
             total = sums.detach() if total is None else total + sums.detach()
         ctx.weights = weights
-        ctx.n_params, ctx.n_extras = n_params, len(extras)
-        ctx.save_for_backward(*([grad_hidden] if grad_hidden is not None else []), *grad_params)
-        ctx.hidden_grad = grad_hidden is not None
+        ctx.n_extras = len(extras)
+        # kept on ctx, not saved for backward: they are no inputs or outputs, and backward scales them in place
+        ctx.grad_hidden, ctx.grad_params = grad_hidden, grad_params
         return total
 
     @staticmethod
@@ -178,9 +198,12 @@ class _FusedHeadLoss(torch.autograd.Function):
         if torch.isfinite(grad_sums).all() and not torch.allclose(grad_sums, c * w, rtol=1e-4, atol=1e-12 + 1e-6 * abs(c)):
             raise RuntimeError(f"head_loss_sums: its terms must be weighed by {ctx.weights.tolist()} (times any scalar) "
                                f"in the loss; backward got {[round(g, 6) for g in grad_sums.tolist()]}")
-        saved = list(ctx.saved_tensors)
-        grad_hidden = saved.pop(0) * c if ctx.hidden_grad else None
-        return (None, None, None, None, None, grad_hidden, *[g * c for g in saved], *[None] * ctx.n_extras)
+        if ctx.grad_params is None:
+            raise RuntimeError("head_loss_sums: backward ran twice (retain_graph); its gradients were handed over")
+        grad_hidden = ctx.grad_hidden.mul_(c) if ctx.grad_hidden is not None else None
+        grad_params = [g.mul_(c) for g in ctx.grad_params]
+        ctx.grad_hidden = ctx.grad_params = None
+        return (None, None, None, None, None, grad_hidden, *grad_params, *[None] * ctx.n_extras)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -148,3 +148,13 @@ def test_offline_topk_kd_in_closed_form_equals_autograd_through_the_plain_losses
     torch.testing.assert_close(fused, full.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(embed.weight.grad, expected[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(head.bias.grad, expected[1], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_head_loss_refuses_a_head_that_computes_with_unlisted_trainable_tensors():
+    # FSDP1 without use_orig_params: the head's weight is a view of a flat parameter it was not given
+    flat = torch.nn.Parameter(torch.randn(78))
+    weight = flat.view(13, 6)
+    hidden = torch.randn(2, 10, 6, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not among its parameters"):
+        head_loss_sums(lambda x: torch.nn.functional.linear(x, weight), [],
+                       lambda z, y: token_cross_entropy(z, y)[None], [1.0], 4, hidden, torch.randint(0, 13, (2, 10)))
