@@ -47,7 +47,8 @@ def main() -> None:
           "whole run incl. set-up (min) | outside the steps |")
     print("|---|---|---|---|---|---|")
     for r in table:
-        outside = (f"{1 - r['steps_s'] / r['total_s']:.0%}" if r["total_s"] else "–")
+        # a run resumed in another process: the log's total covers its last process only
+        outside = (f"{1 - r['steps_s'] / r['total_s']:.0%}" if r["total_s"] and r["total_s"] > r["steps_s"] else "–")
         validation = fmt(r["validation_s"]) if r["validation_s"] is not None else "in the steps"
         print(f"| {r['run']} | {fmt(r['steps_s'])} | {validation} | {fmt(r['evaluation_s'])} | {fmt(r['total_s'])} | {outside} |")
 
