@@ -212,8 +212,12 @@ def _c2_c3(study, ppl, add):
     seeds = paired_seeds(study, "kd", "tf")
     tf = {s: study.student("tf", seed=s) for s in seeds}
     kd = {s: study.student("kd", seed=s) for s in seeds}
-    ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
+    if not study.cfg.timings_comparable:
+        add("C3", "measured step-time ratio KD/TF >= 1.3", f"not judged: this profile's run timings are not comparable "
+            f"(see its notes); analytic FLOPs {analytic:.2f}x", NOT_TESTED)
+        return
+    ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
     m, h = mean_ci(ratios)
     add("C3", "measured step-time ratio KD/TF >= 1.3", f"KD/TF time per token {fmt(m, h)}x measured, "
         f"{analytic:.2f}x analytic FLOPs", REPRODUCED if m >= 1.3 else NOT_REPRODUCED, m - 1.3, None,
@@ -293,11 +297,17 @@ def _c7(study, ppl, add):
     quality = verdict_at_least(d, h)
     if quality == INCONCLUSIVE:
         verdict = INCONCLUSIVE
+    elif quality == NOT_REPRODUCED:
+        verdict = NOT_REPRODUCED
+    elif not study.cfg.timings_comparable:  # quality holds; the cost half cannot be judged
+        verdict = INCONCLUSIVE
     else:  # a quality tie is what the claim says ("similar quality")
-        verdict = REPRODUCED if quality in (REPRODUCED, TIE) and mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED
+        verdict = REPRODUCED if mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED
+    wall = (f"wall-clock not comparable in this profile (see its notes)" if not study.cfg.timings_comparable
+            else f"width/depth wall-clock {fmt(*mean_ci(cost))}x")
     add("C7", "depth matches or beats width (the interval of ppl(width) - ppl(depth) does not lie below 0) and "
               "width costs >= 1.5x the wall-clock",
-        f"width minus depth test ppl {fmt(d, h)}; width/depth wall-clock {fmt(*mean_ci(cost))}x, FLOPs {flops:.2f}x",
+        f"width minus depth test ppl {fmt(d, h)}; {wall}, FLOPs {flops:.2f}x",
         verdict, d, h, "width's test ppl minus depth's", len(seeds))
 
 

@@ -720,6 +720,10 @@ class StudyConfig:
     """The truncation notebook 08 compares the healing methods on (variants with a `healing` key,
     e.g. `tf-lora: {method: tf, healing: {method: lora, lora_rank: 8}}`). Fixed before any number
     is seen; a contiguous block, so that `replace` applies."""
+    timings_comparable: bool = True
+    """False when the runs' tokens/s and wall-clock were measured under different conditions (a
+    shared machine, a faster step between runs, pauses): the claims read from them (C3's measured
+    KD/TF ratio, C7's wall-clock cost) are then not judged, and say why. FLOPs are unaffected."""
     gradual_every_tokens: list[int] = dataclasses.field(default_factory=list)
     """Gradual removal schedules (v3 Fig 6): remove one layer every K tokens."""
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))

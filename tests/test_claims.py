@@ -99,3 +99,20 @@ def test_kd_variants_are_compared_on_the_seeds_they_share():
     at = lambda a, b: math.exp(math.log(a) + (math.log(b) - math.log(a)) * 2 / 3)  # noqa: E731
     assert scores["kd"] == pytest.approx(at(80, 70)) and scores["kd-logit"] == pytest.approx(at(65, 50))
     assert chosen == "kd-logit"
+
+
+def test_claims_on_timings_that_are_not_comparable_are_not_judged():
+    import dataclasses
+
+    runs = _runs()
+    for s in range(3):
+        runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: a tie
+        runs["width", s].summary["summary"]["wall_seconds"] = 30.0  # 3x depth's wall-clock
+    cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"])
+    judged = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})).set_index("claim")
+    assert judged.loc["C7", "verdict"] == "reproduced" and judged.loc["C3", "verdict"] != "not tested"
+    cfg = dataclasses.replace(cfg, timings_comparable=False)
+    table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})).set_index("claim")
+    assert table.loc["C3", "verdict"] == "not tested" and "not comparable" in table.loc["C3", "ours"]
+    assert table.loc["C7", "verdict"] == "inconclusive" and "not comparable" in table.loc["C7", "ours"]
+    assert table.loc["C2", "verdict"] == judged.loc["C2", "verdict"]  # FLOPs-based claims are unaffected
