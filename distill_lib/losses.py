@@ -53,6 +53,26 @@ def topk_forward_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_l
     return (log_qt.exp() * (log_qt - log_ps)).sum()
 
 
+def _student_side(student_logits: torch.Tensor, labels: torch.Tensor, temperature: float):
+    """log p_s, the CE sum, and log p_s at temperature T (the same tensor at T = 1)."""
+    zs = student_logits.detach().float()
+    log_ps = F.log_softmax(zs, dim=-1)
+    ce = -log_ps.gather(-1, labels.unsqueeze(-1)).sum()
+    return log_ps, ce, (log_ps if temperature == 1 else F.log_softmax(zs / temperature, dim=-1))
+
+
+def _student_gradient(log_ps: torch.Tensor, log_ps_t: torch.Tensor, labels: torch.Tensor, temperature: float,
+                      w_ce: float, w_kl: float) -> torch.Tensor:
+    """The student's part of the closed-form gradient, w_ce·(p_s - onehot(y)) + (w_kl/T)·p_s,T,
+    computed in place in `log_ps` (and `log_ps_t`); the caller subtracts the teacher's (w_kl/T)·q_t."""
+    if temperature == 1:
+        grad = log_ps.exp_().mul_(w_ce + w_kl)
+    else:
+        grad = log_ps.exp_().mul_(w_ce).add_(log_ps_t.exp_(), alpha=w_kl / temperature)
+    return grad.scatter_add_(-1, labels.unsqueeze(-1),
+                             torch.full(labels.shape + (1,), -w_ce, dtype=grad.dtype, device=grad.device))
+
+
 def forward_kd_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                     temperature: float, weights: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """[CE sum, forward-KL sum at T] (as `token_cross_entropy` and `token_divergence(kind="forward")`)
@@ -62,23 +82,14 @@ def forward_kd_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     vanilla KD takes this path (`head_loss_sums` accepts the gradient)."""
     w_ce, w_kl = weights
     with torch.no_grad():
-        zs = student_logits.detach().float()
-        log_ps = F.log_softmax(zs, dim=-1)
-        ce = -log_ps.gather(-1, labels.unsqueeze(-1)).sum()
-        log_ps_t = log_ps if temperature == 1 else F.log_softmax(zs / temperature, dim=-1)
+        log_ps, ce, log_ps_t = _student_side(student_logits, labels, temperature)
         zt = teacher_logits.float()
         log_pt = F.log_softmax(zt if temperature == 1 else zt / temperature, dim=-1)
         pt = log_pt.exp()
         # in place and a dot product: every [tokens, vocab] temporary is a fresh allocation (page faults)
         kl = torch.dot(pt.reshape(-1), log_pt.sub_(log_ps_t).reshape(-1))
-        del log_pt, zs
-        if temperature == 1:
-            grad = log_ps.exp_().mul_(w_ce + w_kl)
-        else:
-            grad = log_ps.exp_().mul_(w_ce).add_(log_ps_t.exp_(), alpha=w_kl / temperature)
-        grad.add_(pt, alpha=-w_kl / temperature)
-        grad.scatter_add_(-1, labels.unsqueeze(-1), torch.full(labels.shape + (1,), -w_ce, dtype=grad.dtype,
-                                                                device=grad.device))
+        del log_pt
+        grad = _student_gradient(log_ps, log_ps_t, labels, temperature, w_ce, w_kl).add_(pt, alpha=-w_kl / temperature)
     return torch.stack([ce, kl]), grad.to(student_logits.dtype)
 
 
@@ -89,21 +100,13 @@ def topk_kd_sums(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logi
     its top-k tokens) (q_t sums to 1). Offline KD's counterpart of `forward_kd_sums`."""
     w_ce, w_kl = weights
     with torch.no_grad():
-        zs = student_logits.detach().float()
-        log_ps = F.log_softmax(zs, dim=-1)
-        ce = -log_ps.gather(-1, labels.unsqueeze(-1)).sum()
-        log_ps_t = log_ps if temperature == 1 else F.log_softmax(zs / temperature, dim=-1)
+        log_ps, ce, log_ps_t = _student_side(student_logits, labels, temperature)
         ids = topk_ids.long()
         log_qt = F.log_softmax(topk_logits.float() / temperature, dim=-1)
         qt = log_qt.exp()
         kl = (qt * (log_qt - log_ps_t.gather(-1, ids))).sum()
-        if temperature == 1:
-            grad = log_ps.exp_().mul_(w_ce + w_kl)
-        else:
-            grad = log_ps.exp_().mul_(w_ce).add_(log_ps_t.exp_(), alpha=w_kl / temperature)
+        grad = _student_gradient(log_ps, log_ps_t, labels, temperature, w_ce, w_kl)
         grad.scatter_add_(-1, ids, qt.mul_(-w_kl / temperature))
-        grad.scatter_add_(-1, labels.unsqueeze(-1), torch.full(labels.shape + (1,), -w_ce, dtype=grad.dtype,
-                                                                device=grad.device))
     return torch.stack([ce, kl]), grad.to(student_logits.dtype)
 
 
