@@ -133,21 +133,67 @@ def paired_seeds(study, *methods: str) -> list[int]:
     return [s for s in study.seeds(methods[0]) if all(s in study.seeds(m) for m in methods[1:])]
 
 
-def kd_candidates(study, online_only: bool = False) -> list[str]:
-    """Vanilla KD, offline KD and every profile variant of them. `online_only`: only those with the
-    teacher in memory, the baselines C2 chooses from (offline KD's teacher forward happens once, when
-    its logit cache is built, outside the run's FLOPs, so its equal-FLOPs reading is not comparable)."""
+#: Training fields that change the token budget: a variant setting them is a budget point (the budget
+#: sweep), not a tuning of the base run, and is never a candidate baseline.
+_BUDGET_FIELDS = {"max_steps", "batch_size"}
+
+
+def _tunes_base_budget(cfg, method: str) -> bool:
+    """A method itself, or a variant that tunes its training at the base budget (not a budget
+    point, not another way of healing)."""
+    v = cfg.variants.get(method)
+    return v is None or (v.get("budget", 1) == 1 and not v.get("healing")
+                         and not _BUDGET_FIELDS & set(v.get("train") or {}))
+
+
+def candidates(study, bases: tuple[str, ...]) -> list[str]:
+    """The methods in `bases` and their tuning variants (learning rate, temperature, ...) in the profile."""
     cfg = study.cfg
-    bases = ("kd",) if online_only else ("kd", "offline-kd")
-    return [m for m in cfg.methods if m in bases or cfg.variants.get(m, {}).get("method") in bases]
+    return [m for m in cfg.methods if (m in bases or cfg.variants.get(m, {}).get("method") in bases)
+            and _tunes_base_budget(cfg, m)]
+
+
+def kd_candidates(study, online_only: bool = False) -> list[str]:
+    """Vanilla KD, offline KD and their tuning variants. `online_only`: only those with the teacher in
+    memory, the baselines C2 chooses from (offline KD's teacher forward happens once, when its logit
+    cache is built, outside the run's FLOPs, so its equal-FLOPs reading is not comparable)."""
+    return candidates(study, ("kd",) if online_only else ("kd", "offline-kd"))
+
+
+def tf_candidates(study) -> list[str]:
+    """Teacher-free continued pretraining and its tuning variants (the learning-rate check)."""
+    return candidates(study, ("tf",))
+
+
+def _lowest_on_shared_seeds(readings: dict[str, dict[int, float]]) -> tuple[str, dict]:
+    """The candidate with the lowest mean reading over the seeds all candidates share (an ablation
+    run at one seed is compared with the others at that seed, not with their mean over more seeds);
+    with no seed in common, each over its own seeds."""
+    readings = {m: r for m, r in readings.items() if r}
+    shared = set.intersection(*(set(r) for r in readings.values()))
+    scores = {m: float(np.mean([v for s, v in r.items() if s in shared or not shared])) for m, r in readings.items()}
+    return min(scores, key=scores.get), scores
+
+
+def best_tf(study) -> tuple[str, dict]:
+    """The teacher-free run C2 uses: of TF and its tuning variants, the one with the lowest mean
+    *validation* perplexity at the end (all spend the same FLOPs), never chosen on test; compared on
+    the seeds they share. Returns it and every candidate's score, for the report."""
+    readings: dict[str, dict[int, float]] = {}
+    for method in tf_candidates(study):
+        try:
+            readings[method] = {s: _final_val_ppl(study.student(method, seed=s)) for s in study.seeds(method)}
+        except MissingRecord:
+            continue  # not recorded yet: not a candidate this time
+    if not any(readings.values()):
+        raise MissingRecord("no TF run recorded yet", "no TF run recorded yet")
+    return _lowest_on_shared_seeds(readings)
 
 
 def best_kd(study) -> tuple[str, dict]:
     """The KD baseline C2 uses: of vanilla KD and its variants, the one with the lowest mean
-    *validation* perplexity at TF's total FLOPs, never chosen on test. Candidates are compared on
-    the seeds all of them share with TF (an ablation run at one seed is compared with the others at
-    that seed, not with their mean over more seeds); with no seed in common, each on its own seeds.
-    Returns it and every candidate's score, for the report."""
+    *validation* perplexity at TF's total FLOPs, never chosen on test; compared on the seeds all of
+    them share with TF. Returns it and every candidate's score, for the report."""
     readings: dict[str, dict[int, float]] = {}
     for method in kd_candidates(study, online_only=True):
         try:
@@ -159,12 +205,9 @@ def best_kd(study) -> tuple[str, dict]:
             continue  # not recorded yet: not a candidate this time
         except ValueError:
             continue  # its correction alone costs more than TF's whole run: no reading at TF's FLOPs
-    readings = {m: r for m, r in readings.items() if r}
-    if not readings:
+    if not any(readings.values()):
         raise MissingRecord("no KD run recorded yet", "no KD run recorded yet")
-    shared = set.intersection(*(set(r) for r in readings.values()))
-    scores = {m: float(np.mean([v for s, v in r.items() if s in shared or not shared])) for m, r in readings.items()}
-    return min(scores, key=scores.get), scores
+    return _lowest_on_shared_seeds(readings)
 
 
 def reading(row) -> str:
@@ -193,20 +236,27 @@ def _c1(study, ppl, add):
 
 
 def _c2_c3(study, ppl, add):
-    """C2: teacher-free >= the best KD baseline at equal compute (KD's validation ppl read at TF's
-    total FLOPs); C3: vanilla KD costs ~1.5x per token."""
+    """C2: the best teacher-free run >= the best KD baseline at equal compute (KD's validation ppl
+    read at TF's total FLOPs; both chosen on validation); C3: vanilla KD costs ~1.5x per token."""
+    tf_method, tf_scores = best_tf(study)
     method, scores = best_kd(study)
-    seeds = paired_seeds(study, method, "tf")
-    tf = {s: study.student("tf", seed=s) for s in seeds}
+    seeds = paired_seeds(study, method, tf_method)
+    tf = {s: study.student(tf_method, seed=s) for s in seeds}
     kd = {s: study.student(method, seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds, study.extra_flops(method))
-    chosen = "" if list(scores) == ["kd"] else (
-        f"; KD baseline {method}, the lowest validation ppl at TF's FLOPs among the recorded variants ("
-        + ", ".join(f"{m} {v:.4g}" for m, v in sorted(scores.items(), key=lambda kv: kv[1])) + ")")
+
+    def chosen(name, best, all_scores, base, how):
+        if list(all_scores) == [base]:
+            return ""
+        return (f"; {name} {best}, the lowest validation ppl {how} among the recorded variants ("
+                + ", ".join(f"{m} {v:.4g}" for m, v in sorted(all_scores.items(), key=lambda kv: kv[1])) + ")")
+
+    choice = (chosen("TF", tf_method, tf_scores, "tf", "at the end")
+              + chosen("KD baseline", method, scores, "kd", "at TF's FLOPs"))
     add("C2", "at least: val ppl(KD at TF's total FLOPs) - val ppl(TF) >= 0; equal FLOPs are analytic, the "
-              "teacher's forward counted" + ("; KD is the best variant on validation" if chosen else ""),
+              "teacher's forward counted" + ("; each side is its best variant on validation" if choice else ""),
         f"at equal FLOPs KD's val ppl minus TF's is {fmt(d, h)}; at equal tokens KD's test ppl minus TF's is "
-        f"{fmt(d_tok, h_tok)}{chosen}", verdict_at_least(d, h), d, h, "KD's val ppl minus TF's, at TF's total FLOPs",
+        f"{fmt(d_tok, h_tok)}{choice}", verdict_at_least(d, h), d, h, "KD's val ppl minus TF's, at TF's total FLOPs",
         len(seeds))
 
     seeds = paired_seeds(study, "kd", "tf")

@@ -79,8 +79,10 @@ def forward_kd_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     and, computed in closed form, the gradient of w_ce·CE + w_kl·KL with respect to the student's
     logits: w_ce·(p_s - onehot(y)) + (w_kl/T)·(p_s,T - p_t,T). On a 49k vocabulary autograd's
     backward through the log-softmaxes, products and sums costs more than the teacher's LM head, so
-    vanilla KD takes this path (`head_loss_sums` accepts the gradient)."""
+    vanilla KD takes this path (`head_loss_sums` accepts the gradient). With gradients off (an
+    evaluation) only the sums are computed and returned."""
     w_ce, w_kl = weights
+    want_grad = torch.is_grad_enabled()
     with torch.no_grad():
         log_ps, ce, log_ps_t = _student_side(student_logits, labels, temperature)
         zt = teacher_logits.float()
@@ -89,6 +91,8 @@ def forward_kd_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
         # in place and a dot product: every [tokens, vocab] temporary is a fresh allocation (page faults)
         kl = torch.dot(pt.reshape(-1), log_pt.sub_(log_ps_t).reshape(-1))
         del log_pt
+        if not want_grad:
+            return torch.stack([ce, kl])
         grad = _student_gradient(log_ps, log_ps_t, labels, temperature, w_ce, w_kl).add_(pt, alpha=-w_kl / temperature)
     return torch.stack([ce, kl]), grad.to(student_logits.dtype)
 
@@ -99,12 +103,15 @@ def topk_kd_sums(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logi
     respect to the student's logits: w_ce·(p_s - onehot(y)) + (w_kl/T)·(p_s,T - q_t scattered onto
     its top-k tokens) (q_t sums to 1). Offline KD's counterpart of `forward_kd_sums`."""
     w_ce, w_kl = weights
+    want_grad = torch.is_grad_enabled()
     with torch.no_grad():
         log_ps, ce, log_ps_t = _student_side(student_logits, labels, temperature)
         ids = topk_ids.long()
         log_qt = F.log_softmax(topk_logits.float() / temperature, dim=-1)
         qt = log_qt.exp()
         kl = (qt * (log_qt - log_ps_t.gather(-1, ids))).sum()
+        if not want_grad:
+            return torch.stack([ce, kl])
         grad = _student_gradient(log_ps, log_ps_t, labels, temperature, w_ce, w_kl)
         grad.scatter_add_(-1, ids, qt.mul_(-w_kl / temperature))
     return torch.stack([ce, kl]), grad.to(student_logits.dtype)

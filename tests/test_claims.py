@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from distill_lib.claims import best_kd, claims, kd_candidates, paired_seeds
+from distill_lib.claims import best_kd, best_tf, claims, kd_candidates, paired_seeds, tf_candidates
 from distill_lib.records import MissingRecord
 from distill_lib.study import StudyConfig
 
@@ -116,3 +116,32 @@ def test_claims_on_timings_that_are_not_comparable_are_not_judged():
     assert table.loc["C3", "verdict"] == "not tested" and "not comparable" in table.loc["C3", "ours"]
     assert table.loc["C7", "verdict"] == "inconclusive" and "not comparable" in table.loc["C7", "ours"]
     assert table.loc["C2", "verdict"] == judged.loc["C2", "verdict"]  # FLOPs-based claims are unaffected
+
+
+def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():
+    import dataclasses
+
+    runs = _runs()
+    # TF at 2x lr: lower validation ppl at the end (36 vs 40 on seed 0) but a worse test ppl; TF at
+    # half lr: worse on validation. A budget point (4x tokens) is never a candidate, however good.
+    runs["tf-lr-2x", 0] = FakeRun(10, 100, 36, 60)
+    runs["tf-lr-half", 0] = FakeRun(10, 100, 44, 30)
+    runs["tf-4x", 0] = FakeRun(10, 100, 5, 5, steps=16)
+    runs["kd-4x", 0] = FakeRun(15, 90, 5, 5, steps=16)
+    cfg = dataclasses.replace(
+        CFG, methods=[*CFG.methods, "tf-lr-2x", "tf-lr-half", "tf-4x", "kd-4x"],
+        seeds_by_method={**CFG.seeds_by_method, "tf-lr-2x": [0], "tf-lr-half": [0], "tf-4x": [0], "kd-4x": [0]},
+        variants={**CFG.variants, "tf-lr-2x": {"method": "tf", "train": {"lr": 2e-3}},
+                  "tf-lr-half": {"method": "tf", "train": {"lr": 5e-4}}, "tf-4x": {"method": "tf", "budget": 4},
+                  "kd-4x": {"method": "kd", "train": {"max_steps": 16}}})
+    study = FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})
+    assert tf_candidates(study) == ["tf", "tf-lr-2x", "tf-lr-half"]
+    assert "kd-4x" not in kd_candidates(study)
+    chosen, scores = best_tf(study)
+    assert scores == pytest.approx({"tf": 40.0, "tf-lr-2x": 36.0, "tf-lr-half": 44.0})  # seed 0, shared by all
+    assert chosen == "tf-lr-2x"
+    row = claims(study).set_index("claim").loc["C2"]
+    # kd-logit (the best KD) at TF's 40 FLOPs on seed 0, minus tf-lr-2x's 36, on their one shared seed
+    at = math.exp(math.log(65) + (math.log(50) - math.log(65)) * 2 / 3)
+    assert row["seeds"] == 1 and row["diff"] == pytest.approx(at - 36.0)
+    assert "TF tf-lr-2x" in row["ours"] and "KD baseline kd-logit" in row["ours"]

@@ -88,6 +88,22 @@ def test_fused_head_loss_without_gradients_gives_the_same_sums():
     torch.testing.assert_close(fused, full.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_closed_form_kd_without_gradients_gives_the_same_sums_and_no_gradient(temperature):
+    from distill_lib.losses import forward_kd_sums, topk_kd_sums
+
+    embed, head, ids, teacher, _, hidden = _head_case()
+    z, y = head(hidden()).detach(), ids[:, 1:]
+    values, top = teacher.topk(4, dim=-1)
+    with torch.no_grad():  # an evaluation: only the sums, the [tokens, vocab] gradient is never built
+        sums = forward_kd_sums(z, teacher, y, temperature, (0.5, 0.5))
+        topk = topk_kd_sums(z, top, values, y, temperature, (0.5, 0.5))
+    assert isinstance(sums, torch.Tensor) and isinstance(topk, torch.Tensor)
+    torch.testing.assert_close(sums, forward_kd_sums(z, teacher, y, temperature, (0.5, 0.5))[0])
+    torch.testing.assert_close(topk, topk_kd_sums(z, top, values, y, temperature, (0.5, 0.5))[0])
+    torch.testing.assert_close(sums[1], token_divergence(z, teacher, temperature, "forward"), rtol=1e-5, atol=1e-6)
+
+
 def test_fused_head_loss_refuses_a_backward_that_weighs_its_terms_otherwise():
     embed, head, ids, teacher, fn, hidden = _head_case()
     fused = head_loss_sums(head, list(head.parameters()), fn, [0.3, 0.7], 3, hidden(), teacher, ids[:, 1:])
