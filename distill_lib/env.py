@@ -82,8 +82,27 @@ def keep_freed_memory() -> bool:
     return bool(ok)
 
 
+def code_version() -> dict:
+    """The commit of this checkout and whether `distill_lib/` differs from it: the code that made a
+    result, so that weights lost from the run store can be rebuilt bit for bit by the same code (a
+    faster kernel changes float summation order, and a retrained model its last bits)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", "distill_lib"))
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {"commit": commit or "unknown", "distill_lib_modified": dirty}
+
+
 def environment_record() -> dict:
-    """Library versions and hardware, stored with every result so a number can be reproduced."""
+    """Library versions, the code's commit and the hardware, stored with every result so a number
+    can be reproduced."""
     import accelerate
     import datasets
     import tokenizers
@@ -102,4 +121,4 @@ def environment_record() -> dict:
     hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                 "torch_threads": torch.get_num_threads(),
                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return {"versions": versions, "hardware": hardware}
+    return {"versions": versions, "code": code_version(), "hardware": hardware}

@@ -17,9 +17,12 @@ A run record holds everything a notebook or the claims table reads about a run:
     model            layers and parameter counts of the final model
     evaluations      {evaluation key: perplexity + zero-shot results}, key = `evaluation_key`
     versions, hardware   library versions and machine of the training run
+    code             the commit that trained it and whether distill_lib/ differed from it (records
+                     written before this field have none): a run whose weights were lost is
+                     rebuilt bit for bit by checking out that commit and training it again
 
 A result record holds `name`, `key`, `inputs` (what was computed, as plain data), `value` and the
-versions and hardware of the machine that computed it.
+versions, code and hardware of the machine that computed it.
 
 Records from several machines merge: the same name and hash is the same run wherever it was trained,
 and a run's evaluations are the union of both (the same key means the same evaluation settings).

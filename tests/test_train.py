@@ -371,6 +371,10 @@ def test_run_store_reuses_a_complete_run(teacher):
     assert (teacher.dir / "metrics.jsonl").stat().st_mtime_ns == before
     summary = again.summary
     assert summary["config"]["name"] == "teacher" and "torch" in summary["versions"]
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert summary["code"]["commit"] == (head or "unknown")  # the code that trained it, to rebuild its weights
     assert (again.model_dir / "tokenizer.json").exists() and again.load_model().config.num_hidden_layers == 4
 
 
