@@ -676,6 +676,9 @@ class EvalConfig:
 # A study profile (params/<name>.yaml): every notebook's parameters (distill_lib.study runs it)
 # ---------------------------------------------------------------------------------------------
 _VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps", "healing"}
+#: Names of the methods in figures and tables.
+METHOD_LABELS = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init",
+                 "chop-distill": "CHOP+distill", "scratch": "from scratch", "gradual": "gradual", "width": "width"}
 #: Methods a variant can change (the others build a different model, not a different training).
 _VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill")
 
@@ -756,6 +759,32 @@ class StudyConfig:
         """The seeds `method` (or variant) is trained with: `seeds_by_method`, else `seeds` (a
         variant: the first seed)."""
         return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
+
+    def label(self, method: str) -> str:
+        """A reader's name for a method or variant, spelled from its definition: 'KD', 'KD, lr 2x',
+        'KD, logit only', 'TF, lr 2x, 0.5x tokens' (figures and tables; records keep the names)."""
+        variant = self.variants.get(method)
+        if variant is None:
+            return METHOD_LABELS.get(method, method)
+        parts = []
+        for key, value in (variant.get("train") or {}).items():
+            if key == "lr":
+                parts.append(f"lr {value / self.student_train.lr:.3g}x")
+            elif key == "kd_alpha":
+                parts.append("logit only" if value == 1 else f"alpha {value:g}")
+            elif key == "kd_temperature":
+                parts.append(f"T {value:g}")
+            elif key == "offline_top_k":
+                parts.append(f"top-{value}")
+            else:
+                parts.append(f"{key} {value}")
+        if variant.get("teacher_correction_steps"):
+            parts.append(f"teacher corrected ({variant['teacher_correction_steps']} steps)")
+        if variant.get("healing"):
+            parts.append(variant["healing"].get("method", "full"))
+        if variant.get("budget", 1) != 1:
+            parts.append(f"{variant['budget']:g}x tokens")
+        return ", ".join([METHOD_LABELS.get(variant["method"], variant["method"]), *parts]) if parts else method
 
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: need at least one seed")

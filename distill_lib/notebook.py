@@ -79,3 +79,13 @@ def open_study(profile: str, train: bool = True):
     study = Study.load(profile, train=train)
     _log_to_file(study.root / "study.log" if train else CACHE_ROOT / "logs" / f"{study.cfg.name}-report.log")
     return study
+
+
+def wall_clock_caveat(cfg) -> None:
+    """Shown under a figure or table with wall-clock: where the profile's runs were timed under
+    different conditions (`timings_comparable: false`), their wall-clock is not a cost."""
+    if not cfg.timings_comparable:
+        from IPython.display import Markdown, display
+
+        display(Markdown("**Wall-clock here is not a measure of cost:** this profile's runs were timed under different "
+                         "conditions (see the profile's notes); read cost from FLOPs."))

@@ -27,8 +27,8 @@ from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-labels = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init"}
-runs = {labels[m]: [study.student(m, seed=s) for s in study.seeds(m)] for m in labels if m in cfg.methods}
+runs = {cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)]
+        for m in ("tf", "kd", "offline-kd", "random") if m in cfg.methods}
 
 # %% [markdown]
 # ## Validation perplexity against tokens, compute and wall-clock
@@ -54,6 +54,7 @@ study.save_figure(fig, "02_curves")
 end = df.sort_values("step").groupby(["method", "seed"]).last().groupby("method", sort=False).mean(numeric_only=True)
 display(Markdown("At the end of training (equal tokens), mean validation perplexity: " + ", ".join(
     f"{m} {format_value(end.val_ppl[m])} after {end.flops[m] / end.flops['TF']:.2f}x TF's FLOPs" for m in end.index) + "."))
+nb.wall_clock_caveat(cfg)
 
 # %% [markdown]
 # ## Final evaluation: test perplexity and the zero-shot suite
@@ -100,22 +101,22 @@ if len(candidates) > 2:
             r = study.student(m, seed=seed)
             extra = study.extra_flops(m)  # a teacher correction, charged to the variant
             at_tf = val_ppl_at_flops(r, tf_flops[seed] - extra, nan_outside=True) if seed in tf_flops else np.nan
-            rows.append({"variant": labels.get(m, m), "seed": seed, "val ppl at TF's FLOPs": at_tf,
+            rows.append({"variant": cfg.label(m), "seed": seed, "val ppl at TF's FLOPs": at_tf,
                          "val ppl at the end": [e for e in r.metrics() if "val_ppl" in e][-1]["val_ppl"],
                          "test ppl": study.headline(r)["ppl"],
                          "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_flops.get(seed, np.nan)})
     variants = pd.DataFrame(rows)
     study.save_table(variants, "02_kd_variants")
     summary = plots.summary_table(variants, "variant", ["val ppl at TF's FLOPs", "val ppl at the end", "test ppl", "FLOPs vs TF"])
-    display(Markdown(f"C2 compares **{labels.get(chosen_tf, chosen_tf)}**, the TF run with the lowest validation "
-                     f"perplexity at the end, with **{labels.get(chosen, chosen)}**, the vanilla-KD variant with the "
+    display(Markdown(f"C2 compares **{cfg.label(chosen_tf)}**, the TF run with the lowest validation "
+                     f"perplexity at the end, with **{cfg.label(chosen)}**, the vanilla-KD variant with the "
                      "lowest validation perplexity at TF's FLOPs. Offline KD's FLOPs leave out building its logit "
                      "cache."))
     plots.table(summary)
-    ablation = curves({labels.get(m, m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
+    ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
-        plots.draw_curves(ax, ablation, x, "val_ppl", order=[labels.get(m, m) for m in candidates])
+        plots.draw_curves(ax, ablation, x, "val_ppl", order=[cfg.label(m) for m in candidates])
         plots.log_axis(ax)
         plots.eng_axis(ax)
         plots.label_axes(ax, x, "val_ppl")
@@ -144,7 +145,7 @@ if swept:
         name = next(x for x in cfg.methods if family(x) == family(m) and cfg.variants.get(x, {}).get("budget", 1) == 1)
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
-            rows.append({"line": labels.get(name, name), "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
+            rows.append({"line": cfg.label(name), "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
                          "tokens": r.summary["summary"]["tokens"],
                          "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     sweep = pd.DataFrame(rows)

@@ -42,6 +42,7 @@ for ax, x in zip(axes, ["flops", "wall_seconds"]):
 plots.eng_axis(axes[0])
 plots.figure_legend(fig, axes)
 study.save_figure(fig, "07_width_vs_depth")
+nb.wall_clock_caveat(cfg)
 
 # %%
 per_seed = pd.DataFrame([{"method": m, "seed": r.config.train.seed, **study.headline(r),

@@ -170,6 +170,7 @@ if healers:
                 title="Area: optimizer-state memory")
     plots.figure_legend(fig, axes[:2])
     study.save_figure(fig, "08_healing")
+    nb.wall_clock_caveat(cfg)
     best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
     display(Markdown(f"Healing on `{hs}`; at the cheapest method's {format_value(cheapest)} FLOPs the lowest validation "
                      f"perplexity is {best}'s." if best else f"Healing on `{hs}`."))

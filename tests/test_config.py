@@ -172,3 +172,19 @@ def test_a_yaml_file_that_does_not_parse_is_named_with_its_line(tmp_path):
         load_yaml(path)
     assert str(err.value) == (f"profile: {path} is not valid YAML: expected ',' or ']', but got '}}' "
                               "(while parsing a flow sequence) at line 2, column 44")
+
+
+def test_variant_labels_are_spelled_from_their_definitions():
+    from distill_lib.config import StudyConfig, TrainConfig
+
+    cfg = StudyConfig(student_train=TrainConfig(lr=3e-4), variants={
+        "kd-logit": {"method": "kd", "train": {"kd_alpha": 1.0}},
+        "kd-lr-2x": {"method": "kd", "train": {"lr": 6e-4}},
+        "tf-lr-2x-half": {"method": "tf", "train": {"lr": 6e-4}, "budget": 0.5},
+        "offline-k128": {"method": "offline-kd", "train": {"offline_top_k": 128}},
+        "kd-corrected": {"method": "kd", "teacher_correction_steps": 30},
+        "tf-lora": {"method": "tf", "healing": {"method": "lora", "lora_rank": 8}}})
+    assert [cfg.label(m) for m in ["tf", "random", "kd-logit", "kd-lr-2x", "tf-lr-2x-half", "offline-k128",
+                                   "kd-corrected", "tf-lora"]] == [
+        "TF", "random init", "KD, logit only", "KD, lr 2x", "TF, lr 2x, 0.5x tokens", "offline KD, top-128",
+        "KD, teacher corrected (30 steps)", "TF, lora"]
