@@ -353,7 +353,7 @@ def _c7(study, ppl, add):
         verdict = INCONCLUSIVE
     else:  # a quality tie is what the claim says ("similar quality")
         verdict = REPRODUCED if mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED
-    wall = (f"wall-clock not comparable in this profile (see its notes)" if not study.cfg.timings_comparable
+    wall = ("wall-clock not comparable in this profile (see its notes)" if not study.cfg.timings_comparable
             else f"width/depth wall-clock {fmt(*mean_ci(cost))}x")
     add("C7", "depth matches or beats width (the interval of ppl(width) - ppl(depth) does not lie below 0) and "
               "width costs >= 1.5x the wall-clock",

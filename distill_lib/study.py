@@ -54,8 +54,6 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _raw_profile(profile: str | Path, seen: tuple = ()) -> dict:
     """The profile's YAML, with `base: <profile>` resolved (the named profile's keys, then this one's)."""
-    import yaml
-
     path = _profile_path(profile)
     if path in seen:
         raise ConfigError(f"base: profiles {' -> '.join(p.stem for p in (*seen, path))} form a cycle")
