@@ -248,7 +248,7 @@ def _c2_c3(study, ppl, add):
     def chosen(name, best, all_scores, base, how):
         if list(all_scores) == [base]:
             return ""
-        return (f"; {name} {best}, the lowest validation ppl {how} among the recorded variants ("
+        return (f"; {name}: {best}, the lowest validation ppl {how} among the recorded variants ("
                 + ", ".join(f"{m} {v:.4g}" for m, v in sorted(all_scores.items(), key=lambda kv: kv[1])) + ")")
 
     choice = (chosen("TF", tf_method, tf_scores, "tf", "at the end")

@@ -144,4 +144,4 @@ def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():
     # kd-logit (the best KD) at TF's 40 FLOPs on seed 0, minus tf-lr-2x's 36, on their one shared seed
     at = math.exp(math.log(65) + (math.log(50) - math.log(65)) * 2 / 3)
     assert row["seeds"] == 1 and row["diff"] == pytest.approx(at - 36.0)
-    assert "TF tf-lr-2x" in row["ours"] and "KD baseline kd-logit" in row["ours"]
+    assert "TF: tf-lr-2x" in row["ours"] and "KD baseline: kd-logit" in row["ours"]
