@@ -85,7 +85,8 @@ plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
 # (`variants:` in the profile, e.g. logit-only KD). Claim C2 compares the best TF with the best
 # vanilla-KD variant (teacher in memory), each chosen on validation perplexity, never on test: TF at
 # the end of its run, KD at TF's total FLOPs. Offline KD is not a candidate: its teacher forward is
-# paid once, building the logit cache, outside the run's FLOPs. Mean over each variant's seeds.
+# paid once, building the logit cache, outside the run's FLOPs. Mean over each variant's seeds. Against
+# FLOPs, KD from a corrected teacher starts where its correction ends: the correction is charged to it.
 
 # %%
 from distill_lib.claims import best_kd, best_tf, kd_candidates, tf_candidates, val_ppl_at_flops
@@ -114,6 +115,8 @@ if len(candidates) > 2:
                      "cache."))
     plots.table(summary)
     ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
+    for m in candidates:  # a teacher correction's FLOPs come before the run's first step
+        ablation.loc[ablation.method == cfg.label(m), "flops"] += study.extra_flops(m)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
         plots.draw_curves(ax, ablation, x, "val_ppl", order=[cfg.label(m) for m in candidates])
