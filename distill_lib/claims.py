@@ -210,6 +210,28 @@ def best_kd(study) -> tuple[str, dict]:
     return _lowest_on_shared_seeds(readings)
 
 
+def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
+    """The budget sweep read as C2 reads one budget: for every TF line and KD line (`points`: one row
+    per line and budget, columns line, base ('tf' / 'kd'), budget, flops, test ppl) and every budget
+    both have, KD's test ppl minus TF's at equal tokens, and at equal FLOPs: KD's line interpolated
+    (log ppl against log FLOPs, between its own budget points, never beyond) at TF's FLOPs. Positive
+    = TF ahead, the paper's direction."""
+    import pandas as pd
+
+    rows = []
+    for tf_line in points[points.base == "tf"].line.unique():
+        tf = points[points.line == tf_line].set_index("budget")
+        for kd_line in points[points.base == "kd"].line.unique():
+            kd = points[points.line == kd_line].sort_values("flops")
+            for budget in sorted(set(tf.index) & set(kd.budget)):
+                at = np.exp(np.interp(np.log(tf.flops[budget]), np.log(kd.flops), np.log(kd["test ppl"]),
+                                      left=np.nan, right=np.nan))
+                rows.append({"TF line": tf_line, "KD line": kd_line, "budget": budget,
+                             "KD - TF, equal tokens": float(kd.set_index("budget")["test ppl"][budget] - tf["test ppl"][budget]),
+                             "KD - TF, equal FLOPs": float(at - tf["test ppl"][budget])})
+    return pd.DataFrame(rows, columns=["TF line", "KD line", "budget", "KD - TF, equal tokens", "KD - TF, equal FLOPs"])
+
+
 def reading(row) -> str:
     """One or two plain sentences for a claim row of `claims`: what was compared, which way it went."""
     if row["verdict"] == NOT_TESTED:

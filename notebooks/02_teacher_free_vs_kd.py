@@ -89,7 +89,7 @@ plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
 # FLOPs, KD from a corrected teacher starts where its correction ends: the correction is charged to it.
 
 # %%
-from distill_lib.claims import best_kd, best_tf, kd_candidates, tf_candidates, val_ppl_at_flops
+from distill_lib.claims import best_kd, best_tf, kd_candidates, sweep_differences, tf_candidates, val_ppl_at_flops
 
 candidates = [*tf_candidates(study), *kd_candidates(study)]
 if len(candidates) > 2:
@@ -130,7 +130,10 @@ if len(candidates) > 2:
 # ## Budget sweep: does the equal-compute verdict change with the budget?
 # TF and KD at several token budgets (variants with `budget:` in the profile), final test perplexity
 # against training tokens and against FLOPs (KD's teacher forward and any teacher correction
-# counted). Mean over each point's seeds.
+# counted). Mean over each point's seeds. The distillation scaling law (Busbridge et al. 2025, arXiv
+# 2502.08606) predicts that KD's edge over the LM loss shrinks as the student's compute grows and
+# turns into a loss above a threshold: if that holds here, KD minus TF at equal FLOPs rises with the
+# budget.
 
 # %%
 def family(m):
@@ -148,12 +151,13 @@ if swept:
         name = next(x for x in cfg.methods if family(x) == family(m) and cfg.variants.get(x, {}).get("budget", 1) == 1)
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
-            rows.append({"line": cfg.label(name), "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
+            rows.append({"line": cfg.label(name), "base": cfg.variants.get(name, {"method": name})["method"],
+                         "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
                          "tokens": r.summary["summary"]["tokens"],
                          "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     sweep = pd.DataFrame(rows)
     study.save_table(sweep, "02_budget_sweep")
-    points = sweep.groupby(["line", "budget"], sort=False).mean(numeric_only=True).reset_index()
+    points = sweep.groupby(["line", "base", "budget"], sort=False).mean(numeric_only=True).reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
         for line, group in points.groupby("line", sort=False):
@@ -168,6 +172,13 @@ if swept:
     study.save_figure(fig, "02_budget_sweep")
     plots.table(sweep.groupby(["line", "budget"], sort=False).agg(
         **{"test ppl": ("test ppl", "mean"), "FLOPs": ("flops", "mean"), "seeds": ("seed", "count")}).reset_index())
+    differences = sweep_differences(points)
+    if len(differences):
+        study.save_table(differences, "02_budget_differences")
+        display(Markdown("KD minus TF in test perplexity at each budget (positive: TF ahead). At equal FLOPs KD's "
+                         "line is read at TF's FLOPs, between its own budget points (empty where it has none "
+                         "that low or that high)."))
+        plots.table(differences)
 
 # %% [markdown]
 # ## Compute and memory
