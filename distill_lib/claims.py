@@ -7,6 +7,7 @@ pairs the seeds both sides have.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -133,17 +134,19 @@ def paired_seeds(study, *methods: str) -> list[int]:
     return [s for s in study.seeds(methods[0]) if all(s in study.seeds(m) for m in methods[1:])]
 
 
-#: Training fields that change the token budget: a variant setting them is a budget point (the budget
-#: sweep), not a tuning of the base run, and is never a candidate baseline.
-_BUDGET_FIELDS = {"max_steps", "batch_size"}
+#: Training fields a tuning variant may change: how the same run is optimised or distilled. A variant
+#: changing anything else (the token budget, the validation blocks, a removal schedule, the healing
+#: method) is a different experiment, never a candidate baseline.
+TUNING_FIELDS = {"lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "grad_clip", "optimizer",
+                 "kd_alpha", "kd_temperature", "kd_divergence", "jsd_beta", "offline_top_k", "offline_dtype"}
 
 
 def _tunes_base_budget(cfg, method: str) -> bool:
-    """A method itself, or a variant that tunes its training at the base budget (not a budget
-    point, not another way of healing)."""
+    """A method itself, or a variant that only tunes its training (`TUNING_FIELDS`, or a teacher
+    correction) at the base budget."""
     v = cfg.variants.get(method)
     return v is None or (v.get("budget", 1) == 1 and not v.get("healing")
-                         and not _BUDGET_FIELDS & set(v.get("train") or {}))
+                         and set(v.get("train") or {}) <= TUNING_FIELDS)
 
 
 def candidates(study, bases: tuple[str, ...]) -> list[str]:
@@ -165,49 +168,67 @@ def tf_candidates(study) -> list[str]:
     return candidates(study, ("tf",))
 
 
-def _lowest_on_shared_seeds(readings: dict[str, dict[int, float]]) -> tuple[str, dict]:
-    """The candidate with the lowest mean reading over the seeds all candidates share (an ablation
-    run at one seed is compared with the others at that seed, not with their mean over more seeds);
-    with no seed in common, each over its own seeds."""
+def _recorded(study, method: str, seeds, read) -> dict[int, float]:
+    """`read(run, seed)` for each of `seeds` whose run is recorded (a study in parts: one missing seed
+    leaves the others in); a reading outside the run's curve (ValueError) is left out too."""
+    out = {}
+    for s in seeds:
+        try:
+            out[s] = read(study.student(method, seed=s), s)
+        except (MissingRecord, ValueError):
+            continue
+    return out
+
+
+def _lowest_on_shared_seeds(readings: dict[str, dict[int, float]], what: str) -> "Choice":
+    """The candidate with the lowest mean reading over the seeds all candidates have (an ablation run
+    at one seed meets the others at that seed, not their mean over more seeds). Refuses (not tested)
+    when they share no seed: means over different seeds are not a comparison."""
     readings = {m: r for m, r in readings.items() if r}
-    shared = set.intersection(*(set(r) for r in readings.values()))
-    scores = {m: float(np.mean([v for s, v in r.items() if s in shared or not shared])) for m, r in readings.items()}
-    return min(scores, key=scores.get), scores
+    if not readings:
+        raise MissingRecord(f"no {what} run recorded yet", f"no {what} run recorded yet")
+    shared = sorted(set.intersection(*(set(r) for r in readings.values())))
+    if not shared:
+        raise MissingRecord(f"the {what} candidates share no recorded seed",
+                            f"a seed all {what} candidates share ({', '.join(readings)})")
+    scores = {m: float(np.mean([r[s] for s in shared])) for m, r in readings.items()}
+    return Choice(min(scores, key=scores.get), scores, shared)
 
 
-def best_tf(study) -> tuple[str, dict]:
+@dataclasses.dataclass
+class Choice:
+    """A baseline chosen on validation: the method, every candidate's score, the seeds compared on."""
+    method: str
+    scores: dict
+    seeds: list
+
+    def __iter__(self):  # `method, scores = best_tf(study)`
+        return iter((self.method, self.scores))
+
+
+def best_tf(study) -> Choice:
     """The teacher-free run C2 uses: of TF and its tuning variants, the one with the lowest mean
     *validation* perplexity at the end (all spend the same FLOPs), never chosen on test; compared on
-    the seeds they share. Returns it and every candidate's score, for the report."""
-    readings: dict[str, dict[int, float]] = {}
-    for method in tf_candidates(study):
-        try:
-            readings[method] = {s: _final_val_ppl(study.student(method, seed=s)) for s in study.seeds(method)}
-        except MissingRecord:
-            continue  # not recorded yet: not a candidate this time
-    if not any(readings.values()):
-        raise MissingRecord("no TF run recorded yet", "no TF run recorded yet")
-    return _lowest_on_shared_seeds(readings)
+    the seeds they share."""
+    return _lowest_on_shared_seeds(
+        {m: _recorded(study, m, study.seeds(m), lambda run, s: _final_val_ppl(run)) for m in tf_candidates(study)}, "TF")
 
 
-def best_kd(study) -> tuple[str, dict]:
+def best_kd(study, tf: str = "tf") -> Choice:
     """The KD baseline C2 uses: of vanilla KD and its variants, the one with the lowest mean
-    *validation* perplexity at TF's total FLOPs, never chosen on test; compared on the seeds all of
-    them share with TF. Returns it and every candidate's score, for the report."""
-    readings: dict[str, dict[int, float]] = {}
-    for method in kd_candidates(study, online_only=True):
+    *validation* perplexity at the total FLOPs of TF (`tf`, the chosen TF run), never chosen on test;
+    compared on the seeds all of them share with it. A teacher correction's FLOPs count against
+    its variant."""
+    tf_flops = _recorded(study, tf, study.seeds(tf), lambda run, s: run.summary["summary"]["flops"])
+    readings = {}
+    for m in kd_candidates(study, online_only=True):
         try:
-            extra = study.extra_flops(method)
-            readings[method] = {s: val_ppl_at_flops(study.student(method, seed=s),
-                                                    study.student("tf", seed=s).summary["summary"]["flops"] - extra)
-                                for s in paired_seeds(study, method, "tf")}
+            extra = study.extra_flops(m)
         except MissingRecord:
-            continue  # not recorded yet: not a candidate this time
-        except ValueError:
-            continue  # its correction alone costs more than TF's whole run: no reading at TF's FLOPs
-    if not any(readings.values()):
-        raise MissingRecord("no KD run recorded yet", "no KD run recorded yet")
-    return _lowest_on_shared_seeds(readings)
+            continue  # its teacher correction is not recorded yet: not a candidate this time
+        readings[m] = _recorded(study, m, [s for s in study.seeds(m) if s in tf_flops],
+                                lambda run, s, extra=extra: val_ppl_at_flops(run, tf_flops[s] - extra))
+    return _lowest_on_shared_seeds(readings, "KD")
 
 
 def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
@@ -215,7 +236,8 @@ def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
     per line and budget, columns line, base ('tf' / 'kd'), budget, flops, test ppl) and every budget
     both have, KD's test ppl minus TF's at equal tokens, and at equal FLOPs: KD's line interpolated
     (log ppl against log FLOPs, between its own budget points, never beyond) at TF's FLOPs. Positive
-    = TF ahead, the paper's direction."""
+    = TF ahead, the paper's direction. Points are means over their own seeds (a `seeds` column in
+    `points` is shown with each difference): unpaired where the seed sets differ."""
     import pandas as pd
 
     rows = []
@@ -226,10 +248,13 @@ def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
             for budget in sorted(set(tf.index) & set(kd.budget)):
                 at = np.exp(np.interp(np.log(tf.flops[budget]), np.log(kd.flops), np.log(kd["test ppl"]),
                                       left=np.nan, right=np.nan))
-                rows.append({"TF line": tf_line, "KD line": kd_line, "budget": budget,
-                             "KD - TF, equal tokens": float(kd.set_index("budget")["test ppl"][budget] - tf["test ppl"][budget]),
-                             "KD - TF, equal FLOPs": float(at - tf["test ppl"][budget])})
-    return pd.DataFrame(rows, columns=["TF line", "KD line", "budget", "KD - TF, equal tokens", "KD - TF, equal FLOPs"])
+                row = {"TF line": tf_line, "KD line": kd_line, "budget": budget,
+                       "KD - TF, equal tokens": float(kd.set_index("budget")["test ppl"][budget] - tf["test ppl"][budget]),
+                       "KD - TF, equal FLOPs": float(at - tf["test ppl"][budget])}
+                if "seeds" in points:  # each point is a mean over its own seeds: how many, side by side
+                    row["seeds TF / KD"] = f"{tf.seeds[budget]} / {kd.set_index('budget').seeds[budget]}"
+                rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def reading(row) -> str:
@@ -260,23 +285,28 @@ def _c1(study, ppl, add):
 def _c2_c3(study, ppl, add):
     """C2: the best teacher-free run >= the best KD baseline at equal compute (KD's validation ppl
     read at TF's total FLOPs; both chosen on validation); C3: vanilla KD costs ~1.5x per token."""
-    tf_method, tf_scores = best_tf(study)
-    method, scores = best_kd(study)
+    tf_choice = best_tf(study)
+    kd_choice = best_kd(study, tf=tf_choice.method)
+    tf_method, method = tf_choice.method, kd_choice.method
     seeds = paired_seeds(study, method, tf_method)
+    if not seeds:
+        raise MissingRecord(f"{method} and {tf_method} share no seed", f"a seed both {method} and {tf_method} have")
     tf = {s: study.student(tf_method, seed=s) for s in seeds}
     kd = {s: study.student(method, seed=s) for s in seeds}
     (d, h), (d_tok, h_tok) = _against_tf(kd, tf, ppl, seeds, study.extra_flops(method))
 
-    def chosen(name, best, all_scores, base, how):
-        if list(all_scores) == [base]:
+    def chosen(name, c, base, how):
+        if list(c.scores) == [base]:
             return ""
-        return (f"; {name}: {best}, the lowest validation ppl {how} among the recorded variants ("
-                + ", ".join(f"{m} {v:.4g}" for m, v in sorted(all_scores.items(), key=lambda kv: kv[1])) + ")")
+        return (f"; {name}: {c.method}, the lowest validation ppl {how} among the recorded variants ("
+                + ", ".join(f"{m} {v:.4g}" for m, v in sorted(c.scores.items(), key=lambda kv: kv[1]))
+                + f"; seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))})")
 
-    choice = (chosen("TF", tf_method, tf_scores, "tf", "at the end")
-              + chosen("KD baseline", method, scores, "kd", "at TF's FLOPs"))
+    choice = chosen("TF", tf_choice, "tf", "at the end") + chosen("KD baseline", kd_choice, "kd", "at TF's FLOPs")
     add("C2", "at least: val ppl(KD at TF's total FLOPs) - val ppl(TF) >= 0; equal FLOPs are analytic, the "
-              "teacher's forward counted" + ("; each side is its best variant on validation" if choice else ""),
+              "teacher's forward counted" + ("; each side is its best variant on validation, whose seeds the "
+                                             "verdict reads again (test ppl at equal tokens is the unselected check)"
+                                             if choice else ""),
         f"at equal FLOPs KD's val ppl minus TF's is {fmt(d, h)}; at equal tokens KD's test ppl minus TF's is "
         f"{fmt(d_tok, h_tok)}{choice}", verdict_at_least(d, h), d, h, "KD's val ppl minus TF's, at TF's total FLOPs",
         len(seeds))

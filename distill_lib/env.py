@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import sys
@@ -82,22 +83,29 @@ def keep_freed_memory() -> bool:
     return bool(ok)
 
 
+@functools.cache
 def code_version() -> dict:
     """The commit of this checkout and whether `distill_lib/` differs from it: the code that made a
     result, so that weights lost from the run store can be rebuilt bit for bit by the same code (a
-    faster kernel changes float summation order, and a retrained model its last bits)."""
+    faster kernel changes float summation order, and a retrained model its last bits). Read once, at
+    the first call (`distill_lib` makes it on import), so a run records the code it started with even
+    if commits land while it trains. None where git cannot tell (no git, or the package installed
+    outside its checkout)."""
     import subprocess
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        done = subprocess.run(["git", "--no-optional-locks", "-C", str(PROJECT_ROOT), *args], capture_output=True,
+                              text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else None
 
     try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--", "distill_lib"))
+        if git("rev-parse", "--show-toplevel") != str(PROJECT_ROOT):  # some other repository, or none
+            return {"commit": None, "distill_lib_modified": None}
+        commit = git("rev-parse", "--verify", "HEAD")
+        status = git("status", "--porcelain", "--", "distill_lib") if commit else None
     except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", False
-    return {"commit": commit or "unknown", "distill_lib_modified": dirty}
+        return {"commit": None, "distill_lib_modified": None}
+    return {"commit": commit, "distill_lib_modified": None if status is None else bool(status)}
 
 
 def environment_record() -> dict:

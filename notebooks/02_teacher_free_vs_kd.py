@@ -15,6 +15,8 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -92,9 +94,9 @@ plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
 from distill_lib.claims import best_kd, best_tf, kd_candidates, sweep_differences, tf_candidates, val_ppl_at_flops
 
 candidates = [*tf_candidates(study), *kd_candidates(study)]
-if len(candidates) > 2:
-    chosen_tf, _ = best_tf(study)
-    chosen, _ = best_kd(study)
+if len(candidates) > 2 and kd_candidates(study, online_only=True):
+    chosen_tf = best_tf(study)
+    chosen = best_kd(study, tf=chosen_tf.method)
     tf_flops = {r.config.train.seed: r.summary["summary"]["flops"] for r in runs["TF"]}
     rows = []
     for m in candidates:
@@ -109,10 +111,11 @@ if len(candidates) > 2:
     variants = pd.DataFrame(rows)
     study.save_table(variants, "02_kd_variants")
     summary = plots.summary_table(variants, "variant", ["val ppl at TF's FLOPs", "val ppl at the end", "test ppl", "FLOPs vs TF"])
-    display(Markdown(f"C2 compares **{cfg.label(chosen_tf)}**, the TF run with the lowest validation "
-                     f"perplexity at the end, with **{cfg.label(chosen)}**, the vanilla-KD variant with the "
-                     "lowest validation perplexity at TF's FLOPs. Offline KD's FLOPs leave out building its logit "
-                     "cache."))
+    on = lambda c: f"seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))}"  # noqa: E731
+    display(Markdown(f"C2 compares **{cfg.label(chosen_tf.method)}**, the TF run with the lowest validation "
+                     f"perplexity at the end ({on(chosen_tf)}), with **{cfg.label(chosen.method)}**, the vanilla-KD "
+                     f"variant with the lowest validation perplexity at TF's FLOPs ({on(chosen)}). Offline KD's "
+                     "FLOPs leave out building its logit cache."))
     plots.table(summary)
     ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
     for m in candidates:  # a teacher correction's FLOPs come before the run's first step
@@ -137,27 +140,36 @@ if len(candidates) > 2:
 
 # %%
 def family(m):
-    """A method or variant without its budget: the line a budget point belongs to."""
-    v = cfg.variants.get(m, {"method": m})
-    return (v["method"], str(sorted((v.get("train") or {}).items())), v.get("teacher_correction_steps", 0))
+    """A method or variant without its budget (its whole definition otherwise): the line a budget
+    point belongs to."""
+    v = {k: x for k, x in cfg.variants.get(m, {"method": m}).items() if k != "budget"}
+    return json.dumps({"train": {}, "teacher_correction_steps": 0, "healing": None, **v}, sort_keys=True)
 
 
-swept = {family(m) for m in cfg.methods if cfg.variants.get(m, {}).get("budget", 1) != 1}
+def budget(m):
+    return cfg.variants.get(m, {}).get("budget", 1)
+
+
+swept = {family(m) for m in cfg.methods if budget(m) != 1}
 if swept:
     rows = []
     for m in cfg.methods:
         if family(m) not in swept:
             continue
-        name = next(x for x in cfg.methods if family(x) == family(m) and cfg.variants.get(x, {}).get("budget", 1) == 1)
+        # the line is named after its 1x member; without one, after this point's name less its budget
+        name = next((x for x in cfg.methods if family(x) == family(m) and budget(x) == 1), None)
+        line = cfg.label(name) if name else cfg.label(m).removesuffix(f", {budget(m):g}x tokens")
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
-            rows.append({"line": cfg.label(name), "base": cfg.variants.get(name, {"method": name})["method"],
+            rows.append({"line": line, "base": cfg.variants.get(m, {"method": m})["method"],
                          "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
                          "tokens": r.summary["summary"]["tokens"],
                          "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     sweep = pd.DataFrame(rows)
     study.save_table(sweep, "02_budget_sweep")
-    points = sweep.groupby(["line", "base", "budget"], sort=False).mean(numeric_only=True).reset_index()
+    points = sweep.groupby(["line", "base", "budget"], sort=False).agg(
+        tokens=("tokens", "mean"), flops=("flops", "mean"), **{"test ppl": ("test ppl", "mean")},
+        seeds=("seed", "count")).reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
         for line, group in points.groupby("line", sort=False):

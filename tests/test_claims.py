@@ -167,3 +167,47 @@ def test_the_budget_sweep_is_read_at_equal_tokens_and_by_interpolation_at_equal_
     table = sweep_differences(points).set_index("budget")
     # TF's 200 FLOPs lie log(200/150)/log(2) of the way from KD's 150 to its 300 (100 -> 50 ppl)
     assert table.loc[2, "KD - TF, equal FLOPs"] == pytest.approx(100 * 0.5 ** (math.log(200 / 150) / math.log(2)) - 40)
+
+
+def _lr_check_cfg(**seeds):
+    import dataclasses
+
+    return dataclasses.replace(
+        CFG, methods=[*CFG.methods, "tf-lr-2x", "tf-val32"],
+        seeds_by_method={**CFG.seeds_by_method, "tf-lr-2x": [0], "tf-val32": [0], **seeds},
+        variants={**CFG.variants, "tf-lr-2x": {"method": "tf", "train": {"lr": 2e-3}},
+                  "tf-val32": {"method": "tf", "train": {"eval_blocks": 32}}})
+
+
+def test_a_missing_seed_leaves_the_candidates_other_seeds_in_the_choice():
+    runs = _runs()
+    runs["tf-lr-2x", 0] = FakeRun(10, 100, 45, 50)  # worse than tf on seed 0 (45 vs 40)
+    runs["tf-val32", 0] = FakeRun(10, 100, 1, 1)  # other validation blocks: not comparable, never a candidate
+    del runs["tf", 2]  # a part not run yet
+    study = FakeStudy(_lr_check_cfg(), runs, extra={"kd-corrected": 30.0})
+    choice = best_tf(study)
+    assert choice.method == "tf" and choice.seeds == [0] and "tf-val32" not in choice.scores
+    kd = best_kd(study, tf=choice.method)  # KD read at tf's FLOPs on tf's recorded seeds 0 and 1
+    assert set(kd.scores) == {"kd", "kd-logit"} and kd.seeds == [0, 1]  # kd-corrected: no reading (its correction)
+
+
+def test_c2_is_not_tested_when_the_chosen_tf_and_kd_share_no_seed():
+    runs = _runs()
+    runs["tf-lr-2x", 2] = FakeRun(10, 100, 30, 35)  # better than tf on their one shared seed, 2
+    for s in range(3):
+        del runs["kd", s]  # KD's only recorded runs: kd-logit on seeds 0-1, kd-corrected on 0
+    study = FakeStudy(_lr_check_cfg(**{"tf-lr-2x": [2]}), runs, extra={"kd-corrected": 30.0})
+    assert best_tf(study).method == "tf-lr-2x"
+    with pytest.raises(MissingRecord, match="no KD run"):
+        best_kd(study, tf="tf-lr-2x")  # nothing read at tf-lr-2x's seed 2
+    row = claims(study).set_index("claim").loc["C2"]
+    assert row["verdict"] == "not tested" and "no KD run" in row["ours"]
+    import dataclasses
+
+    runs["tf-lr-half", 1] = FakeRun(10, 100, 50, 55)
+    cfg = _lr_check_cfg(**{"tf-lr-2x": [2]})
+    study.cfg = dataclasses.replace(cfg, methods=[*cfg.methods, "tf-lr-half"],
+                                    seeds_by_method={**cfg.seeds_by_method, "tf-lr-half": [1]},
+                                    variants={**cfg.variants, "tf-lr-half": {"method": "tf", "train": {"lr": 5e-4}}})
+    with pytest.raises(MissingRecord, match="TF candidates share no recorded seed"):
+        best_tf(study)  # tf-lr-2x on seed 2, tf-lr-half on seed 1: means over different seeds compare nothing

@@ -130,3 +130,18 @@ def test_a_run_record_is_written_one_metrics_line_per_step_and_reads_back_equal(
     text = store.run_path("tf-s0-0000000001").read_text()
     assert '  {"loss": 0.5, "step": 1, "val_ppl": null},' in text
     assert store.run("tf-s0-0000000001") == record
+
+
+@pytest.mark.parametrize("code, says", [
+    ({"commit": "abc123", "distill_lib_modified": False}, "training it in a checkout of the commit that trained it (abc123)"),
+    ({"commit": "abc123", "distill_lib_modified": True}, "no commit reproduces them exactly (distill_lib/ differed from abc123)"),
+    (None, "no commit reproduces them exactly (none recorded)")])
+def test_a_recorded_run_without_weights_says_how_they_can_be_rebuilt(tmp_path, code, says):
+    from distill_lib.config import RunConfig
+    from distill_lib.records import MissingRecord
+    from distill_lib.runs import RecordedRun
+
+    run = RecordedRun(RunConfig(name="tf"), tmp_path / "tf-0123456789", {"code": code} if code else {})
+    with pytest.raises(MissingRecord, match="is recorded but its model is not") as err:
+        run.model_dir  # noqa: B018
+    assert says in str(err.value) and "remove its record and retrain it" in str(err.value)

@@ -374,7 +374,7 @@ def test_run_store_reuses_a_complete_run(teacher):
     import subprocess
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert summary["code"]["commit"] == (head or "unknown")  # the code that trained it, to rebuild its weights
+    assert summary["code"]["commit"] == (head or None)  # the code that trained it, to rebuild its weights
     assert (again.model_dir / "tokenizer.json").exists() and again.load_model().config.num_hidden_layers == 4
 
 
