@@ -56,9 +56,11 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | str, value: str) -> pd.DataF
 
 
 def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "method",
-                colors: dict | None = None, order: Sequence[str] | None = None, marker: str | None = None) -> None:
+                colors: dict | None = None, order: Sequence[str] | None = None, marker: str | None = None,
+                emphasis: Sequence[str] = ()) -> None:
     """Mean curve per `hue` with its 95% t-band over seeds (rows sharing `hue` and `x`). Where
-    the x values of seeds differ (wall-clock), each seed is drawn as its own thin line instead."""
+    the x values of seeds differ (wall-clock), each seed is drawn as its own thin line instead.
+    Series named in `emphasis` are drawn thick, the others thin."""
     colors = {**METHOD_COLORS, **(colors or {})}
     groups = list(order) if order is not None else list(dict.fromkeys(df[hue]))
     # series without a colour of their own take the next tab10 colour no named series uses here
@@ -74,7 +76,8 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
         if shared_x:
             s = summarize(part, x, y).sort_values(x)
             n = int(s["n"].max())
-            ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=1.6,
+            lw = 1.6 if not emphasis else 2.8 if name in emphasis else 1.1
+            ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw,
                     label=name if n == 1 else f"{name} (mean of {n} seeds)")
             if n > 1:
                 ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0)

@@ -17,6 +17,7 @@ train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed record
 # %%
 import json
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -120,9 +121,17 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
     ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
     for m in candidates:  # a teacher correction's FLOPs come before the run's first step
         ablation.loc[ablation.method == cfg.label(m), "flops"] += study.extra_flops(m)
+    # TF's variants in blues, KD's in oranges, offline KD's in greens; C2's two choices drawn thick
+    shades = {}
+    for family, cmap in (((m for m in candidates if m in tf_candidates(study)), "Blues"),
+                         ((m for m in candidates if m in kd_candidates(study, online_only=True)), "Oranges"),
+                         ((m for m in candidates if m not in tf_candidates(study) + kd_candidates(study, online_only=True)), "Greens")):
+        family = list(family)
+        shades.update({cfg.label(m): mpl.colormaps[cmap](0.45 + 0.5 * i / max(len(family) - 1, 1)) for i, m in enumerate(family)})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
-        plots.draw_curves(ax, ablation, x, "val_ppl", order=[cfg.label(m) for m in candidates])
+        plots.draw_curves(ax, ablation, x, "val_ppl", order=[cfg.label(m) for m in candidates], colors=shades,
+                          emphasis=[cfg.label(chosen_tf.method), cfg.label(chosen.method)])
         plots.log_axis(ax)
         plots.eng_axis(ax)
         plots.label_axes(ax, x, "val_ppl")
