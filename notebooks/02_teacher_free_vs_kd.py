@@ -127,7 +127,8 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
                          ((m for m in candidates if m in kd_candidates(study, online_only=True)), "Oranges"),
                          ((m for m in candidates if m not in tf_candidates(study) + kd_candidates(study, online_only=True)), "Greens")):
         family = list(family)
-        shades.update({cfg.label(m): mpl.colormaps[cmap](0.45 + 0.5 * i / max(len(family) - 1, 1)) for i, m in enumerate(family)})
+        shades.update({cfg.label(m): mpl.colormaps[cmap](0.45 + 0.5 * i / (len(family) - 1) if len(family) > 1 else 0.75)
+                       for i, m in enumerate(family)})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
         plots.draw_curves(ax, ablation, x, "val_ppl", order=[cfg.label(m) for m in candidates], colors=shades,
