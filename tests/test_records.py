@@ -145,3 +145,21 @@ def test_a_recorded_run_without_weights_says_how_they_can_be_rebuilt(tmp_path, c
     with pytest.raises(MissingRecord, match="is recorded but its model is not") as err:
         run.model_dir  # noqa: B018
     assert says in str(err.value) and "remove its record and retrain it" in str(err.value)
+
+
+def test_the_code_version_is_this_repositorys_commit_or_none(tmp_path, monkeypatch):
+    import subprocess
+
+    import distill_lib.env as env
+
+    head = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--verify", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert env.code_version()["commit"] == (head or None)
+    # a copy of the package outside any repository (an installed wheel): git cannot tell, and says nothing
+    monkeypatch.setattr(env, "PROJECT_ROOT", tmp_path)
+    assert env.code_version.__wrapped__() == {"commit": None, "distill_lib_modified": None}
+    # inside some other repository: its commit is not this code's
+    subprocess.run(["git", "init", "-q", str(tmp_path / "other")], check=True)
+    monkeypatch.setattr(env, "PROJECT_ROOT", tmp_path / "other" / "src")
+    (tmp_path / "other" / "src").mkdir()
+    assert env.code_version.__wrapped__() == {"commit": None, "distill_lib_modified": None}
