@@ -145,7 +145,7 @@ def _tunes_base_budget(cfg, method: str) -> bool:
     """A method itself, or a variant that only tunes its training (`TUNING_FIELDS`, or a teacher
     correction) at the base budget."""
     v = cfg.variants.get(method)
-    return v is None or (v.get("budget", 1) == 1 and not v.get("healing")
+    return v is None or (cfg.budget_of(method) == 1 and not v.get("healing")
                          and set(v.get("train") or {}) <= TUNING_FIELDS)
 
 
@@ -202,8 +202,9 @@ class Choice:
     scores: dict
     seeds: list
 
-    def __iter__(self):  # `method, scores = best_tf(study)`
-        return iter((self.method, self.scores))
+    @property
+    def on_seeds(self) -> str:
+        return f"seed{'s' if len(self.seeds) > 1 else ''} {', '.join(map(str, self.seeds))}"
 
 
 def best_tf(study) -> Choice:
@@ -244,15 +245,15 @@ def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
     for tf_line in points[points.base == "tf"].line.unique():
         tf = points[points.line == tf_line].set_index("budget")
         for kd_line in points[points.base == "kd"].line.unique():
-            kd = points[points.line == kd_line].sort_values("flops")
-            for budget in sorted(set(tf.index) & set(kd.budget)):
+            kd = points[points.line == kd_line].sort_values("flops").set_index("budget")
+            for budget in sorted(set(tf.index) & set(kd.index)):
                 at = np.exp(np.interp(np.log(tf.flops[budget]), np.log(kd.flops), np.log(kd["test ppl"]),
                                       left=np.nan, right=np.nan))
                 row = {"TF line": tf_line, "KD line": kd_line, "budget": budget,
-                       "KD - TF, equal tokens": float(kd.set_index("budget")["test ppl"][budget] - tf["test ppl"][budget]),
+                       "KD - TF, equal tokens": float(kd["test ppl"][budget] - tf["test ppl"][budget]),
                        "KD - TF, equal FLOPs": float(at - tf["test ppl"][budget])}
                 if "seeds" in points:  # each point is a mean over its own seeds: how many, side by side
-                    row["seeds TF / KD"] = f"{tf.seeds[budget]} / {kd.set_index('budget').seeds[budget]}"
+                    row["seeds TF / KD"] = f"{tf.seeds[budget]} / {kd.seeds[budget]}"
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -300,7 +301,7 @@ def _c2_c3(study, ppl, add):
             return ""
         return (f"; {name}: {c.method}, the lowest validation ppl {how} among the recorded variants ("
                 + ", ".join(f"{m} {v:.4g}" for m, v in sorted(c.scores.items(), key=lambda kv: kv[1]))
-                + f"; seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))})")
+                + f"; {c.on_seeds})")
 
     choice = chosen("TF", tf_choice, "tf", "at the end") + chosen("KD baseline", kd_choice, "kd", "at TF's FLOPs")
     add("C2", "at least: val ppl(KD at TF's total FLOPs) - val ppl(TF) >= 0; equal FLOPs are analytic, the "

@@ -451,7 +451,7 @@ def compute_estimate(cfg) -> list[dict]:
     for method, runs in _method_runs(cfg).items():
         train = budget.get(method, cfg.student_train)
         variant = cfg.variants.get(method, {})
-        steps = max(1, round(train.max_steps * variant.get("budget", 1)))
+        steps = max(1, round(train.max_steps * cfg.budget_of(method)))
         rows.append({"method": method, "runs": runs, "tokens": steps * train.batch_size * length,
                      "flops_per_token": per_token[variant.get("method", method)]})
     return rows

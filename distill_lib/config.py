@@ -760,6 +760,10 @@ class StudyConfig:
         variant: the first seed)."""
         return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
 
+    def budget_of(self, method: str) -> float:
+        """The factor on the token budget of a method (1) or variant (its `budget`, default 1)."""
+        return self.variants.get(method, {}).get("budget", 1)
+
     def label(self, method: str) -> str:
         """A reader's name for a method or variant, spelled from its definition: 'KD', 'KD, lr 2x',
         'KD, logit only', 'TF, lr 2x, 0.5x tokens' (figures and tables; records keep the names)."""
@@ -782,8 +786,8 @@ class StudyConfig:
             parts.append(f"teacher corrected ({variant['teacher_correction_steps']} steps)")
         if variant.get("healing"):
             parts.append(variant["healing"].get("method", "full"))
-        if variant.get("budget", 1) != 1:
-            parts.append(f"{variant['budget']:g}x tokens")
+        if self.budget_of(method) != 1:
+            parts.append(f"{self.budget_of(method):g}x tokens")
         return ", ".join([METHOD_LABELS.get(variant["method"], variant["method"]), *parts]) if parts else method
 
     def __post_init__(self) -> None:

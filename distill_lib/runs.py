@@ -92,10 +92,13 @@ class RecordedRun:
         if not (self.dir / "model" / "config.json").exists():
             from distill_lib.records import MissingRecord
 
-            code = self.record.get("code") or {}
-            exact = (f"rebuild them bit for bit by training it in a checkout of the commit that trained it "
-                     f"({code['commit']}), or " if code.get("commit") and code.get("distill_lib_modified") is False
-                     else f"no commit reproduces them exactly ({'distill_lib/ differed from ' + code['commit'] if code.get('commit') else 'none recorded'}); ")
+            commit = (self.record.get("code") or {}).get("commit")
+            if commit and self.record["code"].get("distill_lib_modified") is False:
+                exact = f"rebuild them bit for bit by training it in a checkout of the commit that trained it ({commit}), or "
+            elif commit:
+                exact = f"no commit reproduces them exactly (distill_lib/ differed from {commit}); "
+            else:
+                exact = "no commit reproduces them exactly (none recorded); "
             raise MissingRecord(f"weights: run {self.dir.name} is recorded but its model is not in this checkout's "
                                 f"run store ({self.dir.parent.name}/); records hold results, not weights. To compute "
                                 f"on it, {exact}remove its record and retrain it with this code (new numbers, "

@@ -290,7 +290,7 @@ class Study:
         if method in cfg.variants:
             variant = cfg.variants[method]
             student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
-            student_train = _scaled(student_train, variant.get("budget", 1))
+            student_train = _scaled(student_train, cfg.budget_of(method))
             if variant.get("teacher_correction_steps"):
                 teacher = self.corrected_teacher_ref(method)
             if variant.get("healing") is not None:

@@ -112,21 +112,19 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
     variants = pd.DataFrame(rows)
     study.save_table(variants, "02_kd_variants")
     summary = plots.summary_table(variants, "variant", ["val ppl at TF's FLOPs", "val ppl at the end", "test ppl", "FLOPs vs TF"])
-    on = lambda c: f"seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))}"  # noqa: E731
     display(Markdown(f"C2 compares **{cfg.label(chosen_tf.method)}**, the TF run with the lowest validation "
-                     f"perplexity at the end ({on(chosen_tf)}), with **{cfg.label(chosen.method)}**, the vanilla-KD "
-                     f"variant with the lowest validation perplexity at TF's FLOPs ({on(chosen)}). Offline KD's "
+                     f"perplexity at the end ({chosen_tf.on_seeds}), with **{cfg.label(chosen.method)}**, the vanilla-KD "
+                     f"variant with the lowest validation perplexity at TF's FLOPs ({chosen.on_seeds}). Offline KD's "
                      "FLOPs leave out building its logit cache."))
     plots.table(summary)
     ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
     for m in candidates:  # a teacher correction's FLOPs come before the run's first step
         ablation.loc[ablation.method == cfg.label(m), "flops"] += study.extra_flops(m)
     # TF's variants in blues, KD's in oranges, offline KD's in greens; C2's two choices drawn thick
+    online = kd_candidates(study, online_only=True)
     shades = {}
-    for family, cmap in (((m for m in candidates if m in tf_candidates(study)), "Blues"),
-                         ((m for m in candidates if m in kd_candidates(study, online_only=True)), "Oranges"),
-                         ((m for m in candidates if m not in tf_candidates(study) + kd_candidates(study, online_only=True)), "Greens")):
-        family = list(family)
+    for cmap, family in {"Blues": tf_candidates(study), "Oranges": online,
+                         "Greens": [m for m in kd_candidates(study) if m not in online]}.items():
         shades.update({cfg.label(m): mpl.colormaps[cmap](0.45 + 0.5 * i / (len(family) - 1) if len(family) > 1 else 0.75)
                        for i, m in enumerate(family)})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -156,23 +154,19 @@ def family(m):
     return json.dumps({"train": {}, "teacher_correction_steps": 0, "healing": None, **v}, sort_keys=True)
 
 
-def budget(m):
-    return cfg.variants.get(m, {}).get("budget", 1)
-
-
-swept = {family(m) for m in cfg.methods if budget(m) != 1}
+swept = {family(m) for m in cfg.methods if cfg.budget_of(m) != 1}
 if swept:
     rows = []
     for m in cfg.methods:
         if family(m) not in swept:
             continue
         # the line is named after its 1x member; without one, after this point's name less its budget
-        name = next((x for x in cfg.methods if family(x) == family(m) and budget(x) == 1), None)
-        line = cfg.label(name) if name else cfg.label(m).removesuffix(f", {budget(m):g}x tokens")
+        name = next((x for x in cfg.methods if family(x) == family(m) and cfg.budget_of(x) == 1), None)
+        line = cfg.label(name) if name else cfg.label(m).removesuffix(f", {cfg.budget_of(m):g}x tokens")
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
             rows.append({"line": line, "base": cfg.variants.get(m, {"method": m})["method"],
-                         "budget": cfg.variants.get(m, {}).get("budget", 1), "seed": seed,
+                         "budget": cfg.budget_of(m), "seed": seed,
                          "tokens": r.summary["summary"]["tokens"],
                          "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     sweep = pd.DataFrame(rows)
@@ -192,8 +186,7 @@ if swept:
         plots.label_axes(ax, x, "test_ppl")
     plots.figure_legend(fig, axes)
     study.save_figure(fig, "02_budget_sweep")
-    plots.table(sweep.groupby(["line", "budget"], sort=False).agg(
-        **{"test ppl": ("test ppl", "mean"), "FLOPs": ("flops", "mean"), "seeds": ("seed", "count")}).reset_index())
+    plots.table(points[["line", "budget", "test ppl", "flops", "seeds"]].rename(columns={"flops": "FLOPs"}))
     differences = sweep_differences(points)
     if len(differences):
         study.save_table(differences, "02_budget_differences")

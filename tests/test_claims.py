@@ -66,7 +66,8 @@ def test_c2_chooses_the_best_online_kd_variant_on_validation_with_the_correction
     study = FakeStudy(CFG, _runs(), extra={"kd-corrected": 30.0})
     assert kd_candidates(study) == ["kd", "offline-kd", "kd-logit", "kd-corrected"]
     assert kd_candidates(study, online_only=True) == ["kd", "kd-logit", "kd-corrected"]
-    chosen, scores = best_kd(study)
+    choice = best_kd(study)
+    chosen, scores = choice.method, choice.scores
     # kd-corrected's correction (30 FLOPs) leaves 10 of TF's 40: its curve starts at 15, so no reading
     assert "kd-corrected" not in scores and "offline-kd" not in scores
     # at TF's 40 FLOPs each KD curve lies 2/3 of the way from its point at 30 FLOPs to the one at 45
@@ -95,7 +96,8 @@ def test_kd_variants_are_compared_on_the_seeds_they_share():
     cfg = StudyConfig(methods=["tf", "kd", "kd-logit"], seeds=[0, 1, 2], configs=["max-gap"],
                       seeds_by_method={"kd": [0, 1, 2], "kd-logit": [0]},
                       variants={"kd-logit": {"method": "kd", "train": {"kd_alpha": 1.0}}})
-    chosen, scores = best_kd(FakeStudy(cfg, runs))
+    choice = best_kd(FakeStudy(cfg, runs))
+    chosen, scores = choice.method, choice.scores
     at = lambda a, b: math.exp(math.log(a) + (math.log(b) - math.log(a)) * 2 / 3)  # noqa: E731
     assert scores["kd"] == pytest.approx(at(80, 70)) and scores["kd-logit"] == pytest.approx(at(65, 50))
     assert chosen == "kd-logit"
@@ -137,7 +139,8 @@ def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():
     study = FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})
     assert tf_candidates(study) == ["tf", "tf-lr-2x", "tf-lr-half"]
     assert "kd-4x" not in kd_candidates(study)
-    chosen, scores = best_tf(study)
+    choice = best_tf(study)
+    chosen, scores = choice.method, choice.scores
     assert scores == pytest.approx({"tf": 40.0, "tf-lr-2x": 36.0, "tf-lr-half": 44.0})  # seed 0, shared by all
     assert chosen == "tf-lr-2x"
     row = claims(study).set_index("claim").loc["C2"]
