@@ -719,6 +719,9 @@ class StudyConfig:
     empty skips the notebook."""
     selector_seeds: Optional[list[int]] = None
     """Seeds of the selectors' healed students in notebook 08; None = the first of `config_seeds`."""
+    selection_reference: Optional[list[str]] = None
+    """The paper's configurations notebook 08 sets next to the selectors (each a TF student per
+    selector seed); None = all of `configs`. A real-model profile run in parts can start with fewer."""
     healing_strategy: str = "best-block"
     """The truncation notebook 08 compares the healing methods on (variants with a `healing` key,
     e.g. `tf-lora: {method: tf, healing: {method: lora, lora_rank: 8}}`). Fixed before any number
@@ -828,3 +831,5 @@ class StudyConfig:
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         for s in [self.strategy, self.healing_strategy, *self.configs, *self.extra_strategies, *self.selectors]:
             require(s in STRATEGIES, f"strategy: unknown {s!r} (valid: {', '.join(STRATEGIES)})")
+        for s in self.selection_reference or []:
+            require(s in self.configs, f"selection_reference: {s!r} is not one of configs ({', '.join(self.configs)})")

@@ -30,7 +30,7 @@ study = nb.open_study(profile, train)
 cfg = study.cfg
 n = study.teacher_layers
 selectors = list(cfg.selectors)
-reference = [c for c in cfg.configs if c not in selectors]
+reference = [c for c in (cfg.selection_reference or cfg.configs) if c not in selectors]
 
 # %% [markdown]
 # ## What each selector keeps, and how the model does right after truncation

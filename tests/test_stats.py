@@ -69,6 +69,9 @@ def test_variants_and_seeds_by_method_are_checked():
         StudyConfig(methods=["tf"], seeds_by_method={"kd-z": [0]})
     with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
         StudyConfig(methods=["tf", "kd-y"])
+    with pytest.raises(ConfigError, match=r"selection_reference: 'first' is not one of configs"):
+        StudyConfig(selection_reference=["max-gap", "first"])
+    assert StudyConfig(selection_reference=["output"]).selection_reference == ["output"]
 
 
 def test_variants_change_only_what_they_name(tmp_path):
