@@ -116,7 +116,7 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
                      f"perplexity at the end ({chosen_tf.on_seeds}), with **{cfg.label(chosen.method)}**, the vanilla-KD "
                      f"variant with the lowest validation perplexity at TF's FLOPs ({chosen.on_seeds}). Offline KD's "
                      "FLOPs leave out building its logit cache."))
-    plots.table(summary)
+    display(plots.table(summary))
     ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
     for m in candidates:  # a teacher correction's FLOPs come before the run's first step
         ablation.loc[ablation.method == cfg.label(m), "flops"] += study.extra_flops(m)
@@ -186,14 +186,14 @@ if swept:
         plots.label_axes(ax, x, "test_ppl")
     plots.figure_legend(fig, axes)
     study.save_figure(fig, "02_budget_sweep")
-    plots.table(points[["line", "budget", "test ppl", "flops", "seeds"]].rename(columns={"flops": "FLOPs"}))
+    display(plots.table(points[["line", "budget", "test ppl", "flops", "seeds"]].rename(columns={"flops": "FLOPs"})))
     differences = sweep_differences(points)
     if len(differences):
         study.save_table(differences, "02_budget_differences")
         display(Markdown("KD minus TF in test perplexity at each budget (positive: TF ahead). At equal FLOPs KD's "
                          "line is read at TF's FLOPs, between its own budget points (empty where it has none "
                          "that low or that high)."))
-        plots.table(differences)
+        display(plots.table(differences))
 
 # %% [markdown]
 # ## Compute and memory

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
+from matplotlib.ticker import EngFormatter
 
 from distill_lib import plots
 from distill_lib.claims import val_ppl_at_flops
@@ -172,6 +173,7 @@ if healers:
     study.save_figure(fig, "08_healing")
     nb.wall_clock_caveat(cfg)
     best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
-    display(Markdown(f"Healing on `{hs}`; at the cheapest method's {format_value(cheapest)} FLOPs the lowest validation "
-                     f"perplexity is {best}'s." if best else f"Healing on `{hs}`."))
-    plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")]))
+    at_cheapest = ", ".join(f"{label} {format_value(v)}" for label, v in means["val ppl at equal FLOPs"].items())
+    display(Markdown(f"Healing on `{hs}`; at the cheapest method's {EngFormatter(places=2, sep=' ')(cheapest)}FLOPs the lowest validation "
+                     f"perplexity is {best}'s ({at_cheapest}; means over seeds)." if best else f"Healing on `{hs}`."))
+    display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))

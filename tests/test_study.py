@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distill_lib.cli import main, notebooks, run_study
+from distill_lib.cli import NOTEBOOKS, main, notebooks, run_study
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.study import Study
@@ -182,3 +182,22 @@ def test_relative_corpus_paths_are_relative_to_the_profile_file(tmp_path, monkey
     path.write_text("base: smoke\nname: mine\ndata: {corpus: text, paths: [nowhere/]}\n")
     assert main(["plan", "--profile", str(path)]) == 2
     assert f"data.paths: '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
+
+
+def test_every_table_a_notebook_builds_reaches_its_report():
+    """`plots.table(...)` returns a styled table that Jupyter shows only as the last statement of a
+    cell; anywhere else (inside an `if`, or before other statements) it must go through display()."""
+    import ast
+
+    lost = []
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+        for cell in path.read_text().split("\n# %%")[1:]:
+            marker, _, code = cell.partition("\n")  # what follows "# %%": [markdown], tags=[...]
+            if "[markdown]" in marker:
+                continue
+            body = ast.parse(code).body
+            for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+                if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                        and ast.unparse(node.value.func) == "plots.table" and (not body or node is not body[-1])):
+                    lost.append(f"{path.name}: {ast.unparse(node)[:60]}")
+    assert not lost, lost
