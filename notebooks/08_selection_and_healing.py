@@ -45,7 +45,7 @@ def selection(strategy):
 
     model, keep = study.truncated_untrained(strategy)
     record = layer_selection(model) or {}
-    return {"kept": [int(i) for i in keep], "scores": record.get("scores"), "meaning": record.get("meaning"),
+    return {"kept": [int(i) for i in keep], "scores": record.get("scores"),
             "ppl_after_truncation": study.perplexity_of(model)["ppl"]}
 
 
