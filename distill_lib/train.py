@@ -524,7 +524,20 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     if t.stop:
         return {"stopped_at": t.state["step"]}
     state = t.state
+    module = t.accelerator.unwrap_model(t.wrapped)
     return {"step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
             "wall_seconds": state["wall_seconds"], "flops_per_token": vars(t.flops) | {"total": t.flops.total},
             "final": entry, "processes": t.procs, "device": str(t.device),
-            **healing_summary(t.run, t.accelerator.unwrap_model(t.wrapped), t.optimizer, state)}
+            **healing_summary(t.run, module, t.optimizer, state), **_teacher_cache_summary(module.objective)}
+
+
+def _teacher_cache_summary(objective) -> dict:
+    """Offline KD's one-off cost, outside the run's FLOPs and wall-clock: the teacher cache's size
+    on disk and the time it took to build (each run builds its own, in its folder; a resumed run
+    reports the build of its first attempt)."""
+    cache = getattr(objective, "cache", None)
+    if cache is None:
+        return {}
+    meta = cache.meta
+    return {"teacher_cache": {"top_k": meta["top_k"], "dtype": meta["dtype"], "blocks": len(meta["blocks"]),
+                              "bytes": meta["bytes"], "build_seconds": meta["seconds"]}}

@@ -86,11 +86,19 @@ EXPECTED_LOSSES = {
 @pytest.mark.parametrize("objective", list(EXPECTED_LOSSES))
 def test_each_objective_trains_and_matches_its_regression_losses(teacher, objective, tmp_path):
     run = student_run(teacher, objective, max_steps=4)
-    train(run, tmp_path, log=None)
+    summary = train(run, tmp_path, log=None)
     got = losses(tmp_path)
     assert len(got) == 4 and all(math.isfinite(v) for v in got)
     assert got[-1] < got[0]
     assert got == pytest.approx(EXPECTED_LOSSES[objective], rel=2e-3)
+    if objective == "offline-kd":  # the cache's one-off cost is recorded: k ids (uint16) + k logits per position
+        cache = summary["teacher_cache"]
+        length = DATA.block_length - 1
+        k, width = run.train.offline_top_k, {"float16": 2, "float32": 4}[run.train.offline_dtype]
+        assert cache["top_k"] == k and cache["build_seconds"] > 0
+        assert cache["bytes"] == cache["blocks"] * length * k * (2 + width)
+    else:
+        assert "teacher_cache" not in summary
 
 
 # --- reproducibility and resume -------------------------------------------------------------------------
