@@ -721,7 +721,8 @@ class StudyConfig:
     """Seeds of the selectors' healed students in notebook 08; None = the first of `config_seeds`."""
     selection_reference: Optional[list[str]] = None
     """The paper's configurations notebook 08 sets next to the selectors (each a TF student per
-    selector seed); None = all of `configs`. A real-model profile run in parts can start with fewer."""
+    selector seed); None = all of `configs`, [] = none. A real-model profile run in parts can start
+    with fewer."""
     healing_strategy: str = "best-block"
     """The truncation notebook 08 compares the healing methods on (variants with a `healing` key,
     e.g. `tf-lora: {method: tf, healing: {method: lora, lora_rank: 8}}`). Fixed before any number

@@ -31,7 +31,7 @@ study = nb.open_study(profile, train)
 cfg = study.cfg
 n = study.teacher_layers
 selectors = list(cfg.selectors)
-reference = [c for c in (cfg.selection_reference or cfg.configs) if c not in selectors]
+reference = [c for c in (cfg.configs if cfg.selection_reference is None else cfg.selection_reference) if c not in selectors]
 
 # %% [markdown]
 # ## What each selector keeps, and how the model does right after truncation
@@ -174,6 +174,6 @@ if healers:
     nb.wall_clock_caveat(cfg)
     best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
     at_cheapest = ", ".join(f"{label} {format_value(v)}" for label, v in means["val ppl at equal FLOPs"].items())
-    display(Markdown(f"Healing on `{hs}`; at the cheapest method's {EngFormatter(places=2, sep=' ')(cheapest)}FLOPs the lowest validation "
+    display(Markdown(f"Healing on `{hs}`; at the cheapest method's {EngFormatter(unit='FLOPs', places=2, sep=' ')(cheapest)} the lowest validation "
                      f"perplexity is {best}'s ({at_cheapest}; means over seeds)." if best else f"Healing on `{hs}`."))
     display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))

@@ -188,10 +188,11 @@ def test_every_table_a_notebook_builds_reaches_its_report():
     """`plots.table(...)` returns a styled table that Jupyter shows only as the last statement of a
     cell; anywhere else (inside an `if`, or before other statements) it must go through display()."""
     import ast
+    import re
 
     lost = []
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
-        for cell in path.read_text().split("\n# %%")[1:]:
+        for cell in re.split(r"(?m)^# %%", path.read_text())[1:]:  # [0]: text before the first cell
             marker, _, code = cell.partition("\n")  # what follows "# %%": [markdown], tags=[...]
             if "[markdown]" in marker:
                 continue
