@@ -436,6 +436,10 @@ FINDINGS = {
 }
 
 
+#: Our own hypotheses are supported or refuted, not "reproduced": no paper reported them.
+HYPOTHESIS_VERDICTS = {REPRODUCED: "supported", NOT_REPRODUCED: "refuted"}
+
+
 def findings(study) -> "pd.DataFrame":
     """H1, H2 with our numbers, rule and verdict (empty when the profile runs no notebook 08)."""
     import pandas as pd
@@ -445,6 +449,7 @@ def findings(study) -> "pd.DataFrame":
     rows = []
 
     def add(key, rule, ours, verdict, diff=None, half=None, positive="", seeds=0):
+        verdict = HYPOTHESIS_VERDICTS.get(verdict, verdict)
         rows.append({"hypothesis": key, "statement": FINDINGS[key], "verdict": verdict, "ours": ours, "diff": diff,
                      "ci95": half, "positive means": positive, "rule": rule, "seeds": seeds})
 

@@ -214,3 +214,27 @@ def test_c2_is_not_tested_when_the_chosen_tf_and_kd_share_no_seed():
                                     variants={**cfg.variants, "tf-lr-half": {"method": "tf", "train": {"lr": 5e-4}}})
     with pytest.raises(MissingRecord, match="TF candidates share no recorded seed"):
         best_tf(study)  # tf-lr-2x on seed 2, tf-lr-half on seed 1: means over different seeds compare nothing
+
+
+class SelectionStudy(FakeStudy):
+    """Notebook 08's TF students keyed by (strategy, seed), as H1 reads them."""
+
+    def selector_seeds(self):
+        return [0, 1, 2]
+
+    def student(self, method, strategy=None, seed=0):
+        return super().student(strategy, seed=seed)
+
+
+@pytest.mark.parametrize("shift, verdict", [(-0.5, "supported"), (+0.5, "refuted"), (0.0, "inconclusive")])
+def test_h1_reads_max_gap_against_ppl_removal_on_paired_seeds_and_says_supported_not_reproduced(shift, verdict):
+    from distill_lib.claims import findings
+
+    cfg = StudyConfig(methods=["tf"], seeds=[0, 1, 2], selectors=["ppl-removal"])
+    paper = [47.7, 47.4, 47.6]
+    noise = [0.0, 0.1, -0.1] if shift == 0.0 else [0.0, 0.02, -0.02]  # no shift: the interval covers 0
+    runs = {**{("max-gap", s): FakeRun(10, 100, 40, ppl) for s, ppl in enumerate(paper)},
+            **{("ppl-removal", s): FakeRun(10, 100, 40, ppl + shift + n) for s, (ppl, n) in enumerate(zip(paper, noise))}}
+    h1 = findings(SelectionStudy(cfg, runs)).set_index("hypothesis").loc["H1"]
+    assert h1["verdict"] == verdict and h1["seeds"] == 3
+    assert h1["diff"] == pytest.approx(-shift, abs=1e-9)
