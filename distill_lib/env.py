@@ -23,6 +23,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Everything the study downloads or derives (tokenizers, token caches, HF caches) lives here.
 CACHE_ROOT = Path(os.environ.get("DISTILL_CACHE", PROJECT_ROOT / ".cache")).resolve()
+#: Layer-importance scores memoised by model weights and calibration blocks (truncate.cached_scores).
+LAYER_SCORES_CACHE = CACHE_ROOT / "layer_scores"
 
 
 def online() -> bool:

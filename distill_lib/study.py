@@ -366,12 +366,13 @@ class Study:
         import torch
 
         from distill_lib.models import load_causal_lm
+        from distill_lib.env import LAYER_SCORES_CACHE
         from distill_lib.truncate import truncate_by_strategy
 
         blocks = InitConfig().calibration_blocks
         ids = torch.from_numpy(self.data.blocks("validation")[:blocks].astype(np.int64))
         return truncate_by_strategy(load_causal_lm(self.teacher_dir()), strategy, drop=self.cfg.drop,
-                                    calibration_ids=ids)
+                                    calibration_ids=ids, scores_cache=LAYER_SCORES_CACHE)
 
     # --- evaluation ------------------------------------------------------------------------------------
     def evaluate(self, run) -> dict:

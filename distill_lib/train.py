@@ -43,6 +43,7 @@ from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError
 )
 from distill_lib.config import ConfigError, RunConfig, to_dict
 from distill_lib.data import PreparedData, has_tokenizer, prepare_data
+from distill_lib.env import LAYER_SCORES_CACHE
 from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
 from distill_lib.healing import (
     check_replace_block, fit_replacement, healing_summary, method_of, prepare, replacement_student, step_flops,
@@ -119,7 +120,7 @@ def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print, 
         return teacher, None, None
     calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
     student, keep = truncate_by_strategy(teacher, init.strategy, drop=init.drop, remove=init.remove,
-                                         calibration_ids=calibration)
+                                         calibration_ids=calibration, scores_cache=LAYER_SCORES_CACHE)
     if init.kind == "random-truncated":  # same architecture, fresh weights: the paper's random init
         torch.manual_seed(run.train.seed)
         student = type(student)(student.config)

@@ -612,11 +612,14 @@ def truncate(model_or_path, keep: Sequence[int], trust_remote_code: bool = False
 
 def truncate_by_strategy(model_or_path, strategy: str, drop: int | float | None = None,
                          remove: Sequence[int] | None = None, calibration_ids: torch.Tensor | None = None,
-                         keep_ends: bool = True, batch_size: int | None = SCORING_BATCH):
+                         keep_ends: bool = True, batch_size: int | None = SCORING_BATCH,
+                         scores_cache: Path | str | None = None):
     """`truncate` with the layers chosen by `select_layers`; importance strategies score the layers
     on `calibration_ids` first. Returns (student, kept indices); the student's
     `config.layer_selection` holds `selection_record` (kept/removed teacher layers, scores), so it
-    is saved in its config.json."""
+    is saved in its config.json. With `scores_cache` (a folder) the scores are read from it when the
+    same model, strategy, amount and calibration blocks were scored before, and written to it
+    otherwise (`cached_scores`)."""
     model = load_causal_lm(model_or_path)
     n = len(decoder_layers(model))
     scored = None
@@ -627,7 +630,10 @@ def truncate_by_strategy(model_or_path, strategy: str, drop: int | float | None 
             raise ConfigError(f"drop: strategy {strategy!r} needs the number (or fraction) of layers to drop")
         if keep_ends:  # refuse an impossible amount before the (possibly long) scoring
             _check_interior(n, drop_count(n, drop), strategy)
-        scored = score_layers(model, calibration_ids, strategy, drop, keep_ends=keep_ends, batch_size=batch_size)
+        score = lambda: score_layers(model, calibration_ids, strategy, drop, keep_ends=keep_ends,  # noqa: E731
+                                     batch_size=batch_size)
+        scored = score() if scores_cache is None else cached_scores(
+            scores_cache, score, model, calibration_ids, strategy=strategy, drop=drop, keep_ends=keep_ends)
     keep = select_layers(strategy, n, drop=drop, remove=remove, scores=scored and scored["scores"],
                          keep_ends=keep_ends)
     student = truncate(model, keep)
@@ -635,6 +641,26 @@ def truncate_by_strategy(model_or_path, strategy: str, drop: int | float | None 
         strategy, n, keep, drop if strategy != "explicit" else None, scored, keep_ends,
         calibration_ids if scored is not None else None)
     return student, keep
+
+
+def cached_scores(folder: Path | str, score, model: nn.Module, calibration_ids: torch.Tensor, **what) -> dict:
+    """`score()` memoised on disk: the key is a hash of every weight of `model` (names, dtypes,
+    shapes, bytes), the calibration ids and `what` (strategy, amount, ...). Scoring is deterministic,
+    so a hit returns what `score()` would; it saves the calibration passes a run's initialisation
+    would repeat after a notebook scored the same teacher (ppl-iterative: hundreds of passes)."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+    digest.update(calibration_ids.cpu().numpy().tobytes())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    path = Path(folder) / f"{what.get('strategy', 'scores')}-{digest.hexdigest()[:16]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    scored = score()
+    write_json_atomic(path, scored)
+    return scored
 
 
 # ---------------------------------------------------------------------------------------------

@@ -228,3 +228,32 @@ def test_keep_ends_is_only_for_importance_strategies():
         select_layers("middle", 8, drop=2, keep_ends=False)
     with pytest.raises(ConfigError, match="calibration_ids: strategy 'best-block' needs"):
         truncate_by_strategy(tiny_model("llama", N), "best-block", drop=2)
+
+
+@pytest.mark.parametrize("strategy", ["ppl-iterative", "taylor"])
+def test_cached_scores_give_the_same_student_and_any_change_to_the_weights_misses(strategy, tmp_path, monkeypatch):
+    import distill_lib.truncate as truncate_module
+
+    model = tiny_model("llama", 8)
+    ids = self_samples(model, blocks=3, length=12)
+    fresh, keep = truncate_by_strategy(model, strategy, drop=0.5, calibration_ids=ids)
+    cached, keep_cached = truncate_by_strategy(model, strategy, drop=0.5, calibration_ids=ids, scores_cache=tmp_path)
+    assert len(list(tmp_path.glob(f"{strategy}-*.json"))) == 1  # written on the first call
+    assert keep_cached == keep and layer_selection(cached) == layer_selection(fresh)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored again although the cache holds these scores")
+
+    monkeypatch.setattr(truncate_module, "score_layers", no_scoring)
+    again, keep_again = truncate_by_strategy(model, strategy, drop=0.5, calibration_ids=ids, scores_cache=tmp_path)
+    assert keep_again == keep and layer_selection(again) == layer_selection(fresh)
+    sd_fresh, sd_again = fresh.state_dict(), again.state_dict()
+    assert all(torch.equal(sd_fresh[k], sd_again[k]) for k in sd_fresh)
+    with pytest.raises(AssertionError, match="scored again"):  # other calibration blocks: scored anew
+        truncate_by_strategy(model, strategy, drop=0.5, calibration_ids=ids[:2], scores_cache=tmp_path)
+    with pytest.raises(AssertionError, match="scored again"):  # another amount: scored anew
+        truncate_by_strategy(model, strategy, drop=2, calibration_ids=ids, scores_cache=tmp_path)
+    with pytest.raises(AssertionError, match="scored again"):  # one weight changed: another model, scored anew
+        with torch.no_grad():
+            decoder_layers(model)[3].mlp.down_proj.weight[0, 0] += 1e-3
+        truncate_by_strategy(model, strategy, drop=0.5, calibration_ids=ids, scores_cache=tmp_path)
