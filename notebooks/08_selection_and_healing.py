@@ -148,7 +148,7 @@ if healers:
             rows.append({"healing": label, "seed": r.config.train.seed,
                          "trainable parameters": summary.get("trainable_parameters", np.nan),
                          "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,
-                         "tokens/s": summary.get("tokens_per_s", np.nan), "FLOPs": summary["flops"],
+                         "tokens/s": summary.get("tokens_per_s", np.nan), "TFLOPs": summary["flops"] / 1e12,
                          "val ppl at equal FLOPs": at, "test ppl (equal tokens)": study.headline(r)["ppl"]})
     healing = pd.DataFrame(rows)
     study.save_table(healing, "08_healing")
@@ -161,9 +161,9 @@ if healers:
         plots.label_axes(ax, x, "val_ppl")
     means = healing.groupby("healing", sort=False).mean(numeric_only=True)
     for label, row in means.iterrows():
-        axes[2].scatter(row["FLOPs"], row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
+        axes[2].scatter(row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
                         alpha=0.7, label=label)
-        axes[2].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["FLOPs"], row["test ppl (equal tokens)"]),
+        axes[2].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"]),
                          textcoords="offset points", xytext=(6, 4), fontsize=8)
     plots.eng_axis(axes[2])
     axes[2].margins(0.25)
