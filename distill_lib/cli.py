@@ -105,22 +105,33 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
     return 0
 
 
-def parse_run_specs(study, specs: list[str]) -> list[tuple[str, int | None]]:
-    """`METHOD[:SEED,SEED]` items -> (method, seed) pairs, checked against the profile before any
-    work; `teacher` is (teacher, None)."""
-    pairs = []
+def parse_run_specs(study, specs: list[str]) -> list[tuple[str, str | None, int | None]]:
+    """`METHOD[@STRATEGY][:SEED,SEED]` items -> (method, strategy, seed) triples, checked against the
+    profile before any work; `teacher` is (teacher, None, None). `@STRATEGY` trains a method on
+    another truncation (notebook 01's configurations, notebook 08's selectors: `tf@input:0,1,2`);
+    `gradual` stands for each of the profile's `gradual_every_tokens` schedules (notebook 03)."""
+    triples = []
     for spec in specs:
-        method, _, seeds = spec.partition(":")
+        head, _, seeds = spec.partition(":")
+        method, _, strategy = head.partition("@")
         if method == "teacher":
-            pairs.append(("teacher", None))
+            triples.append(("teacher", None, None))
             continue
-        study.run_config(method, seed=0)  # an unknown method or one the profile leaves out fails here
+        if method == "gradual" and not study.cfg.gradual_every_tokens:
+            raise ConfigError(f"runs: {spec!r}: profile {study.cfg.name} sets no `gradual_every_tokens`")
+        every_tokens = study.cfg.gradual_every_tokens[0] if method == "gradual" else None
+        study.run_config(method, seed=0, every_tokens=every_tokens)  # an unknown or left-out method fails here
+        valid = dict.fromkeys([study.cfg.strategy, study.cfg.healing_strategy, *study.cfg.configs,
+                               *study.cfg.extra_strategies, *study.cfg.selectors])
+        if strategy and strategy not in valid:
+            raise ConfigError(f"runs: {spec!r}: strategy {strategy!r} is not one this profile trains "
+                              f"(valid: {', '.join(valid)})")
         try:
             chosen = [int(x) for x in seeds.split(",")] if seeds else study.seeds(method)
         except ValueError:
             raise ConfigError(f"runs: {spec!r}: seeds must be integers separated by commas, e.g. {method}:0,1,2")
-        pairs += [(method, seed) for seed in chosen]
-    return pairs
+        triples += [(method, strategy or None, seed) for seed in chosen]
+    return triples
 
 
 def train_runs(profile: str, specs: list[str], log=print) -> int:
@@ -130,19 +141,22 @@ def train_runs(profile: str, specs: list[str], log=print) -> int:
     from distill_lib.study import Study
 
     study = Study.load(profile, log=log)
-    pairs = parse_run_specs(study, specs)
+    triples = parse_run_specs(study, specs)
     study.data  # noqa: B018
-    for method, seed in pairs:
+    for method, strategy, seed in triples:
         started = time.perf_counter()
         if method == "teacher":
             study.teacher_model_info  # noqa: B018  (its size and depth, which every report reads)
             study.teacher_headline()
-            label = "teacher"
+            labels = ["teacher"]
         else:
-            run = study.student(method, seed=seed)
-            study.headline(run)
-            label = run.dir.name
-        log(f"recorded {label} in {time.perf_counter() - started:.0f} s")
+            schedules = study.cfg.gradual_every_tokens if method == "gradual" else [None]
+            labels = []
+            for every_tokens in schedules:
+                run = study.student(method, strategy, seed=seed, every_tokens=every_tokens)
+                study.headline(run)
+                labels.append(run.dir.name)
+        log(f"recorded {', '.join(labels)} in {time.perf_counter() - started:.0f} s")
     return 0
 
 
@@ -557,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("study", "report", "prepare-data", "plan", "records", "train"):
         p = sub.add_parser(name)
         if name == "train":
-            p.add_argument("runs", nargs="+", metavar="METHOD[:SEEDS]",
-                           help="e.g. teacher tf:0,1,2 kd-logit:0 (seeds default to the profile's for the method)")
+            p.add_argument("runs", nargs="+", metavar="METHOD[@STRATEGY][:SEEDS]",
+                           help="e.g. teacher tf:0,1,2 kd-logit:0 tf@input:0 gradual:0 (seeds default to the "
+                                "profile's for the method; STRATEGY to its `strategy`)")
         if name == "records":
             p.add_argument("action", choices=["merge"])
             p.add_argument("source", help="records/<profile>/ folder of another checkout or machine")

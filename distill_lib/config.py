@@ -680,7 +680,7 @@ _VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps", "heali
 METHOD_LABELS = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init",
                  "chop-distill": "CHOP+distill", "scratch": "from scratch", "gradual": "gradual", "width": "width"}
 #: Methods a variant can change (the others build a different model, not a different training).
-_VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill")
+_VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill", "scratch")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -152,9 +152,11 @@ def run_lm_eval(model, tokenizer, tasks: dict[str, str], max_length: int, includ
 # ---------------------------------------------------------------------------------------------
 # Whole evaluation of one model, stored with its run
 # ---------------------------------------------------------------------------------------------
-def evaluate_model(model, tokenizer, data, cfg: EvalConfig, suite_dir: Path | None, device: str = "cpu") -> dict:
-    """Perplexity on the held-out split and the configured zero-shot tasks."""
+def evaluate_model(model, tokenizer, data, cfg: EvalConfig, suite_dir: Path | None, device: str | None = None) -> dict:
+    """Perplexity on the held-out split and the configured zero-shot tasks, on `device` (default: the
+    GPU where there is one, as training uses it; the numbers differ from a CPU's in the last bits)."""
     started = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tasks = resolve_tasks(cfg.task_sets, suite_dir)
     ppl = perplexity(model, tokenizer, data.tokens[cfg.ppl_split], data.config.block_length,
                      batch_size=cfg.batch_size, max_blocks=cfg.ppl_max_blocks, device=device)
@@ -176,7 +178,7 @@ def load_model_and_tokenizer(model_dir: Path, tokenizer=None):
     return load_causal_lm(model_dir), tokenizer
 
 
-def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | None, device: str = "cpu",
+def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | None, device: str | None = None,
                     log=print, tokenizer=None) -> dict:
     """`evaluate_model` for an HF folder, cached next to it as eval-<hash>.json (reused when the
     model, data and eval settings are the same)."""

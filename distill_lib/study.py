@@ -285,6 +285,7 @@ class Study:
                               f"({', '.join(cfg.methods)}); add it to params/{cfg.name}.yaml")
         strategy = strategy or cfg.strategy
         name = f"{method}-{strategy}-s{seed}"
+        variant_name = method
         student_train = cfg.student_train
         teacher = healing = None
         if method in cfg.variants:
@@ -298,12 +299,13 @@ class Study:
             method = variant["method"]
         train = dataclasses.replace(student_train, objective=_OBJECTIVE[method], seed=seed)
         if method == "scratch":
-            base = cfg.scratch_train or cfg.student_train
+            # a variant of scratch (e.g. a longer budget) trains with its own settings under its own name
+            base = student_train if variant_name in cfg.variants else (cfg.scratch_train or cfg.student_train)
             from distill_lib.truncate import drop_count
 
             n = self.teacher_layers
             model = dataclasses.replace(cfg.teacher_model, n_layers=n - drop_count(n, cfg.drop))
-            return RunConfig(name=f"scratch-s{seed}", data=cfg.data, model=model,
+            return RunConfig(name=f"{variant_name}-s{seed}", data=cfg.data, model=model,
                              train=dataclasses.replace(base, objective="lm", seed=seed))
         if self.train and not cfg.teacher_path:
             self.teacher()  # a student of the teacher trained here needs it in the run store

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distill_lib.cli import NOTEBOOKS, main, notebooks, run_study
+from distill_lib.cli import NOTEBOOKS, main, notebooks, parse_run_specs, run_study
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.study import Study
@@ -134,6 +134,31 @@ def test_a_left_out_method_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="method: 'width' is not in profile d's methods \\(tf, kd\\)"):
         study.student("width")
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_specs_name_a_strategy_and_are_checked_before_any_work(tmp_path):
+    profile = _profile(tmp_path, "base: smoke\nname: d\nmethods: [tf, kd, gradual]\ngradual_every_tokens: []\n")
+    study = Study.load(profile, root=tmp_path / "runs", log=None, train=False)
+    assert parse_run_specs(study, ["tf@input:0,1", "kd:1", "teacher"]) == [
+        ("tf", "input", 0), ("tf", "input", 1), ("kd", None, 1), ("teacher", None, None)]
+    with pytest.raises(ConfigError, match="strategy 'upper' is not one this profile trains \\(valid: max-gap, "):
+        parse_run_specs(study, ["tf@upper:0"])
+    with pytest.raises(ConfigError, match="profile d sets no `gradual_every_tokens`"):
+        parse_run_specs(study, ["gradual:0"])
+    with pytest.raises(ConfigError, match="'width' is not in profile d's methods"):
+        parse_run_specs(study, ["width@input:0"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_scratch_variant_trains_its_own_budget_under_its_own_name(tmp_path):
+    profile = _profile(tmp_path, "base: smoke\nname: d\nmethods: [tf, scratch, scratch-4x]\n"
+                                 "variants: {scratch-4x: {method: scratch, budget: 4}}\n")
+    study = Study.load(profile, root=tmp_path / "runs", log=None, train=False)
+    study.__dict__["teacher_layers"] = 4  # the smoke teacher's depth, without training it
+    base, longer = study.run_config("scratch", seed=1), study.run_config("scratch-4x", seed=1)
+    assert (base.name, longer.name) == ("scratch-s1", "scratch-4x-s1")
+    assert longer.train.max_steps == 4 * base.train.max_steps
+    assert longer.model == base.model and longer.model.n_layers == 2
 
 
 @pytest.mark.slow  # executes notebooks (papermill)
