@@ -157,9 +157,9 @@ def candidates(study, bases: tuple[str, ...]) -> list[str]:
 
 
 def kd_candidates(study, online_only: bool = False) -> list[str]:
-    """Vanilla KD, offline KD and their tuning variants. `online_only`: only those with the teacher in
-    memory, the baselines C2 chooses from (offline KD's teacher forward happens once, when its logit
-    cache is built, outside the run's FLOPs, so its equal-FLOPs reading is not comparable)."""
+    """Vanilla KD, offline KD and their tuning variants, the baselines C2 chooses from (offline KD
+    with its logit cache's teacher forward charged: `Study.extra_flops`). `online_only`: only those
+    with the teacher in memory."""
     return candidates(study, ("kd",) if online_only else ("kd", "offline-kd"))
 
 
@@ -216,13 +216,13 @@ def best_tf(study) -> Choice:
 
 
 def best_kd(study, tf: str = "tf") -> Choice:
-    """The KD baseline C2 uses: of vanilla KD and its variants, the one with the lowest mean
-    *validation* perplexity at the total FLOPs of TF (`tf`, the chosen TF run), never chosen on test;
-    compared on the seeds all of them share with it. A teacher correction's FLOPs count against
-    its variant."""
+    """The KD baseline C2 uses: of vanilla KD, offline KD and their variants, the one with the lowest
+    mean *validation* perplexity at the total FLOPs of TF (`tf`, the chosen TF run), never chosen on
+    test; compared on the seeds all of them share with it. A teacher correction's FLOPs and an
+    offline logit cache's teacher forward count against their variant."""
     tf_flops = _recorded(study, tf, study.seeds(tf), lambda run, s: run.summary["summary"]["flops"])
     readings = {}
-    for m in kd_candidates(study, online_only=True):
+    for m in kd_candidates(study):
         try:
             extra = study.extra_flops(m)
         except MissingRecord:

@@ -262,10 +262,33 @@ class Study:
         return f"run:{run_dir(self.correction_run_config(variant), self.root).name}"
 
     def extra_flops(self, method: str) -> float:
-        """Compute a method's runs need besides their own training (a teacher correction), charged to
-        it when methods are compared at equal FLOPs."""
+        """Compute a method's runs need besides their own training, charged to it when methods are
+        compared at equal FLOPs: a teacher correction (its training FLOPs), and offline KD's logit
+        cache (one teacher forward per cached token, paid before the first step: the forward online
+        KD pays inside its steps)."""
+        extra = 0.0
         corrected = self.correction(method)
-        return float(corrected.summary["summary"]["flops"]) if corrected is not None else 0.0
+        if corrected is not None:
+            extra += float(corrected.summary["summary"]["flops"])
+        if self.cfg.variants.get(method, {"method": method})["method"] == "offline-kd":
+            run = self.student(method, seed=self.seeds(method)[0])
+            cache = run.summary["summary"].get("teacher_cache")
+            # records from before the cache was described: it holds the blocks the run trained on
+            tokens = cache["blocks"] * self.cfg.data.block_length if cache else run.summary["summary"]["tokens"]
+            extra += self.teacher_forward_flops * tokens
+        return extra
+
+    @cached_property
+    def teacher_forward_flops(self) -> float:
+        """The teacher's forward FLOPs per token at the profile's block length (distill_lib.flops),
+        recorded: offline KD's cache is charged with it."""
+        def compute():
+            from distill_lib.flops import forward_flops_per_token
+            from distill_lib.models import load_causal_lm
+
+            return forward_flops_per_token(load_causal_lm(self.teacher_dir()), self.cfg.data.block_length)
+
+        return self.result("00_teacher-forward-flops", {"seq_len": self.cfg.data.block_length}, compute)
 
     def selector_seeds(self) -> list[int]:
         """The seeds notebook 08 heals each selector's student with (H1)."""

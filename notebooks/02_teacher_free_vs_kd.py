@@ -115,7 +115,7 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
     for m in candidates:
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
-            extra = study.extra_flops(m)  # a teacher correction, charged to the variant
+            extra = study.extra_flops(m)  # a teacher correction or a logit cache, charged to the variant
             at_tf = val_ppl_at_flops(r, tf_flops[seed] - extra, nan_outside=True) if seed in tf_flops else np.nan
             rows.append({"variant": cfg.label(m), "seed": seed, "val ppl at TF's FLOPs": at_tf,
                          "val ppl at the end": [e for e in r.metrics() if "val_ppl" in e][-1]["val_ppl"],
@@ -129,10 +129,11 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
     display(Markdown(f"C2 compares **{cfg.label(chosen_tf.method)}**, the TF run with the lowest validation "
                      f"perplexity at the end ({chosen_tf.on_seeds}), with **{cfg.label(chosen.method)}**, the vanilla-KD "
                      f"variant with the lowest validation perplexity at TF's FLOPs ({chosen.on_seeds}). Offline KD's "
-                     "FLOPs leave out building its logit cache."))
+                     "FLOPs include building its logit cache (one teacher forward per cached token, before its "
+                     "first step), as a teacher correction's are counted."))
     display(plots.table(summary))
     ablation = curves({cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)] for m in candidates})
-    for m in candidates:  # a teacher correction's FLOPs come before the run's first step
+    for m in candidates:  # a teacher correction's or logit cache's FLOPs come before the first step
         ablation.loc[ablation.method == cfg.label(m), "flops"] += study.extra_flops(m)
     # TF's variants in blues, KD's in oranges, offline KD's in greens; C2's two choices drawn thick
     online = kd_candidates(study, online_only=True)

@@ -55,21 +55,23 @@ def _runs():
     for s in range(3):
         runs["tf", s] = FakeRun(10, 100, 40 + s, 45 + s)  # TF ends at 40-42 ppl after 40 FLOPs
         runs["kd", s] = FakeRun(15, 90, 38, 43 + s)       # KD at TF's 40 FLOPs: between steps 2 and 3
-    runs["offline-kd", 0] = FakeRun(10, 60, 20, 30)       # far better, but never C2's baseline
+    runs["offline-kd", 0] = FakeRun(10, 60, 20, 30)       # far better per FLOP, until its cache is charged
     runs["kd-logit", 0] = FakeRun(15, 80, 35, 41)
     runs["kd-logit", 1] = FakeRun(15, 80, 35, 42)
     runs["kd-corrected", 0] = FakeRun(15, 50, 30, 35)
     return runs
 
 
-def test_c2_chooses_the_best_online_kd_variant_on_validation_with_the_correction_charged():
-    study = FakeStudy(CFG, _runs(), extra={"kd-corrected": 30.0})
+def test_c2_chooses_the_best_kd_variant_on_validation_with_the_correction_and_the_cache_charged():
+    study = FakeStudy(CFG, _runs(), extra={"kd-corrected": 30.0, "offline-kd": 30.0})
     assert kd_candidates(study) == ["kd", "offline-kd", "kd-logit", "kd-corrected"]
     assert kd_candidates(study, online_only=True) == ["kd", "kd-logit", "kd-corrected"]
     choice = best_kd(study)
     chosen, scores = choice.method, choice.scores
     # kd-corrected's correction (30 FLOPs) leaves 10 of TF's 40: its curve starts at 15, so no reading
-    assert "kd-corrected" not in scores and "offline-kd" not in scores
+    assert "kd-corrected" not in scores
+    # offline KD's cache (30 FLOPs) leaves 10: its first point, 60 ppl (uncharged it would read 20)
+    assert scores["offline-kd"] == pytest.approx(60.0)
     # at TF's 40 FLOPs each KD curve lies 2/3 of the way from its point at 30 FLOPs to the one at 45
     # (interpolated in log-perplexity): kd from 72.67 to 55.33, kd-logit from 65 to 50
     at = lambda a, b: math.exp(math.log(a) + (math.log(b) - math.log(a)) * 2 / 3)  # noqa: E731
@@ -82,7 +84,7 @@ def test_c2_chooses_the_best_online_kd_variant_on_validation_with_the_correction
 def test_claims_pair_the_seeds_both_sides_have_and_mark_unrecorded_parts():
     runs = _runs()
     del runs["kd", 2]  # a part that has not run yet: kd s2 is in the profile but not recorded
-    table = claims(FakeStudy(CFG, runs, extra={"kd-corrected": 30.0})).set_index("claim")
+    table = claims(FakeStudy(CFG, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})).set_index("claim")
     assert table.loc["C2", "seeds"] == 2 and "kd-logit" in table.loc["C2", "ours"]  # C2 reads kd-logit's 2 seeds
     assert table.loc["C3", "verdict"] == "not tested" and "run kd-s2" in table.loc["C3", "ours"]
     assert table.loc["C1", "verdict"] == "not tested" and "random" in table.loc["C1", "ours"]  # not in methods
@@ -111,10 +113,10 @@ def test_claims_on_timings_that_are_not_comparable_are_not_judged():
         runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: a tie
         runs["width", s].summary["summary"]["wall_seconds"] = 30.0  # 3x depth's wall-clock
     cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"])
-    judged = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})).set_index("claim")
+    judged = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})).set_index("claim")
     assert judged.loc["C7", "verdict"] == "reproduced" and judged.loc["C3", "verdict"] != "not tested"
     cfg = dataclasses.replace(cfg, timings_comparable=False)
-    table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})).set_index("claim")
+    table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})).set_index("claim")
     assert table.loc["C3", "verdict"] == "not tested" and "not comparable" in table.loc["C3", "ours"]
     assert table.loc["C7", "verdict"] == "inconclusive" and "not comparable" in table.loc["C7", "ours"]
     assert table.loc["C2", "verdict"] == judged.loc["C2", "verdict"]  # FLOPs-based claims are unaffected
@@ -136,7 +138,7 @@ def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():
         variants={**CFG.variants, "tf-lr-2x": {"method": "tf", "train": {"lr": 2e-3}},
                   "tf-lr-half": {"method": "tf", "train": {"lr": 5e-4}}, "tf-4x": {"method": "tf", "budget": 4},
                   "kd-4x": {"method": "kd", "train": {"max_steps": 16}}})
-    study = FakeStudy(cfg, runs, extra={"kd-corrected": 30.0})
+    study = FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})
     assert tf_candidates(study) == ["tf", "tf-lr-2x", "tf-lr-half"]
     assert "kd-4x" not in kd_candidates(study)
     choice = best_tf(study)
@@ -187,11 +189,12 @@ def test_a_missing_seed_leaves_the_candidates_other_seeds_in_the_choice():
     runs["tf-lr-2x", 0] = FakeRun(10, 100, 45, 50)  # worse than tf on seed 0 (45 vs 40)
     runs["tf-val32", 0] = FakeRun(10, 100, 1, 1)  # other validation blocks: not comparable, never a candidate
     del runs["tf", 2]  # a part not run yet
-    study = FakeStudy(_lr_check_cfg(), runs, extra={"kd-corrected": 30.0})
+    # the correction and the cache cost more than TF's 40 FLOPs leave: neither has a reading
+    study = FakeStudy(_lr_check_cfg(), runs, extra={"kd-corrected": 30.0, "offline-kd": 45.0})
     choice = best_tf(study)
     assert choice.method == "tf" and choice.seeds == [0] and "tf-val32" not in choice.scores
     kd = best_kd(study, tf=choice.method)  # KD read at tf's FLOPs on tf's recorded seeds 0 and 1
-    assert set(kd.scores) == {"kd", "kd-logit"} and kd.seeds == [0, 1]  # kd-corrected: no reading (its correction)
+    assert set(kd.scores) == {"kd", "kd-logit"} and kd.seeds == [0, 1]
 
 
 def test_c2_is_not_tested_when_the_chosen_tf_and_kd_share_no_seed():
@@ -199,7 +202,7 @@ def test_c2_is_not_tested_when_the_chosen_tf_and_kd_share_no_seed():
     runs["tf-lr-2x", 2] = FakeRun(10, 100, 30, 35)  # better than tf on their one shared seed, 2
     for s in range(3):
         del runs["kd", s]  # KD's only recorded runs: kd-logit on seeds 0-1, kd-corrected on 0
-    study = FakeStudy(_lr_check_cfg(**{"tf-lr-2x": [2]}), runs, extra={"kd-corrected": 30.0})
+    study = FakeStudy(_lr_check_cfg(**{"tf-lr-2x": [2]}), runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})
     assert best_tf(study).method == "tf-lr-2x"
     with pytest.raises(MissingRecord, match="no KD run"):
         best_kd(study, tf="tf-lr-2x")  # nothing read at tf-lr-2x's seed 2

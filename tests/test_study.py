@@ -161,6 +161,24 @@ def test_a_scratch_variant_trains_its_own_budget_under_its_own_name(tmp_path):
     assert longer.model == base.model and longer.model.n_layers == 2
 
 
+def test_offline_kd_is_charged_its_logit_cache_teacher_forward(tmp_path):
+    profile = _profile(tmp_path, "base: smoke\nname: d\nmethods: [tf, offline-kd, offline-k4]\n"
+                                 "variants: {offline-k4: {method: offline-kd, train: {offline_top_k: 4}}}\n")
+    study = Study.load(profile, root=tmp_path / "runs", log=None, train=False)
+    study.__dict__["teacher_forward_flops"] = 1000.0
+
+    class Described:  # a run that records its cache: 24 blocks of the smoke profile's 64 tokens
+        summary = {"summary": {"teacher_cache": {"blocks": 24}, "tokens": 99_999}}
+
+    class Older:  # recorded before the cache was described: the blocks it trained on
+        summary = {"summary": {"tokens": 768}}
+
+    study.student = lambda method, seed=0: Described if method == "offline-k4" else Older
+    assert study.extra_flops("offline-k4") == 1000.0 * 24 * 64
+    assert study.extra_flops("offline-kd") == 1000.0 * 768
+    assert study.extra_flops("tf") == 0.0
+
+
 @pytest.mark.slow  # executes notebooks (papermill)
 def test_a_profile_with_fewer_methods_skips_their_notebooks_and_claims(tmp_path, capsys):
     """Notebooks 00, 01, 02 and 99 adapt to a profile that trains only the paper's method; 03
