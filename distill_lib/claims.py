@@ -238,7 +238,9 @@ def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
     both have, KD's test ppl minus TF's at equal tokens, and at equal FLOPs: KD's line interpolated
     (log ppl against log FLOPs, between its own budget points, never beyond) at TF's FLOPs. Positive
     = TF ahead, the paper's direction. Points are means over their own seeds (a `seeds` column in
-    `points` is shown with each difference): unpaired where the seed sets differ."""
+    `points` is shown with each difference): unpaired where the seed sets differ. With an `lr`
+    column, a TF line meets only the KD lines at its learning rate (a tuned KD against an untuned
+    TF, or the reverse, is not a comparison)."""
     import pandas as pd
 
     rows = []
@@ -246,6 +248,8 @@ def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
         tf = points[points.line == tf_line].set_index("budget")
         for kd_line in points[points.base == "kd"].line.unique():
             kd = points[points.line == kd_line].sort_values("flops").set_index("budget")
+            if "lr" in points and set(tf.lr) != set(kd.lr):
+                continue
             for budget in sorted(set(tf.index) & set(kd.index)):
                 at = np.exp(np.interp(np.log(tf.flops[budget]), np.log(kd.flops), np.log(kd["test ppl"]),
                                       left=np.nan, right=np.nan))

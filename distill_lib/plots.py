@@ -57,10 +57,11 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | str, value: str) -> pd.DataF
 
 def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "method",
                 colors: dict | None = None, order: Sequence[str] | None = None, marker: str | None = None,
-                emphasis: Sequence[str] = ()) -> None:
+                emphasis: Sequence[str] = (), styles: dict | None = None) -> None:
     """Mean curve per `hue` with its 95% t-band over seeds (rows sharing `hue` and `x`). Where
     the x values of seeds differ (wall-clock), each seed is drawn as its own thin line instead.
-    Series named in `emphasis` are drawn thick, the others thin."""
+    Series named in `emphasis` are drawn thick and solid, the others thin; `styles` gives a series
+    a line style (shades of one colour are told apart by it)."""
     colors = {**METHOD_COLORS, **(colors or {})}
     groups = list(order) if order is not None else list(dict.fromkeys(df[hue]))
     # series without a colour of their own take the next tab10 colour no named series uses here
@@ -77,7 +78,7 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
             s = summarize(part, x, y).sort_values(x)
             n = int(s["n"].max())
             lw = 1.6 if not emphasis else 2.8 if name in emphasis else 1.1
-            ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw,
+            ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw, ls="-" if name in emphasis else (styles or {}).get(name, "-"),
                     label=name if n == 1 else f"{name} (mean of {n} seeds)")
             if n > 1:
                 ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0)
@@ -91,7 +92,10 @@ def log_axis(ax, axis: str = "y") -> None:
     """A log scale labelled in plain numbers (10, 100, 1,000 ...; no 1e3 offsets)."""
     getattr(ax, f"set_{axis}scale")("log")
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    low, high = sorted(getattr(ax, f"get_{axis}lim")())
+    # within one decade 1-2-5 leaves two or three labels: label more steps there
+    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if high < 10 * low else (1.0, 2.0, 5.0)
+    target.set_major_locator(LogLocator(base=10, subs=subs))
     # four significant digits below 1,000: a narrow range (163.5 to 166) keeps distinct labels
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1000 else f"{v:.4g}"))
     target.set_minor_formatter(NullFormatter())

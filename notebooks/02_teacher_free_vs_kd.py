@@ -137,15 +137,17 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
         ablation.loc[ablation.method == cfg.label(m), "flops"] += study.extra_flops(m)
     # TF's variants in blues, KD's in oranges, offline KD's in greens; C2's two choices drawn thick
     online = kd_candidates(study, online_only=True)
-    shades = {}
+    shades, styles = {}, {}
     for cmap, family in {"Blues": tf_candidates(study), "Oranges": online,
                          "Greens": [m for m in kd_candidates(study) if m not in online]}.items():
         shades.update({cfg.label(m): mpl.colormaps[cmap](0.45 + 0.5 * i / (len(family) - 1) if len(family) > 1 else 0.75)
                        for i, m in enumerate(family)})
+        # neighbouring shades are hard to tell apart: each also gets the next of four line styles
+        styles.update({cfg.label(m): ["-", "--", ":", "-."][i % 4] for i, m in enumerate(family)})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, x in zip(axes, ["tokens", "flops"]):
         plots.draw_curves(ax, ablation, x, "val_ppl", order=[cfg.label(m) for m in candidates], colors=shades,
-                          emphasis=[cfg.label(chosen_tf.method), cfg.label(chosen.method)])
+                          emphasis=[cfg.label(chosen_tf.method), cfg.label(chosen.method)], styles=styles)
         plots.log_axis(ax)
         plots.eng_axis(ax)
         plots.label_axes(ax, x, "val_ppl")
@@ -169,7 +171,9 @@ def family(m):
     return json.dumps({"train": {}, "teacher_correction_steps": 0, "healing": None, **v}, sort_keys=True)
 
 
-swept = {family(m) for m in cfg.methods if cfg.budget_of(m) != 1}
+# TF's and KD's lines (from scratch at a longer budget is notebook 04's)
+swept = {family(m) for m in cfg.methods
+         if cfg.budget_of(m) != 1 and cfg.variants.get(m, {"method": m})["method"] in ("tf", "kd")}
 if swept:
     rows = []
     for m in cfg.methods:
@@ -181,12 +185,12 @@ if swept:
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
             rows.append({"line": line, "base": cfg.variants.get(m, {"method": m})["method"],
-                         "budget": cfg.budget_of(m), "seed": seed,
+                         "budget": cfg.budget_of(m), "seed": seed, "lr": r.config.train.lr,
                          "tokens": r.summary["summary"]["tokens"],
                          "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     sweep = pd.DataFrame(rows)
     study.save_table(sweep, "02_budget_sweep")
-    points = sweep.groupby(["line", "base", "budget"], sort=False).agg(
+    points = sweep.groupby(["line", "base", "lr", "budget"], sort=False).agg(
         tokens=("tokens", "mean"), flops=("flops", "mean"), **{"test ppl": ("test ppl", "mean")},
         seeds=("seed", "count")).reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -196,6 +200,7 @@ if swept:
             ax.plot(group[x], group["test ppl"], marker="o", label=line)
             for _, p in group.iterrows():
                 ax.annotate(f"{p.budget:g}x", (p[x], p["test ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        plots.log_axis(ax)
         plots.log_axis(ax, "x")
         plots.eng_axis(ax)
         plots.label_axes(ax, x, "test_ppl")

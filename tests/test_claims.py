@@ -172,6 +172,11 @@ def test_the_budget_sweep_is_read_at_equal_tokens_and_by_interpolation_at_equal_
     table = sweep_differences(points).set_index("budget")
     # TF's 200 FLOPs lie log(200/150)/log(2) of the way from KD's 150 to its 300 (100 -> 50 ppl)
     assert table.loc[2, "KD - TF, equal FLOPs"] == pytest.approx(100 * 0.5 ** (math.log(200 / 150) / math.log(2)) - 40)
+    # with learning rates, a TF line meets only the KD lines at its rate
+    tuned = pd.DataFrame([{"line": "KD, lr 4x", "base": "kd", "budget": 1, "flops": 200, "test ppl": 30, "lr": 4.0}])
+    points["lr"] = 1.0
+    lines = sweep_differences(pd.concat([points, tuned]))[["TF line", "KD line"]].drop_duplicates()
+    assert lines.values.tolist() == [["TF", "KD"]]
 
 
 def _lr_check_cfg(**seeds):
