@@ -320,15 +320,23 @@ def _c2_c3(study, ppl, add):
     tf = {s: study.student("tf", seed=s) for s in seeds}
     kd = {s: study.student("kd", seed=s) for s in seeds}
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
-    if not study.cfg.timings_comparable:
-        add("C3", "measured step-time ratio KD/TF >= 1.3", f"not judged: this profile's run timings are not comparable "
-            f"(see its notes); analytic FLOPs {analytic:.2f}x", NOT_TESTED)
-        return
-    ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
+    if study.cfg.timings_comparable:
+        ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
+        how = "measured in the runs"
+    else:  # the runs' timings say nothing: the side-by-side timing, one ratio per round
+        try:
+            rates = study.step_rates()
+        except MissingRecord:
+            add("C3", "measured step-time ratio KD/TF >= 1.3", f"not judged: this profile's run timings are not "
+                f"comparable (see its notes) and its side-by-side timing is not recorded; analytic FLOPs "
+                f"{analytic:.2f}x", NOT_TESTED)
+            return
+        ratios = [t / k for t, k in zip(rates["tf"], rates["kd"])]
+        how = f"timed side by side, {len(ratios)} rounds"
     m, h = mean_ci(ratios)
-    add("C3", "measured step-time ratio KD/TF >= 1.3", f"KD/TF time per token {fmt(m, h)}x measured, "
-        f"{analytic:.2f}x analytic FLOPs", REPRODUCED if m >= 1.3 else NOT_REPRODUCED, m - 1.3, None,
-        "measured KD/TF ratio minus 1.3; the rule reads the mean", len(seeds))
+    add("C3", "measured step-time ratio KD/TF >= 1.3", f"KD/TF time per token {fmt(m, h)}x measured ({how}), "
+        f"{analytic:.2f}x analytic FLOPs", REPRODUCED if m >= 1.3 else NOT_REPRODUCED, m - 1.3, h,
+        "measured KD/TF ratio minus 1.3; the rule reads the mean", len(ratios))
 
 
 def _c4(study, ppl, add):
@@ -399,19 +407,26 @@ def _c7(study, ppl, add):
     tf = {s: study.student("tf", seed=s) for s in seeds}
     width = {s: study.student("width", seed=s) for s in seeds}
     d, h = paired_difference([ppl(width[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
-    cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
     flops = width[seeds[0]].summary["summary"]["flops"] / tf[seeds[0]].summary["summary"]["flops"]
+    if study.cfg.timings_comparable:
+        cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
+        wall = f"width/depth wall-clock {fmt(*mean_ci(cost))}x"
+    else:  # the runs' timings say nothing: the side-by-side timing, if recorded
+        try:
+            rates = study.step_rates()
+            cost = [t / w for t, w in zip(rates["tf"], rates["width"])]
+            wall = f"width/depth time per token {fmt(*mean_ci(cost))}x (timed side by side, {len(cost)} rounds)"
+        except (MissingRecord, KeyError):
+            cost, wall = None, "wall-clock not comparable in this profile (see its notes)"
     quality = verdict_at_least(d, h)
     if quality == INCONCLUSIVE:
         verdict = INCONCLUSIVE
     elif quality == NOT_REPRODUCED:
         verdict = NOT_REPRODUCED
-    elif not study.cfg.timings_comparable:  # quality holds; the cost half cannot be judged
+    elif cost is None:  # quality holds; the cost half cannot be judged
         verdict = INCONCLUSIVE
     else:  # a quality tie is what the claim says ("similar quality")
         verdict = REPRODUCED if mean_ci(cost)[0] >= 1.5 else NOT_REPRODUCED
-    wall = ("wall-clock not comparable in this profile (see its notes)" if not study.cfg.timings_comparable
-            else f"width/depth wall-clock {fmt(*mean_ci(cost))}x")
     add("C7", "depth matches or beats width (the interval of ppl(width) - ppl(depth) does not lie below 0) and "
               "width costs >= 1.5x the wall-clock",
         f"width minus depth test ppl {fmt(d, h)}; {wall}, FLOPs {flops:.2f}x",

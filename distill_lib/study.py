@@ -290,6 +290,24 @@ class Study:
 
         return self.result("00_teacher-forward-flops", {"seq_len": self.cfg.data.block_length}, compute)
 
+    #: what `step_rates` measures: 8 steps, the last 5 timed, 3 rounds
+    TIMING = {"steps": 8, "warmup": 3, "rounds": 3}
+
+    def step_rates(self) -> dict[str, list[float]]:
+        """Tokens/s of TF, KD and width pruning (those in the profile), timed side by side on one
+        machine (`distill_lib.timing`): what C3 and C7 read when the runs' own timings are not
+        comparable. Recorded with the machine it ran on; training mode measures it (minutes, on the
+        machine alone)."""
+        methods = [m for m in ("tf", "kd", "width") if m in self.cfg.methods]
+
+        def compute():
+            from distill_lib.timing import step_rates
+
+            runs = {m: self.run_config(m, seed=0) for m in methods}
+            return step_rates(runs, self.root / "_timing", **self.TIMING, log=self.log)
+
+        return self.result("02_step-rates", {"methods": methods, **self.TIMING}, compute)
+
     def selector_seeds(self) -> list[int]:
         """The seeds notebook 08 heals each selector's student with (H1)."""
         return list(self.cfg.selector_seeds or self.config_seeds()[:1])

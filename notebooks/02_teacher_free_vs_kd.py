@@ -236,7 +236,24 @@ if "KD" in set(cost.method):
     display(Markdown(f"KD costs {kd['time ratio vs TF']:.2f}x TF's time per token on this machine and "
                      f"{kd['FLOPs ratio vs TF']:.2f}x its FLOPs (paper: ~1.5x; 1.67x for a teacher twice the "
                      "student's size)."))
-plots.table(cost)
+nb.wall_clock_caveat(cfg)
+display(plots.table(cost))
+
+# %% [markdown]
+# ### Timed side by side
+# Where the profile's runs were timed under different conditions (`timings_comparable: false`), the
+# cost in time of KD (C3) and of width pruning (C7) comes from a side-by-side timing instead: short
+# runs of TF, KD and width pruning (8 steps, the last 5 timed), alternated for three rounds on one
+# machine (`distill_lib.timing`), recorded with that machine.
+
+# %%
+if not cfg.timings_comparable:
+    rates = study.step_rates()
+    timing = pd.DataFrame({"method": [cfg.label(m) for m in rates],
+                           **{f"tokens/s, round {i + 1}": [v[i] for v in rates.values()] for i in range(len(rates["tf"]))}})
+    timing["time per token vs TF (mean)"] = [float(np.mean(np.array(rates["tf"]) / np.array(v))) for v in rates.values()]
+    study.save_table(timing, "02_step_rates")
+    display(plots.table(timing))
 
 # %% [markdown]
 # ## Does KD fit? The memory-fit planner for the paper's model sizes

@@ -43,6 +43,9 @@ class FakeStudy:
     def extra_flops(self, method):
         return self.extra.get(method, 0.0)
 
+    def step_rates(self):
+        raise MissingRecord("record: result 02_step-rates is missing", what="result 02_step-rates")
+
 
 CFG = StudyConfig(methods=["tf", "kd", "offline-kd", "kd-logit", "kd-corrected"], seeds=[0, 1, 2], configs=["max-gap"],
                   seeds_by_method={"kd": [0, 1, 2], "offline-kd": [0], "kd-logit": [0, 1], "kd-corrected": [0]},
@@ -120,6 +123,24 @@ def test_claims_on_timings_that_are_not_comparable_are_not_judged():
     assert table.loc["C3", "verdict"] == "not tested" and "not comparable" in table.loc["C3", "ours"]
     assert table.loc["C7", "verdict"] == "inconclusive" and "not comparable" in table.loc["C7", "ours"]
     assert table.loc["C2", "verdict"] == judged.loc["C2", "verdict"]  # FLOPs-based claims are unaffected
+
+
+def test_without_comparable_run_timings_c3_and_c7_read_the_side_by_side_timing():
+    import dataclasses
+
+    runs = _runs()
+    for s in range(3):
+        runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: a tie
+    cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"], timings_comparable=False)
+    study = FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})
+    # three rounds: KD takes 1.6x, 1.5x, 1.7x TF's time per token; width 1.2x, 1.3x, 1.1x depth's
+    study.step_rates = lambda: {"tf": [160.0, 150.0, 170.0], "kd": [100.0, 100.0, 100.0],
+                                "width": [160 / 1.2, 150 / 1.3, 170 / 1.1]}
+    table = claims(study).set_index("claim")
+    assert table.loc["C3", "verdict"] == "reproduced" and table.loc["C3", "seeds"] == 3
+    assert table.loc["C3", "diff"] == pytest.approx(1.6 - 1.3) and "side by side, 3 rounds" in table.loc["C3", "ours"]
+    # quality ties and width costs 1.2x, under the claim's 1.5x: not reproduced
+    assert table.loc["C7", "verdict"] == "not reproduced" and "time per token 1.2" in table.loc["C7", "ours"]
 
 
 def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():

@@ -541,3 +541,18 @@ def test_bad_runs_are_refused_before_training(teacher, tmp_path):
     train(run, tmp_path / "d", log=None)
     with pytest.raises(ConfigError, match="resume: .* holds a run with a different config"):
         train(RunConfig(name="x", data=DATA, model=TINY, train=short(max_steps=2)), tmp_path / "d", log=None)
+
+
+def test_step_rates_time_every_run_once_per_round_and_leave_nothing_behind(tmp_path):
+    from distill_lib.timing import step_rates
+
+    runs = {name: RunConfig(name=name, data=DATA, model=model, train=short(max_steps=50))
+            for name, model in (("small", TINY), ("wide", ModelConfig(n_layers=4, hidden_size=64, n_heads=4,
+                                                                      max_position_embeddings=64)))}
+    lines = []
+    rates = step_rates(runs, tmp_path, steps=4, warmup=1, rounds=2, log=lines.append)
+    assert list(rates) == ["small", "wide"] and all(len(r) == 2 and min(r) > 0 for r in rates.values())
+    assert [line.split(":")[1].split()[0] for line in lines] == ["small", "wide", "small", "wide"]  # alternated
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="timing: warmup must be in \\[0, steps\\), got 4 of 4 steps"):
+        step_rates(runs, tmp_path, steps=4, warmup=4)
