@@ -304,7 +304,7 @@ class Study:
             from distill_lib.timing import step_rates
 
             runs = {m: self.run_config(m, seed=0) for m in methods}
-            return step_rates(runs, self.root / "_timing", **self.TIMING, log=self.log)
+            return step_rates(runs, self.root, **self.TIMING, log=self.log)
 
         return self.result("02_step-rates", {"methods": methods, **self.TIMING}, compute)
 

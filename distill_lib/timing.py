@@ -22,8 +22,8 @@ def step_rates(runs: dict[str, RunConfig], folder: Path, steps: int = 8, warmup:
                log=None) -> dict[str, list[float]]:
     """{name: [tokens/s in each round]}: each run of `runs` trained for `steps` optimizer steps (no
     validation, no checkpoint) in `folder`, all of them once per round; a round's rate is the median
-    over the steps after the first `warmup` (which allocate and warm caches). The runs are deleted
-    after they are measured."""
+    over the steps after the first `warmup` (which allocate and warm caches). `folder` is the run
+    store (a student finds its teacher run there); the runs are deleted after they are measured."""
     if not 0 <= warmup < steps:
         raise ConfigError(f"timing: warmup must be in [0, steps), got {warmup} of {steps} steps")
     from distill_lib.train import train
@@ -33,7 +33,7 @@ def step_rates(runs: dict[str, RunConfig], folder: Path, steps: int = 8, warmup:
         for name, run in runs.items():
             short = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=steps, eval_every=0,
                                                                        checkpoint_every=steps + 1))
-            out = Path(folder) / f"{name}-round{round_}"
+            out = Path(folder) / f"_timing-{name}-round{round_}"
             shutil.rmtree(out, ignore_errors=True)
             train(short, out, log=None)
             lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

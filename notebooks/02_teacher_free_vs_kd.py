@@ -249,6 +249,7 @@ display(plots.table(cost))
 # %%
 if not cfg.timings_comparable:
     rates = study.step_rates()
+    rates = {m: rates[m] for m in ("tf", "kd", "width") if m in rates}  # the record keeps its keys sorted
     timing = pd.DataFrame({"method": [cfg.label(m) for m in rates],
                            **{f"tokens/s, round {i + 1}": [v[i] for v in rates.values()] for i in range(len(rates["tf"]))}})
     timing["time per token vs TF (mean)"] = [float(np.mean(np.array(rates["tf"]) / np.array(v))) for v in rates.values()]
