@@ -81,11 +81,18 @@ def open_study(profile: str, train: bool = True):
     return study
 
 
+def x_axes(cfg, *xs: str) -> list[str]:
+    """The x axes of a curve figure: `wall_seconds` only where the profile's runs were timed under
+    comparable conditions (elsewhere their wall-clock is not a cost, so it is not drawn)."""
+    return [x for x in xs if x != "wall_seconds" or cfg.timings_comparable]
+
+
 def wall_clock_caveat(cfg) -> None:
-    """Shown under a figure or table with wall-clock: where the profile's runs were timed under
-    different conditions (`timings_comparable: false`), their wall-clock is not a cost."""
+    """Shown under a figure or table of a notebook that would show wall-clock: where the profile's
+    runs were timed under different conditions (`timings_comparable: false`), it is not a cost."""
     if not cfg.timings_comparable:
         from IPython.display import Markdown, display
 
-        display(Markdown("**Wall-clock here is not a measure of cost:** this profile's runs were timed under different "
-                         "conditions (see the profile's notes); read cost from FLOPs."))
+        display(Markdown("**No wall-clock here:** this profile's runs were timed under different conditions (see the "
+                         "profile's notes), so their wall-clock is not a cost and no figure plots it; read cost from "
+                         "FLOPs, and time per token from notebook 02's side-by-side timing."))

@@ -42,9 +42,10 @@ runs = {cfg.label(m): [study.student(m, seed=s) for s in study.seeds(m)]
 # %%
 df = curves(runs)
 study.save_table(df, "02_curves")
-fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharey="row")
+xs = nb.x_axes(cfg, "tokens", "flops", "wall_seconds")
+fig, axes = plt.subplots(2, len(xs), figsize=(5 * len(xs), 8), sharey="row")
 for row, part in enumerate([df, df[df.method != "random init"]]):
-    for ax, x in zip(axes[row], ["tokens", "flops", "wall_seconds"]):
+    for ax, x in zip(axes[row], xs):
         plots.draw_curves(ax, part, x, "val_ppl", order=list(runs))
         plots.log_axis(ax)
         if x != "wall_seconds":

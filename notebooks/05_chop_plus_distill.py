@@ -23,6 +23,8 @@ from distill_lib.study import curves
 study = nb.open_study(profile, train)
 cfg = study.cfg
 labels = {"tf": "TF", "chop-distill": "CHOP+distill", "kd": "KD"}
+# the profile's variants of CHOP+distill (e.g. its losses weighted otherwise) next to it
+labels.update({m: cfg.label(m) for m in cfg.methods if cfg.variants.get(m, {}).get("method") == "chop-distill"})
 runs = {labels[m]: [study.student(m, seed=s) for s in study.seeds(m)] for m in labels}
 
 # %% [markdown]
@@ -30,8 +32,10 @@ runs = {labels[m]: [study.student(m, seed=s) for s in study.seeds(m)] for m in l
 
 # %%
 df = curves(runs)
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-for ax, x in zip(axes, ["flops", "wall_seconds"]):
+xs = nb.x_axes(cfg, "flops", "wall_seconds")
+fig, axes = plt.subplots(1, len(xs), figsize=(6 * len(xs), 4.2), sharey=True, squeeze=False)
+axes = axes[0]
+for ax, x in zip(axes, xs):
     plots.draw_curves(ax, df, x, "val_ppl", order=list(runs))
     plots.log_axis(ax)
     plots.label_axes(ax, x, "val_ppl")

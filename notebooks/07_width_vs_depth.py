@@ -34,8 +34,10 @@ display(Markdown(f"DimCHOP prunes {study.width_target:.1%} of the FFN units of e
 
 # %%
 df = curves(runs)
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-for ax, x in zip(axes, ["flops", "wall_seconds"]):
+xs = nb.x_axes(cfg, "flops", "wall_seconds")
+fig, axes = plt.subplots(1, len(xs), figsize=(6 * len(xs), 4.2), sharey=True, squeeze=False)
+axes = axes[0]
+for ax, x in zip(axes, xs):
     plots.draw_curves(ax, df, x, "val_ppl", order=list(runs))
     plots.log_axis(ax)
     plots.label_axes(ax, x, "val_ppl")

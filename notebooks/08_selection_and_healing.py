@@ -152,8 +152,9 @@ if healers:
                          "val ppl at equal FLOPs": at, "test ppl (equal tokens)": study.headline(r)["ppl"]})
     healing = pd.DataFrame(rows)
     study.save_table(healing, "08_healing")
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for ax, x in zip(axes[:2], ["flops", "wall_seconds"]):
+    xs = nb.x_axes(cfg, "flops", "wall_seconds")
+    fig, axes = plt.subplots(1, len(xs) + 1, figsize=(5.4 * (len(xs) + 1), 4.5))
+    for ax, x in zip(axes[:-1], xs):
         plots.draw_curves(ax, curve, x, "val_ppl", order=list(groups))
         plots.log_axis(ax)
         if x == "flops":
@@ -161,15 +162,15 @@ if healers:
         plots.label_axes(ax, x, "val_ppl")
     means = healing.groupby("healing", sort=False).mean(numeric_only=True)
     for label, row in means.iterrows():
-        axes[2].scatter(row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
+        axes[-1].scatter(row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
                         alpha=0.7, label=label)
-        axes[2].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"]),
+        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"]),
                          textcoords="offset points", xytext=(6, 4), fontsize=8)
-    plots.eng_axis(axes[2])
-    axes[2].margins(0.25)
-    axes[2].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity",
+    plots.eng_axis(axes[-1])
+    axes[-1].margins(0.25)
+    axes[-1].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity",
                 title="Area: optimizer-state memory")
-    plots.figure_legend(fig, axes[:2])
+    plots.figure_legend(fig, axes[:-1])
     study.save_figure(fig, "08_healing")
     nb.wall_clock_caveat(cfg)
     best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
