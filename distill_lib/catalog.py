@@ -43,7 +43,10 @@ def by_number(number: str) -> Notebook:
 def maker(method: str, strategy: str | None, cfg) -> Notebook:
     """The notebook that trains `method`'s run (with truncation `strategy`) in profile `cfg`."""
     if method in cfg.variants:
-        kind = "selectors" if cfg.variants[method].get("healing") else "variants"
+        base = cfg.variants[method]["method"]
+        # a variant of a method another notebook trains (from scratch, CHOP+distill) is trained there
+        kind = ("selectors" if cfg.variants[method].get("healing") else
+                base if base in ("scratch", "chop-distill") else "variants")
     elif method == "tf" and strategy not in (None, cfg.strategy):
         kind = "configs" if strategy in (*cfg.configs, *cfg.extra_strategies) else "selectors"
     else:

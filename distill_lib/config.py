@@ -810,6 +810,8 @@ class StudyConfig:
             require(not steps or variant.get("method") == "kd",
                     f"{where}.teacher_correction_steps: only a kd variant distils from a corrected teacher")
             if variant.get("healing") is not None:
+                require(variant.get("method") == "tf", f"{where}.healing: only a tf variant heals a truncated model, "
+                                                       f"got method {variant.get('method')!r}")
                 require(isinstance(variant["healing"], dict), f"{where}.healing: expected a mapping of healing fields")
                 from_dict(HealingConfig, variant["healing"], where=f"{where}.healing")
             require(variant.get("method") in _VARIANT_BASES,

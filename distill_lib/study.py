@@ -288,7 +288,7 @@ class Study:
 
             return forward_flops_per_token(load_causal_lm(self.teacher_dir()), self.cfg.data.block_length)
 
-        return self.result("00_teacher-forward-flops", {"seq_len": self.cfg.data.block_length}, compute)
+        return self.result("02_teacher-forward-flops", {"seq_len": self.cfg.data.block_length}, compute)
 
     #: what `step_rates` measures: 8 steps, the last 5 timed, 3 rounds
     TIMING = {"steps": 8, "warmup": 3, "rounds": 3}
@@ -331,6 +331,8 @@ class Study:
         teacher = healing = None
         if method in cfg.variants:
             variant = cfg.variants[method]
+            if variant["method"] == "scratch":  # from scratch has its own base settings, if the profile sets them
+                student_train = cfg.scratch_train or student_train
             student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
             student_train = _scaled(student_train, cfg.budget_of(method))
             if variant.get("teacher_correction_steps"):

@@ -31,7 +31,7 @@ def step_rates(runs: dict[str, RunConfig], folder: Path, steps: int = 8, warmup:
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(rounds):
         for name, run in runs.items():
-            short = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=steps, eval_every=0,
+            short = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=steps, eval_every=0, log_every=1,
                                                                        checkpoint_every=steps + 1))
             out = Path(folder) / f"_timing-{name}-round{round_}"
             shutil.rmtree(out, ignore_errors=True)

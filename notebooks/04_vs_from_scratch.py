@@ -71,12 +71,13 @@ for m in cfg.methods:
         pair = next((t for t in cfg.methods if budget_only(t, "tf") and cfg.budget_of(t) == cfg.budget_of(m)), None)
         if pair:
             longer[cfg.budget_of(m)] = (pair, m)
-if longer:
-    long_runs = {}
-    for budget, (tf_m, scratch_m) in sorted(longer.items()):
-        seeds = [s for s in study.seeds(scratch_m) if s in study.seeds(tf_m)]
+long_runs = {}
+for budget, (tf_m, scratch_m) in sorted(longer.items()):
+    seeds = [s for s in study.seeds(scratch_m) if s in study.seeds(tf_m)]
+    if seeds:  # else no seed both have: no comparison at this budget
         long_runs[f"pruned + continued (TF), {budget:g}x tokens"] = [study.student(tf_m, seed=s) for s in seeds]
         long_runs[f"from scratch, {budget:g}x tokens"] = [study.student(scratch_m, seed=s) for s in seeds]
+if long_runs:
     df_long = curves(long_runs)
     budgets = df.assign(budget=1.0)
     for label in long_runs:

@@ -16,10 +16,12 @@ train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed record
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
 from distill_lib import plots
+from distill_lib.records import MissingRecord
 from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
@@ -47,17 +49,28 @@ study.save_figure(fig, "07_width_vs_depth")
 nb.wall_clock_caveat(cfg)
 
 # %%
+wall = ["wall-clock s"] if cfg.timings_comparable else []  # elsewhere the runs' wall-clock is no cost
 per_seed = pd.DataFrame([{"method": m, "seed": r.config.train.seed, **study.headline(r),
                           "non-embedding params": r.record["model"]["non_embedding"],
                           "wall-clock s": r.summary["summary"]["wall_seconds"], "training FLOPs": r.summary["summary"]["flops"]}
                          for m, group in runs.items() for r in group]).drop(columns=["avg_acc_stderr"], errors="ignore")
+per_seed = per_seed.drop(columns=[] if wall else ["wall-clock s"])
 per_seed["avg_acc"] *= 100
 table = plots.summary_table(per_seed, "method", ["ppl", "bits_per_byte", "avg_acc", "non-embedding params",
-                                                 "wall-clock s", "training FLOPs"])
+                                                 *wall, "training FLOPs"])
 study.save_table(per_seed, "07_width_vs_depth")
 mean = per_seed.groupby("method", sort=False).mean(numeric_only=True)
 w, d = mean.loc["width (DimCHOP)"], mean.loc["depth (LayerCHOP)"]
-display(Markdown(f"Width minus depth test perplexity: {w.ppl - d.ppl:+.3g}; width costs {w['wall-clock s'] / d['wall-clock s']:.2f}x "
-                 f"the wall-clock and {w['training FLOPs'] / d['training FLOPs']:.2f}x the FLOPs of depth pruning "
+if wall:
+    timed = f"{w['wall-clock s'] / d['wall-clock s']:.2f}x the wall-clock and "
+else:  # the side-by-side timing of notebook 02, where recorded
+    try:
+        rates = study.step_rates()
+        timed = (f"{np.mean(np.array(rates['tf']) / np.array(rates['width'])):.2f}x the time per token (timed side "
+                 "by side, notebook 02) and ")
+    except (MissingRecord, KeyError):
+        timed = ""
+display(Markdown(f"Width minus depth test perplexity: {w.ppl - d.ppl:+.3g}; width costs {timed}"
+                 f"{w['training FLOPs'] / d['training FLOPs']:.2f}x the FLOPs of depth pruning "
                  "(paper: similar quality, depth ~2x more efficient)."))
 plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))

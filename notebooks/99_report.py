@@ -68,7 +68,7 @@ display(Markdown("\n\n".join(f"**{row.hypothesis}** ({row.statement}): {row.ours
 # ## Key figures
 
 # %%
-for name, caption in [("02_curves", "TF, KD, offline KD and random init against tokens, FLOPs and wall-clock (notebook 02)."),
+for name, caption in [("02_curves", "TF, KD, offline KD and random init against tokens, FLOPs and (where the runs were timed alike) wall-clock (notebook 02)."),
                       ("01_recovery", "Recovery of each truncation configuration by continued pretraining (notebook 01)."),
                       ("01_table6", "Our configurations next to the paper's Table 6 (notebook 01)."),
                       ("04_vs_scratch", "Pruned + continued vs from scratch (notebook 04)."),

@@ -112,6 +112,8 @@ def test_a_profile_builds_on_another_and_scale_multiplies_every_budget(tmp_path)
     ("base: smoke\nname: d\nmethods: [tf, distil]\n", "methods: unknown 'distil' \\(valid: tf, kd"),
     ("base: smoke\nname: d\nmethods: [kd]\n", "methods: 'tf'"),
     ("base: nowhere\nname: d\n", "profile: 'nowhere' not found"),
+    ("base: smoke\nname: d\nvariants: {s-lora: {method: scratch, healing: {method: lora}}}\n",
+     "variants.s-lora.healing: only a tf variant heals a truncated model, got method 'scratch'"),
 ])
 def test_bad_profiles_are_refused_with_the_key(tmp_path, text, message):
     from distill_lib.study import load_study_config
@@ -141,6 +143,8 @@ def test_train_specs_name_a_strategy_and_are_checked_before_any_work(tmp_path):
     study = Study.load(profile, root=tmp_path / "runs", log=None, train=False)
     assert parse_run_specs(study, ["tf@input:0,1", "kd:1", "teacher"]) == [
         ("tf", "input", 0), ("tf", "input", 1), ("kd", None, 1), ("teacher", None, None)]
+    # refused before any work: a training study would train its teacher for a good spec
+    study = Study.load(profile, root=tmp_path / "runs", log=None, train=True)
     with pytest.raises(ConfigError, match="strategy 'upper' is not one this profile trains \\(valid: max-gap, "):
         parse_run_specs(study, ["tf@upper:0"])
     with pytest.raises(ConfigError, match="profile d sets no `gradual_every_tokens`"):
