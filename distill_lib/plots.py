@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
@@ -93,11 +95,14 @@ def log_axis(ax, axis: str = "y") -> None:
     getattr(ax, f"set_{axis}scale")("log")
     target = ax.yaxis if axis == "y" else ax.xaxis
     low, high = sorted(getattr(ax, f"get_{axis}lim")())
-    # within one decade 1-2-5 leaves two or three labels: label more steps there
-    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if high < 10 * low else (1.0, 2.0, 5.0)
+    # within one decade 1-2-5 leaves two or three labels: label more steps there; over many decades
+    # (a model right after truncation at 10^9) it crowds the axis: powers of ten only
+    wide = low > 0 and high > 1e4 * low
+    subs = ((1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if low > 0 and high < 10 * low else (1.0,) if wide else (1.0, 2.0, 5.0))
     target.set_major_locator(LogLocator(base=10, subs=subs))
     # four significant digits below 1,000: a narrow range (163.5 to 166) keeps distinct labels
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1000 else f"{v:.4g}"))
+    target.set_major_formatter(FuncFormatter(
+        lambda v, _: f"$10^{{{math.log10(v):.0f}}}$" if v >= 1e5 and wide else f"{v:,.0f}" if v >= 1000 else f"{v:.4g}"))
     target.set_minor_formatter(NullFormatter())
 
 
