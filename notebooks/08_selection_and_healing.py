@@ -161,11 +161,13 @@ if healers:
             plots.eng_axis(ax)
         plots.label_axes(ax, x, "val_ppl")
     means = healing.groupby("healing", sort=False).mean(numeric_only=True)
+    rank = means["TFLOPs"].rank(method="first").astype(int)  # order in compute, for the label offsets
     for label, row in means.iterrows():
         axes[-1].scatter(row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
                         alpha=0.7, label=label)
         axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"]),
-                         textcoords="offset points", xytext=(6, 4), fontsize=8)
+                         # neighbours in compute alternate above and below, so close points keep apart labels
+                         textcoords="offset points", xytext=(6, 6 if rank[label] % 2 else -14), fontsize=8)
     plots.eng_axis(axes[-1])
     axes[-1].margins(0.25)
     axes[-1].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity",
