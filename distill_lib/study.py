@@ -327,12 +327,12 @@ class Study:
         strategy = strategy or cfg.strategy
         name = f"{method}-{strategy}-s{seed}"
         variant_name = method
-        student_train = cfg.student_train
+        # from scratch has its own base settings, if the profile sets them (its variants build on them)
+        scratch = cfg.variants.get(method, {"method": method})["method"] == "scratch"
+        student_train = (cfg.scratch_train or cfg.student_train) if scratch else cfg.student_train
         teacher = healing = None
         if method in cfg.variants:
             variant = cfg.variants[method]
-            if variant["method"] == "scratch":  # from scratch has its own base settings, if the profile sets them
-                student_train = cfg.scratch_train or student_train
             student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
             student_train = _scaled(student_train, cfg.budget_of(method))
             if variant.get("teacher_correction_steps"):
@@ -341,15 +341,12 @@ class Study:
                 healing = from_dict(HealingConfig, variant["healing"])
             method = variant["method"]
         train = dataclasses.replace(student_train, objective=_OBJECTIVE[method], seed=seed)
-        if method == "scratch":
-            # a variant of scratch (e.g. a longer budget) trains with its own settings under its own name
-            base = student_train if variant_name in cfg.variants else (cfg.scratch_train or cfg.student_train)
+        if method == "scratch":  # a variant of it (e.g. a longer budget) is named after the variant
             from distill_lib.truncate import drop_count
 
             n = self.teacher_layers
             model = dataclasses.replace(cfg.teacher_model, n_layers=n - drop_count(n, cfg.drop))
-            return RunConfig(name=f"{variant_name}-s{seed}", data=cfg.data, model=model,
-                             train=dataclasses.replace(base, objective="lm", seed=seed))
+            return RunConfig(name=f"{variant_name}-s{seed}", data=cfg.data, model=model, train=train)
         if self.train and not cfg.teacher_path:
             self.teacher()  # a student of the teacher trained here needs it in the run store
         # a named or hub teacher stays a name; the study's own one is a sibling run in the store,

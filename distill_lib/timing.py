@@ -10,7 +10,6 @@ methods in each round spreads any drift of the machine's speed over all of them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import statistics
 from pathlib import Path
@@ -26,6 +25,7 @@ def step_rates(runs: dict[str, RunConfig], folder: Path, steps: int = 8, warmup:
     store (a student finds its teacher run there); the runs are deleted after they are measured."""
     if not 0 <= warmup < steps:
         raise ConfigError(f"timing: warmup must be in [0, steps), got {warmup} of {steps} steps")
+    from distill_lib.runs import Run
     from distill_lib.train import train
 
     rates: dict[str, list[float]] = {name: [] for name in runs}
@@ -36,7 +36,7 @@ def step_rates(runs: dict[str, RunConfig], folder: Path, steps: int = 8, warmup:
             out = Path(folder) / f"_timing-{name}-round{round_}"
             shutil.rmtree(out, ignore_errors=True)
             train(short, out, log=None)
-            lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            lines = Run(short, out).metrics()
             shutil.rmtree(out, ignore_errors=True)
             tokens = short.train.batch_size * short.data.block_length
             seconds = statistics.median(tokens / e["tokens_per_s"] for e in lines[warmup:steps])
