@@ -12,7 +12,7 @@ from distill_lib.config import ConfigError, DataConfig, EvalConfig, ModelConfig,
 from distill_lib.data import Document, prepare_data
 from distill_lib.evaluate import (
     evaluate_folder, headline, latency, load_model_and_tokenizer, perplexity, resolve_tasks,
-    run_lm_eval, speedup, task_manager,
+    needs_registry, run_lm_eval, speedup, task_manager,
 )
 from distill_lib.models import build_model
 from distill_lib.runs import get_or_train
@@ -130,6 +130,8 @@ def test_a_trained_model_beats_a_random_one_on_every_offline_task(trained, data,
 
 @pytest.mark.slow  # lm-eval
 def test_cli_and_python_api_give_the_same_numbers(trained, suite, tmp_path):
+    """The CLI indexes lm-eval's whole registry besides the suite; the API, for offline tasks, only
+    the suite's folder: the same numbers either way."""
     tasks = resolve_tasks(["offline"], suite)
     model, tokenizer = load_model_and_tokenizer(trained.model_dir)
     api = run_lm_eval(model, tokenizer, tasks, 64, include_path=suite, batch_size=16, seed=1234)
@@ -144,6 +146,18 @@ def test_cli_and_python_api_give_the_same_numbers(trained, suite, tmp_path):
 
 
 # --- task sets and bad input ----------------------------------------------------------------------------
+def test_only_hub_tasks_need_lm_evals_registry(suite):
+    assert not needs_registry(OFFLINE, suite)
+    assert needs_registry(OFFLINE, None)  # no suite folder: nothing but the registry to look in
+    assert needs_registry({**OFFLINE, "piqa": "acc_norm"}, suite)
+
+
+@pytest.mark.slow  # lm-eval
+def test_a_suite_only_task_manager_indexes_the_suite_alone(suite):
+    tasks = set(task_manager(suite, defaults=False).all_tasks)
+    assert set(OFFLINE) <= tasks and "hellaswag" not in tasks
+
+
 @pytest.mark.slow  # lm-eval
 def test_paper_task_names_resolve_in_the_lm_eval_registry_without_downloading():
     registry = set(task_manager().all_tasks)
