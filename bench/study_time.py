@@ -32,11 +32,27 @@ def rows(profile: str, totals: dict[str, float]) -> list[dict]:
         record = json.loads(path.read_text())
         metrics = record["metrics"]
         validation = [m["val_seconds"] for m in metrics if "val_seconds" in m]
-        out.append({"run": record["name"], "steps_s": record["summary"]["wall_seconds"],
+        out.append({"run": record["name"], "machine": record["hardware"].get("cuda") or f"{record['hardware']['cpus']}-core CPU",
+                    "steps_s": record["summary"]["wall_seconds"],
                     "validation_s": sum(validation) if validation else None,
                     "evaluation_s": sum(e["seconds"] for e in record["evaluations"].values()),
                     "total_s": totals.get(path.stem) or None})
     return out
+
+
+def totals(table: list[dict]) -> list[str]:
+    """Minutes per machine: optimizer steps, in-loop validation, final evaluation (runs whose
+    validation was not timed apart count it in the steps)."""
+    lines = ["| machine | runs | optimizer steps (min) | in-loop validation (min) | final evaluation (min) | "
+             "validation + evaluation share |", "|---|---|---|---|---|---|"]
+    for machine in sorted({r["machine"] for r in table}):
+        mine = [r for r in table if r["machine"] == machine]
+        steps = sum(r["steps_s"] for r in mine)
+        validation = sum(r["validation_s"] or 0 for r in mine)
+        evaluation = sum(r["evaluation_s"] for r in mine)
+        lines.append(f"| {machine} | {len(mine)} | {steps / 60:.0f} | {validation / 60:.0f} | {evaluation / 60:.0f} | "
+                     f"{(validation + evaluation) / (steps + validation + evaluation):.0%} |")
+    return lines
 
 
 def main() -> None:
@@ -51,6 +67,7 @@ def main() -> None:
         outside = (f"{1 - r['steps_s'] / r['total_s']:.0%}" if r["total_s"] and r["total_s"] > r["steps_s"] else "–")
         validation = fmt(r["validation_s"]) if r["validation_s"] is not None else "in the steps"
         print(f"| {r['run']} | {fmt(r['steps_s'])} | {validation} | {fmt(r['evaluation_s'])} | {fmt(r['total_s'])} | {outside} |")
+    print("\n" + "\n".join(totals(table)))
 
 
 if __name__ == "__main__":

@@ -36,10 +36,6 @@ def _final_val_ppl(run) -> float:
     return [m for m in run.metrics() if "val_loss" in m][-1]["val_ppl"]
 
 
-def _median_tokens_per_s(run) -> float:
-    return float(np.median([m["tokens_per_s"] for m in run.metrics()]))
-
-
 def _against_tf(other: dict, tf: dict, ppl, seeds, extra_flops: float = 0.0) -> tuple[tuple, tuple]:
     """Paired differences other - TF: validation ppl with `other` read at TF's total FLOPs (equal
     compute; `extra_flops` spent before `other`'s run, e.g. a teacher correction, count against it),
@@ -320,19 +316,13 @@ def _c2_c3(study, ppl, add):
     tf = {s: study.student("tf", seed=s) for s in seeds}
     kd = {s: study.student("kd", seed=s) for s in seeds}
     analytic = kd[seeds[0]].summary["summary"]["flops_per_token"]["total"] / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"]
-    if study.cfg.timings_comparable:
-        ratios = [_median_tokens_per_s(tf[s]) / _median_tokens_per_s(kd[s]) for s in seeds]
-        how = "measured in the runs"
-    else:  # the runs' timings say nothing: the side-by-side timing, one ratio per round
-        try:
-            rates = study.step_rates()
-        except MissingRecord:
-            add("C3", "measured step-time ratio KD/TF >= 1.3", f"not judged: this profile's run timings are not "
-                f"comparable (see its notes) and its side-by-side timing is not recorded; analytic FLOPs "
-                f"{analytic:.2f}x", NOT_TESTED)
-            return
-        ratios = [t / k for t, k in zip(rates["tf"], rates["kd"])]
-        how = f"timed side by side, {len(ratios)} rounds"
+    try:  # the runs' median tokens/s, or where their timings say nothing the side-by-side timing
+        ratios, how = study.time_ratios("kd", seeds)
+    except MissingRecord:  # only the side-by-side timing can be missing: the runs are read above
+        add("C3", "measured step-time ratio KD/TF >= 1.3", f"not judged: this profile's run timings are not "
+            f"comparable (see its notes) and its side-by-side timing is not recorded; analytic FLOPs "
+            f"{analytic:.2f}x", NOT_TESTED)
+        return
     m, h = mean_ci(ratios)
     add("C3", "measured step-time ratio KD/TF >= 1.3", f"KD/TF time per token {fmt(m, h)}x measured ({how}), "
         f"{analytic:.2f}x analytic FLOPs", REPRODUCED if m >= 1.3 else NOT_REPRODUCED, m - 1.3, h,
@@ -408,16 +398,12 @@ def _c7(study, ppl, add):
     width = {s: study.student("width", seed=s) for s in seeds}
     d, h = paired_difference([ppl(width[s]) for s in seeds], [ppl(tf[s]) for s in seeds])
     flops = width[seeds[0]].summary["summary"]["flops"] / tf[seeds[0]].summary["summary"]["flops"]
-    if study.cfg.timings_comparable:
-        cost = [width[s].summary["summary"]["wall_seconds"] / tf[s].summary["summary"]["wall_seconds"] for s in seeds]
-        wall = f"width/depth wall-clock {fmt(*mean_ci(cost))}x"
-    else:  # the runs' timings say nothing: the side-by-side timing, if recorded
-        try:
-            rates = study.step_rates()
-            cost = [t / w for t, w in zip(rates["tf"], rates["width"])]
-            wall = f"width/depth time per token {fmt(*mean_ci(cost))}x (timed side by side, {len(cost)} rounds)"
-        except (MissingRecord, KeyError):
-            cost, wall = None, "wall-clock not comparable in this profile (see its notes)"
+    try:  # the runs' whole wall-clock, or where their timings say nothing the side-by-side timing
+        cost, how = study.time_ratios("width", seeds, in_runs="wall_seconds")
+        wall = (f"width/depth wall-clock {fmt(*mean_ci(cost))}x" if study.cfg.timings_comparable
+                else f"width/depth time per token {fmt(*mean_ci(cost))}x ({how})")
+    except (MissingRecord, KeyError):  # side-by-side timing not recorded, or without width
+        cost, wall = None, "wall-clock not comparable in this profile (see its notes)"
     quality = verdict_at_least(d, h)
     if quality == INCONCLUSIVE:
         verdict = INCONCLUSIVE

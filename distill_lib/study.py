@@ -283,10 +283,17 @@ class Study:
         """The teacher's forward FLOPs per token at the profile's block length (distill_lib.flops),
         recorded: offline KD's cache is charged with it."""
         def compute():
-            from distill_lib.flops import forward_flops_per_token
-            from distill_lib.models import load_causal_lm
+            import torch
+            from transformers import AutoConfig, AutoModelForCausalLM
 
-            return forward_flops_per_token(load_causal_lm(self.teacher_dir()), self.cfg.data.block_length)
+            from distill_lib.flops import forward_flops_per_token
+
+            # the count reads only shapes: the architecture from the teacher's config, built on the
+            # meta device, so no weights are read or allocated (a hub teacher's are gigabytes)
+            config = AutoConfig.from_pretrained(str(self.teacher_dir()))
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config)
+            return forward_flops_per_token(model, self.cfg.data.block_length)
 
         return self.result("02_teacher-forward-flops", {"seq_len": self.cfg.data.block_length}, compute)
 
@@ -308,9 +315,44 @@ class Study:
 
         return self.result("02_step-rates", {"methods": methods, **self.TIMING}, compute)
 
+    def time_ratios(self, method: str, seeds: list[int] | None = None,
+                    in_runs: str = "tokens_per_s") -> tuple[list[float], str]:
+        """Time per token of `method` over TF's, and how it was measured ("measured in the runs" or
+        "timed side by side, N rounds"). Where the profile's runs were timed alike
+        (`timings_comparable`): one ratio per seed of `seeds` (default: the seeds both have) from the
+        runs themselves, by `in_runs`: "tokens_per_s", the median over their logged steps (what C3
+        reads), or "wall_seconds", their whole wall-clock (what C7 reads; the same tokens). Both are
+        kept so each claim's recorded numbers stay as they were. Elsewhere the runs' timings say
+        nothing: one ratio per round of the side-by-side timing (`step_rates`), MissingRecord where
+        it is not recorded, KeyError for a method it did not time."""
+        if in_runs not in ("tokens_per_s", "wall_seconds"):
+            raise ValueError(f"in_runs: expected 'tokens_per_s' or 'wall_seconds', got {in_runs!r}")
+        if not self.cfg.timings_comparable:
+            rates = self.step_rates()  # tokens/s per round: TF's over the method's
+            ratios = [t / m for t, m in zip(rates["tf"], rates[method])]
+            return ratios, f"timed side by side, {len(ratios)} rounds"
+        import numpy as np
+
+        median_rate = lambda run: float(np.median([m["tokens_per_s"] for m in run.metrics()]))  # noqa: E731
+        wall = lambda run: run.summary["summary"]["wall_seconds"]  # noqa: E731
+        if seeds is None:  # the seeds both are trained with
+            seeds = [s for s in self.seeds(method) if s in self.seeds("tf")]
+        ratios = []
+        for s in seeds:
+            tf, run = self.student("tf", seed=s), self.student(method, seed=s)
+            ratios.append(wall(run) / wall(tf) if in_runs == "wall_seconds" else median_rate(tf) / median_rate(run))
+        return ratios, "measured in the runs"
+
     def selector_seeds(self) -> list[int]:
         """The seeds notebook 08 heals each selector's student with (H1)."""
         return list(self.cfg.selector_seeds or self.config_seeds()[:1])
+
+    def selection_reference_configs(self) -> list[str]:
+        """The paper's configurations notebook 08 heals next to the selectors, as references:
+        `selection_reference`, or all of `configs` when it is not set ([] = none), less any that
+        is also a selector (healed once, as a selector)."""
+        reference = self.cfg.configs if self.cfg.selection_reference is None else self.cfg.selection_reference
+        return [c for c in reference if c not in self.cfg.selectors]
 
     def config_seeds(self) -> list[int]:
         """The seeds notebook 01 trains its five configurations with (C4)."""

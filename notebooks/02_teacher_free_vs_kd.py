@@ -265,7 +265,7 @@ if rates:
     rates = {m: rates[m] for m in ("tf", "kd", "width") if m in rates}  # the record keeps its keys sorted
     timing = pd.DataFrame({"method": [cfg.label(m) for m in rates],
                            **{f"tokens/s, round {i + 1}": [v[i] for v in rates.values()] for i in range(len(rates["tf"]))}})
-    timing["time per token vs TF (mean)"] = [float(np.mean(np.array(rates["tf"]) / np.array(v))) for v in rates.values()]
+    timing["time per token vs TF (mean)"] = [float(np.mean(study.time_ratios(m)[0])) for m in rates]
     study.save_table(timing, "02_step_rates")
     display(plots.table(timing))
 

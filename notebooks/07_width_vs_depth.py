@@ -65,9 +65,8 @@ if wall:
     timed = f"{w['wall-clock s'] / d['wall-clock s']:.2f}x the wall-clock and "
 else:  # the side-by-side timing of notebook 02, where recorded
     try:
-        rates = study.step_rates()
-        timed = (f"{np.mean(np.array(rates['tf']) / np.array(rates['width'])):.2f}x the time per token (timed side "
-                 "by side, notebook 02) and ")
+        ratios, _ = study.time_ratios("width")
+        timed = f"{np.mean(ratios):.2f}x the time per token (timed side by side, notebook 02) and "
     except (MissingRecord, KeyError):
         timed = ""
 display(Markdown(f"Width minus depth test perplexity: {w.ppl - d.ppl:+.3g}; width costs {timed}"

@@ -31,7 +31,7 @@ study = nb.open_study(profile, train)
 cfg = study.cfg
 n = study.teacher_layers
 selectors = list(cfg.selectors)
-reference = [c for c in (cfg.configs if cfg.selection_reference is None else cfg.selection_reference) if c not in selectors]
+reference = study.selection_reference_configs()
 
 # %% [markdown]
 # ## What each selector keeps, and how the model does right after truncation
@@ -139,7 +139,11 @@ if healers:
               **{cfg.variants[m]["healing"]["method"]: [study.student(m, strategy=hs, seed=s) for s in study.seeds(m)]
                  for m in healers}}
     curve = curves(groups)
-    cheapest = min(np.mean([r.summary["summary"]["flops"] for r in runs]) for runs in groups.values())
+    # mean training FLOPs per healing method: the cheapest is where all are compared, and the
+    # scatter plots them in FLOPs (the table shows TFLOPs)
+    mean_flops = pd.Series({label: np.mean([r.summary["summary"]["flops"] for r in runs])
+                            for label, runs in groups.items()})
+    cheapest = mean_flops.min()
     rows = []
     for label, runs in groups.items():
         for r in runs:
@@ -161,11 +165,11 @@ if healers:
             plots.eng_axis(ax)
         plots.label_axes(ax, x, "val_ppl")
     means = healing.groupby("healing", sort=False).mean(numeric_only=True)
-    rank = means["TFLOPs"].rank(method="first").astype(int)  # order in compute, for the label offsets
+    rank = mean_flops.rank(method="first").astype(int)  # order in compute, for the label offsets
     for label, row in means.iterrows():
-        axes[-1].scatter(row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
+        axes[-1].scatter(mean_flops[label], row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
                         alpha=0.7, label=label)
-        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (row["TFLOPs"] * 1e12, row["test ppl (equal tokens)"]),
+        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (mean_flops[label], row["test ppl (equal tokens)"]),
                          # neighbours in compute alternate above and below, so close points keep apart labels
                          textcoords="offset points", xytext=(6, 6 if rank[label] % 2 else -14), fontsize=8)
     plots.eng_axis(axes[-1])

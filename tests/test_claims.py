@@ -5,7 +5,7 @@ import pytest
 
 from distill_lib.claims import best_kd, best_tf, claims, kd_candidates, paired_seeds, tf_candidates
 from distill_lib.records import MissingRecord
-from distill_lib.study import StudyConfig
+from distill_lib.study import Study, StudyConfig
 
 
 class FakeRun:
@@ -45,6 +45,8 @@ class FakeStudy:
 
     def step_rates(self):
         raise MissingRecord("record: result 02_step-rates is missing", what="result 02_step-rates")
+
+    time_ratios = Study.time_ratios  # the real one, on the hand-made runs and rates
 
 
 CFG = StudyConfig(methods=["tf", "kd", "offline-kd", "kd-logit", "kd-corrected"], seeds=[0, 1, 2], configs=["max-gap"],
@@ -141,6 +143,25 @@ def test_without_comparable_run_timings_c3_and_c7_read_the_side_by_side_timing()
     assert table.loc["C3", "diff"] == pytest.approx(1.6 - 1.3) and "side by side, 3 rounds" in table.loc["C3", "ours"]
     # quality ties and width costs 1.2x, under the claim's 1.5x: not reproduced
     assert table.loc["C7", "verdict"] == "not reproduced" and "time per token 1.2" in table.loc["C7", "ours"]
+
+
+def test_time_ratios_read_the_runs_where_comparable_else_the_side_by_side_rounds():
+    import dataclasses
+
+    runs = _runs()  # every run logs 100 tokens/s and takes 10 s
+    runs["kd", 1].metrics = lambda: [{"tokens_per_s": v} for v in (50.0, 60.0, 200.0)]  # median 60
+    runs["kd", 2].summary["summary"]["wall_seconds"] = 15.0
+    study = FakeStudy(CFG, runs)
+    assert study.time_ratios("kd") == ([1.0, pytest.approx(100 / 60), 1.0], "measured in the runs")
+    assert study.time_ratios("kd", [1]) == ([pytest.approx(100 / 60)], "measured in the runs")
+    assert study.time_ratios("kd", in_runs="wall_seconds") == ([1.0, 1.0, 1.5], "measured in the runs")
+    study.cfg = dataclasses.replace(CFG, timings_comparable=False)  # the runs' timings are ignored
+    with pytest.raises(MissingRecord):
+        study.time_ratios("kd")
+    study.step_rates = lambda: {"tf": [150.0, 160.0], "kd": [100.0, 100.0]}
+    assert study.time_ratios("kd", in_runs="wall_seconds") == ([1.5, 1.6], "timed side by side, 2 rounds")
+    with pytest.raises(KeyError):
+        study.time_ratios("width")  # not timed
 
 
 def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():

@@ -74,6 +74,18 @@ def test_variants_and_seeds_by_method_are_checked():
     assert StudyConfig(selection_reference=["output"]).selection_reference == ["output"]
 
 
+def test_notebook_08_reference_defaults_to_every_configuration_that_is_not_a_selector(tmp_path):
+    from distill_lib.study import Study, StudyConfig
+
+    def reference(**kw):
+        cfg = StudyConfig(configs=["max-gap", "output", "best-block"], selectors=["ppl-removal", "best-block"], **kw)
+        return Study(cfg, root=tmp_path, train=False).selection_reference_configs()
+
+    assert reference() == ["max-gap", "output"]  # best-block is healed once, as a selector
+    assert reference(selection_reference=["output"]) == ["output"]
+    assert reference(selection_reference=[]) == []
+
+
 def test_variants_change_only_what_they_name(tmp_path):
     import dataclasses
 

@@ -183,6 +183,22 @@ def test_offline_kd_is_charged_its_logit_cache_teacher_forward(tmp_path):
     assert study.extra_flops("tf") == 0.0
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # gpt2: Conv1D, not Linear
+def test_the_teacher_forward_flops_are_counted_from_its_config_as_from_its_weights(tmp_path, family):
+    import dataclasses
+
+    from distill_lib.config import ModelConfig
+    from distill_lib.flops import forward_flops_per_token
+    from distill_lib.models import build_model, load_causal_lm
+    from distill_lib.study import load_study_config
+
+    teacher = tmp_path / "teacher"
+    build_model(ModelConfig(family=family, n_layers=2, hidden_size=32, n_heads=4), 300, seed=0).save_pretrained(teacher)
+    cfg = dataclasses.replace(load_study_config("smoke"), teacher_path=str(teacher))
+    study = Study(cfg, root=tmp_path / "runs", log=None)
+    assert study.teacher_forward_flops == forward_flops_per_token(load_causal_lm(teacher), cfg.data.block_length)
+
+
 @pytest.mark.slow  # executes notebooks (papermill)
 def test_a_profile_with_fewer_methods_skips_their_notebooks_and_claims(tmp_path, capsys):
     """Notebooks 00, 01, 02 and 99 adapt to a profile that trains only the paper's method; 03
