@@ -32,7 +32,9 @@ class FakeStudy:
     def seeds(self, method):
         return self.cfg.seeds_by_method.get(method, self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds)
 
-    def student(self, method, strategy=None, seed=0):
+    def student(self, method, strategy=None, seed=0, every_tokens=None):
+        if every_tokens is not None:  # a gradual-removal schedule
+            method = f"{method}{every_tokens}"
         if (method, seed) not in self.runs:
             raise MissingRecord(f"record: run {method}-s{seed} is missing", what=f"run {method}-s{seed}")
         return self.runs[method, seed]
@@ -143,6 +145,28 @@ def test_without_comparable_run_timings_c3_and_c7_read_the_side_by_side_timing()
     assert table.loc["C3", "diff"] == pytest.approx(1.6 - 1.3) and "side by side, 3 rounds" in table.loc["C3", "ours"]
     # quality ties and width costs 1.2x, under the claim's 1.5x: not reproduced
     assert table.loc["C7", "verdict"] == "not reproduced" and "time per token 1.2" in table.loc["C7", "ours"]
+
+
+@pytest.mark.parametrize("gradual_seeds, faster, verdict", [
+    ([0, 1, 2], [0.0, 3.0, 6.0], "reproduced"),       # gradual 3 +- 7.5 ppl better than one-shot: a tie
+    ([0, 1, 2], [2.0, 3.0, 4.0], "not reproduced"),   # 3 +- 2.5 better: the interval lies below 0
+    ([0], [2.0], "reproduced"),                       # one seed: within TF's seed noise (+-2.5)
+    ([0], [3.0], "not reproduced"),                   # one seed: beyond it
+])
+def test_c5_pairs_gradual_with_one_shot_over_seeds_or_reads_one_seed_against_tfs_noise(gradual_seeds, faster, verdict):
+    import dataclasses
+
+    runs = _runs()  # TF's test ppl 45, 46, 47 (half-width of its interval: 2.48)
+    for s, better in zip(gradual_seeds, faster):
+        runs["gradual64", s] = FakeRun(10, 100, 40, 45 + s - better)   # better by `better` than TF at s
+        runs["gradual256", s] = FakeRun(10, 100, 40, 45 + s + 1.0)     # 1 ppl worse at every seed
+    cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "gradual"], gradual_every_tokens=[64, 256],
+                              seeds_by_method={**CFG.seeds_by_method, "gradual": gradual_seeds})
+    row = claims(FakeStudy(cfg, runs)).set_index("claim").loc["C5"]
+    assert row["verdict"] == verdict and row["seeds"] == 3
+    assert row["diff"] == pytest.approx(-sum(faster) / len(faster))  # the best schedule: every 64 tokens
+    assert "one layer every 256 tokens" in row["ours"]
+    assert ("paired seeds" in row["ours"]) == (len(gradual_seeds) > 1)
 
 
 def test_time_ratios_read_the_runs_where_comparable_else_the_side_by_side_rounds():
