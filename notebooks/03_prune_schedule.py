@@ -18,19 +18,21 @@ from IPython.display import Markdown, display
 
 from distill_lib import plots
 from distill_lib.plots import format_value
+from distill_lib.stats import paired_difference
 from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-seed = study.seeds("gradual")[0]
+gradual_seeds = study.seeds("gradual")
 runs = {"one-shot (TF)": [study.student("tf", seed=s) for s in study.seeds("tf")]}
 for k in cfg.gradual_every_tokens:
-    runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=seed, every_tokens=k)]
+    runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=s, every_tokens=k)
+                                                      for s in gradual_seeds]
 
 # %% [markdown]
-# One-shot has every seed of the profile (mean and 95% t-interval); each gradual schedule has the
-# first seed. While layers are still being removed, the gradual model is larger than the one-shot
-# one, so its early validation perplexity is not comparable.
+# Curves: mean over seeds and 95% t-interval where a schedule has several. While layers are still
+# being removed, the gradual model is larger than the one-shot one, so its early validation
+# perplexity is not comparable.
 
 # %%
 df = curves(runs)
@@ -44,17 +46,30 @@ plots.figure_legend(fig, ax, ncol=1)
 study.save_figure(fig, "03_schedule")
 
 # %%
+wall = ["wall-clock s"] if cfg.timings_comparable else []  # elsewhere the runs' wall-clock is no cost
 rows = []
 for name, group in runs.items():
     for r in group:
         rows.append({"schedule": name, "seed": r.config.train.seed, **study.headline(r),
-                     "layers at end": r.metrics()[-1]["layers"], "wall-clock s": r.summary["summary"]["wall_seconds"]})
+                     "layers at end": r.metrics()[-1]["layers"],
+                     **({"wall-clock s": r.summary["summary"]["wall_seconds"]} if wall else {})})
 per_seed = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
-table = plots.summary_table(per_seed, "schedule", ["ppl", "bits_per_byte", "avg_acc", "layers at end", "wall-clock s"])
+table = plots.summary_table(per_seed, "schedule", ["ppl", "bits_per_byte", "avg_acc", "layers at end", *wall])
 study.save_table(per_seed, "03_schedule")
-one = per_seed[per_seed.schedule == "one-shot (TF)"].ppl.mean()
-display(Markdown("Test perplexity, gradual minus one-shot (first seed): " + "; ".join(
-    f"{name}: {g.ppl.iloc[0] - per_seed[(per_seed.schedule == 'one-shot (TF)') & (per_seed.seed == seed)].ppl.iloc[0]:+.3g}"
-    for name, g in per_seed[per_seed.schedule != "one-shot (TF)"].groupby("schedule", sort=False))
-    + f" (one-shot mean over seeds: {format_value(one)}). Positive = gradual is worse, the paper's direction."))
+one_shot = per_seed[per_seed.schedule == "one-shot (TF)"].set_index("seed").ppl
+
+
+def gradual_minus_one_shot(group: pd.DataFrame) -> str:
+    """Paired over the gradual seeds (mean ± 95% t-interval with several)."""
+    d, h = paired_difference(list(group.ppl), [one_shot[s] for s in group.seed])
+    return format_value(d, h) if h is not None else f"{d:+.3g}"
+
+
+over = (f"paired over seeds {', '.join(map(str, gradual_seeds))}" if len(gradual_seeds) > 1
+        else f"seed {gradual_seeds[0]}")
+display(Markdown(f"Test perplexity, gradual minus one-shot ({over}): "
+                 + "; ".join(f"{name}: {gradual_minus_one_shot(g)}"
+                             for name, g in per_seed[per_seed.schedule != "one-shot (TF)"].groupby("schedule", sort=False))
+                 + f" (one-shot mean over seeds: {format_value(one_shot.mean())}). Positive = gradual is worse, "
+                 "the paper's direction."))
 plots.table(table)
