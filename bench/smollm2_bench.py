@@ -31,8 +31,9 @@ import distill_lib  # noqa: F401  (caches in the project, allocator setting)
 from distill_lib.flops import peak_memory_bytes
 from distill_lib.study import Study
 
-STEPS, WARMUP_STEPS = 8, 3
+STEPS, WARMUP_STEPS, ROUNDS = 8, 3, 2
 OUT = Path(__file__).with_name("RESULTS_smollm2.md")
+RAW = Path(__file__).with_name("RESULTS_smollm2.json")  # what the report is written from (`--report`)
 WORK = Path(tempfile.gettempdir()) / "distill-bench-smollm2"
 
 
@@ -181,24 +182,39 @@ CASES = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", choices=list(CASES))
+    parser.add_argument("--report", action="store_true", help=f"rewrite {OUT.name} from {RAW.name} (no runs)")
     args = parser.parse_args()
     if args.case:
         print("RESULT " + json.dumps(CASES[args.case]()))
         return
-    results = {}
-    for name in CASES:
-        env = dict(os.environ, DISTILL_KEEP_FREED_MEMORY="0" if name.endswith("glibc-default") else "1")
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, env=env)
-        if out.returncode:
-            raise SystemExit(f"case {name} failed:\n{out.stderr[-3000:]}")
-        results[name] = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))[7:])
-        print(name, f"{time.perf_counter() - started:.0f} s",
-              {k: v for k, v in results[name].items() if k not in ("losses", "top_ops")}, flush=True)
-    write_report(results)
+    if args.report:
+        raw = json.loads(RAW.read_text())
+        write_report(raw["results"], raw["per_round"])
+        return
+    results, per_round = {}, []
+    for round_ in range(ROUNDS):  # interleaved rounds; each case keeps its best round
+        per_round.append({})
+        for name in CASES:
+            if name.startswith("profile") and round_ > 0:
+                continue  # op shares, not speed: one profile is enough
+            env = dict(os.environ, DISTILL_KEEP_FREED_MEMORY="0" if name.endswith("glibc-default") else "1")
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, env=env)
+            if out.returncode:
+                raise SystemExit(f"case {name} failed:\n{out.stderr[-3000:]}")
+            got = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))[7:])
+            if "tokens_per_s" in got:
+                per_round[-1][name] = got["tokens_per_s"]
+                if name in results and results[name]["tokens_per_s"] >= got["tokens_per_s"]:
+                    got = results[name]
+            results[name] = got
+            print(round_, name, f"{time.perf_counter() - started:.0f} s",
+                  {k: v for k, v in got.items() if k not in ("losses", "top_ops")}, flush=True)
+    RAW.write_text(json.dumps({"results": results, "per_round": per_round}, indent=1))
+    write_report(results, per_round)
 
 
-def write_report(r: dict) -> None:
+def write_report(r: dict, per_round: list[dict]) -> None:
     tps = {k: v["tokens_per_s"] for k, v in r.items() if "tokens_per_s" in v}
     analytic = r["kd"]["flops_per_token"] / r["tf"]["flops_per_token"]
     same = r["tf"]["losses"] == r["tf-glibc-default"]["losses"] and r["kd"]["losses"] == r["kd-glibc-default"]["losses"]
@@ -206,7 +222,8 @@ def write_report(r: dict) -> None:
         "# Training-step benchmark on the SmolLM2 student", "",
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, fp32 (the `smollm2` profile on CPU). "
         f"Student: 15 of SmolLM2-135M-Instruct's 30 layers (max-gap), vocabulary 49,152, batch 4 x 256, AdamW. "
-        f"Tokens/s: median of steps {WARMUP_STEPS + 1}-{STEPS}, each case in its own process, one after the other "
+        f"Tokens/s: median of steps {WARMUP_STEPS + 1}-{STEPS}, best of {ROUNDS} interleaved rounds, each case in its "
+        f"own process, one after the other "
         f"(`python bench/smollm2_bench.py`).", "",
         "| case | tokens/s | peak RSS (GiB) |", "|---|---|---|",
     ]
@@ -227,6 +244,16 @@ def write_report(r: dict) -> None:
         f"({abs(tps['tf'] / tps['kd'] / analytic - 1):.0%} apart); with glibc's default allocator "
         f"{tps['tf-glibc-default'] / tps['kd-glibc-default']:.2f}x.",
     ]
+    each = lambda a, b: ", ".join(f"{x[a] / x[b]:.2f}x" for x in per_round)  # noqa: E731
+    lines.append(f"- Round by round (each case's best round is in the table): this loop vs the Trainer {each('tf', 'hf-trainer')}; "
+                 f"vs the bare loop {each('tf', 'bare')}; KD/TF {each('tf', 'kd')}; offline KD/TF {each('tf', 'offline-kd')}.")
+    mm = sum(o["self_s"] for o in r["profile"]["top_ops"] if o["op"] == "aten::mm") / r["profile"]["step_s"]
+    lines.append(f"- What bounds the ratio to the Trainer (goal 1.3x): the Trainer runs at "
+                 f"{tps['hf-trainer'] / tps['bare']:.2f}x the bare loop's speed and `aten::mm` is {mm:.0%} of the bare "
+                 f"loop's op time. This loop does less than the bare loop outside the matmuls (its LM head and loss "
+                 f"are fused over slices: no full-vocabulary logits and log-softmax in memory), but even with every "
+                 f"non-matmul op free the bare step would be only {1 / mm:.2f}x faster, so at equal numerics this loop "
+                 f"is bounded near {tps['bare'] / tps['hf-trainer'] / mm:.2f}x the Trainer on this CPU.")
     for case, title in [("profile", "the bare loop's TF step"), ("profile-tf", "this loop's TF step"),
                         ("profile-kd", "this loop's KD step")]:
         lines += ["", f"Top ops by self CPU time, {title} (torch.profiler, {r[case]['step_s']:.2f} s of op time "
