@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,14 +54,19 @@ def steady_tokens_per_s(step_seconds: list[float]) -> float:
     return BATCH * DATA.block_length / min(step_seconds[WARMUP_STEPS:])
 
 
-def case_loop(objective: str, precision: str = "fp32") -> dict:
+def loop_run(objective: str, precision: str = "fp32") -> tuple[RunConfig, Path]:
+    """This project's run of the bench student and an emptied folder for it."""
     run = RunConfig(name=f"bench-{objective}", data=DATA, init=InitConfig(kind="truncate", strategy="max-gap", drop=0.5),
                     teacher=str(teacher_dir()),
                     train=TrainConfig(objective=objective, max_steps=STEPS, batch_size=BATCH, eval_every=0,
                                       eval_blocks=1, checkpoint_every=10_000, precision=precision, lr=1e-3))
     folder = WORK / f"run-{objective}-{precision}"
-    import shutil
     shutil.rmtree(folder, ignore_errors=True)
+    return run, folder
+
+
+def case_loop(objective: str, precision: str = "fp32") -> dict:
+    run, folder = loop_run(objective, precision)
     summary = train(run, folder, log=None)
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     seconds = [BATCH * DATA.block_length / e["tokens_per_s"] for e in lines]
@@ -82,18 +88,21 @@ def _student_and_batches():
     return student, batches
 
 
+def bare_step(student, opt, ids) -> None:
+    """The minimal PyTorch step: forward with labels, backward, clip, AdamW step."""
+    student(input_ids=ids, labels=ids).loss.backward()
+    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def case_bare() -> dict:
-    """The minimal PyTorch loop: forward with labels, backward, AdamW step."""
     student, batches = _student_and_batches()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3, foreach=False)
     seconds = []
     for ids in batches:
         start = time.perf_counter()
-        loss = student(input_ids=ids, labels=ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        bare_step(student, opt, ids)
         seconds.append(time.perf_counter() - start)
     return {"tokens_per_s": steady_tokens_per_s(seconds), "peak_rss_gib": peak_memory_bytes() / 2**30}
 
@@ -126,23 +135,10 @@ def case_profile(loop: bool) -> dict:
     if not loop:
         student, batches = _student_and_batches()
         opt = torch.optim.AdamW(student.parameters(), lr=1e-3, foreach=False)
-
-        def step():
-            student(input_ids=batches[0], labels=batches[0]).loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return top_ops(step, steps=4)
+        return top_ops(lambda: bare_step(student, opt, batches[0]), steps=4)
     from distill_lib.train import set_up, train_step
 
-    run = RunConfig(name="bench-profile", data=DATA, init=InitConfig(kind="truncate", strategy="max-gap", drop=0.5),
-                    teacher=str(teacher_dir()),
-                    train=TrainConfig(max_steps=STEPS, batch_size=BATCH, eval_every=0, eval_blocks=1,
-                                      checkpoint_every=10_000, lr=1e-3))
-    import shutil
-    folder = WORK / "run-profile"
-    shutil.rmtree(folder, ignore_errors=True)
+    run, folder = loop_run("lm")
     t = set_up(run, folder, None, None, 1e12)
     t.start_run_rng()
     return top_ops(lambda: train_step(t, []), steps=4)
@@ -182,7 +178,7 @@ def main() -> None:
                 per_round[-1][name] = got["tokens_per_s"]
             if name == "peak":
                 got = {k: max(v, results.get(name, {}).get(k, 0)) for k, v in got.items()}
-            elif name in results and results[name].get("tokens_per_s", 0) >= got.get("tokens_per_s", 1):
+            elif name in results and results[name]["tokens_per_s"] >= got["tokens_per_s"]:
                 got = results[name]
             results[name] = got
             print(round_, name, {k: v for k, v in got.items() if k not in ("losses", "top_ops")}, flush=True)
