@@ -4,12 +4,15 @@
 # Every number below is read from the run records of the earlier notebooks (`records/<profile>/`),
 # never retrained here. Perplexities are token-level on the held-out *test* split of our corpus
 # (validation split for curves); "avg acc" is the mean accuracy over the zero-shot suite.
-# Intervals are 95% Student-t intervals over paired seeds. Every difference is signed so that
-# **positive goes the paper's way**. Verdicts: *reproduced* (the interval lies on the paper's
-# side), *tie* (a "matches or beats" claim whose interval covers zero: consistent with "matches"),
-# *inconclusive* (a strict claim whose interval covers zero, or one seed), *not reproduced* (the
-# interval lies on the other side), *not tested* (the profile leaves the method out, or a study run
-# in parts has not recorded its runs yet). Each claim names the version of the paper it comes from.
+# Perplexities are compared in **nats** (the log of their ratio), with the perplexities beside them.
+# Intervals are 95% Student-t intervals over paired seeds, and every difference is signed so that
+# **positive goes the paper's way**. Each claim is tested by the test its wording asks for:
+# *superiority* ("beats"), *non-inferiority* ("matches or beats", "does not help") or *equivalence*
+# ("≈", "converges", two one-sided tests against a declared margin). Verdicts: *reproduced*,
+# *not reproduced*, *inconclusive* (the interval is too wide for the test, or one seed), *not tested*
+# (the profile leaves the method out, or a study run in parts has not recorded its runs yet); the
+# Holm column adjusts them for testing the claims as one family. The rules and margins below are
+# declared once in `distill_lib.stats`. Each claim names the version of the paper it comes from.
 
 # %% tags=["parameters"]
 import distill_lib.notebook as nb  # first: every cache inside the project, model hubs offline
@@ -24,7 +27,8 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from distill_lib import plots
-from distill_lib.claims import claims, field_context, findings, reading
+from distill_lib.claims import claims, claims_summary, field_context, findings, reading
+from distill_lib.stats import RULES
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
@@ -35,15 +39,24 @@ for note in cfg.notes:  # the profile's caveats, before any number
     display(Markdown(f"> **Caveat.** {note}"))
 
 # %% [markdown]
+# ## The rules
+
+# %%
+display(Markdown("\n".join(f"- **{name}.** {text}" for name, text in RULES.items())))
+
+# %% [markdown]
 # ## Verdicts
+# One row per test: C2 at equal FLOPs and at equal tokens, C5 per removal schedule, C7's quality against
+# max-gap and against the best depth configuration (chosen on validation) and its cost, C8 for the paper's
+# unweighted sum and for each weighting recorded.
 
 # %%
 table = claims(study)
 study.save_table(table, "99_claims")
-counts = table.verdict.value_counts()
-display(Markdown("Of the eight claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."))
-shown = table.assign(**{"difference (95% CI)": [plots.format_value(d, h) for d, h in zip(table["diff"], table["ci95"])]})
-plots.table(shown[["claim", "statement", "version", "verdict", "difference (95% CI)", "positive means", "seeds"]])
+counts = table["holm verdict"].value_counts()
+display(Markdown(f"Of the {len(table)} tests: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+                 + " (after Holm's adjustment)."))
+plots.table(claims_summary(table))
 
 # %% [markdown]
 # ## Claim by claim
@@ -54,15 +67,14 @@ display(Markdown(field_context(table)))
 
 # %% [markdown]
 # ## Beyond the paper: the study's own hypotheses
-# Stated with their rules before the numbers were seen (notebook 08), tested like the claims.
+# Stated with their rules before the numbers were seen (notebook 08), tested like the claims (their own
+# Holm family).
 
 # %%
 own = findings(study)
 study.save_table(own, "99_findings")
-shown = own.assign(**{"difference (95% CI)": [plots.format_value(d, h) for d, h in zip(own["diff"], own["ci95"])]})
-display(plots.table(shown[["hypothesis", "statement", "verdict", "difference (95% CI)", "positive means", "seeds"]]))
-display(Markdown("\n\n".join(f"**{row.hypothesis}** ({row.statement}): {row.ours}. Verdict: **{row.verdict}** "
-                               f"(rule: {row.rule})." for row in own.itertuples())))
+display(plots.table(claims_summary(own, key="hypothesis")))
+display(Markdown("\n\n".join(reading(row.rename({"hypothesis": "claim"})) for _, row in own.iterrows())))
 
 # %% [markdown]
 # ## Key figures

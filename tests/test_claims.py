@@ -1,6 +1,8 @@
-"""Claims on hand-made records: which KD baseline C2 reads, paired seeds, and parts not recorded yet."""
+"""Claims on hand-made records: which KD baseline C2 reads, paired seeds, parts not recorded yet, and
+each claim's test (in nats) reaching its verdicts."""
 import math
 
+import numpy as np
 import pytest
 
 from distill_lib.claims import best_kd, best_tf, claims, kd_candidates, paired_seeds, tf_candidates
@@ -49,12 +51,20 @@ class FakeStudy:
         raise MissingRecord("record: result 02_step-rates is missing", what="result 02_step-rates")
 
     time_ratios = Study.time_ratios  # the real one, on the hand-made runs and rates
+    config_seeds = Study.config_seeds
 
 
 CFG = StudyConfig(methods=["tf", "kd", "offline-kd", "kd-logit", "kd-corrected"], seeds=[0, 1, 2], configs=["max-gap"],
                   seeds_by_method={"kd": [0, 1, 2], "offline-kd": [0], "kd-logit": [0, 1], "kd-corrected": [0]},
                   variants={"kd-logit": {"method": "kd", "train": {"kd_alpha": 1.0}},
                             "kd-corrected": {"method": "kd", "teacher_correction_steps": 2}})
+
+
+def one(table, claim, comparison=None):
+    """The row of `claim` (and `comparison`, where the claim has several) in a claims table."""
+    rows = table[(table.claim == claim) & ((table.comparison == comparison) if comparison else True)]
+    assert len(rows) == 1, f"{claim} {comparison}: {len(rows)} rows ({list(rows.comparison)})"
+    return rows.iloc[0]
 
 
 def _runs():
@@ -91,10 +101,14 @@ def test_c2_chooses_the_best_kd_variant_on_validation_with_the_correction_and_th
 def test_claims_pair_the_seeds_both_sides_have_and_mark_unrecorded_parts():
     runs = _runs()
     del runs["kd", 2]  # a part that has not run yet: kd s2 is in the profile but not recorded
-    table = claims(FakeStudy(CFG, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})).set_index("claim")
-    assert table.loc["C2", "seeds"] == 2 and "kd-logit" in table.loc["C2", "ours"]  # C2 reads kd-logit's 2 seeds
-    assert table.loc["C3", "verdict"] == "not tested" and "run kd-s2" in table.loc["C3", "ours"]
-    assert table.loc["C1", "verdict"] == "not tested" and "random" in table.loc["C1", "ours"]  # not in methods
+    table = claims(FakeStudy(CFG, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
+    # kd-logit is chosen on seed 0 (the seed all candidates share); the verdict reads its other seed
+    for comparison in ("equal FLOPs", "equal tokens"):
+        c2 = one(table, "C2", comparison)
+        assert c2["seeds"] == 1 and c2["verdict seeds"] == "1" and c2["choice seeds"] == "0"
+    assert "kd-logit" in one(table, "C2", "equal FLOPs")["ours"]
+    assert one(table, "C3")["verdict"] == "not tested" and "run kd-s2" in one(table, "C3")["ours"]
+    assert one(table, "C1")["verdict"] == "not tested" and "random" in one(table, "C1")["ours"]  # not in methods
 
 
 def test_kd_variants_are_compared_on_the_seeds_they_share():
@@ -117,16 +131,20 @@ def test_claims_on_timings_that_are_not_comparable_are_not_judged():
 
     runs = _runs()
     for s in range(3):
-        runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: a tie
+        runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: equivalent
         runs["width", s].summary["summary"]["wall_seconds"] = 30.0  # 3x depth's wall-clock
     cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"])
-    judged = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})).set_index("claim")
-    assert judged.loc["C7", "verdict"] == "reproduced" and judged.loc["C3", "verdict"] != "not tested"
+    judged = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
+    assert one(judged, "C7", "quality vs max-gap")["verdict"] == "reproduced"
+    assert one(judged, "C7", "quality vs max-gap")["outcome"] == "equivalent"
+    assert one(judged, "C7", "cost")["verdict"] == "reproduced" and one(judged, "C3")["verdict"] != "not tested"
     cfg = dataclasses.replace(cfg, timings_comparable=False)
-    table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})).set_index("claim")
-    assert table.loc["C3", "verdict"] == "not tested" and "not comparable" in table.loc["C3", "ours"]
-    assert table.loc["C7", "verdict"] == "inconclusive" and "not comparable" in table.loc["C7", "ours"]
-    assert table.loc["C2", "verdict"] == judged.loc["C2", "verdict"]  # FLOPs-based claims are unaffected
+    table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
+    assert one(table, "C3")["verdict"] == "not tested" and "not comparable" in one(table, "C3")["ours"]
+    assert one(table, "C7", "cost")["verdict"] == "not tested" and "not comparable" in one(table, "C7", "cost")["ours"]
+    assert one(table, "C7", "quality vs max-gap")["verdict"] == "reproduced"  # quality needs no timing
+    for comparison in ("equal FLOPs", "equal tokens"):  # FLOPs-based claims are unaffected
+        assert one(table, "C2", comparison)["verdict"] == one(judged, "C2", comparison)["verdict"]
 
 
 def test_without_comparable_run_timings_c3_and_c7_read_the_side_by_side_timing():
@@ -134,39 +152,65 @@ def test_without_comparable_run_timings_c3_and_c7_read_the_side_by_side_timing()
 
     runs = _runs()
     for s in range(3):
-        runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: a tie
+        runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth
     cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"], timings_comparable=False)
     study = FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0})
     # three rounds: KD takes 1.6x, 1.5x, 1.7x TF's time per token; width 1.2x, 1.3x, 1.1x depth's
     study.step_rates = lambda: {"tf": [160.0, 150.0, 170.0], "kd": [100.0, 100.0, 100.0],
                                 "width": [160 / 1.2, 150 / 1.3, 170 / 1.1]}
-    table = claims(study).set_index("claim")
-    assert table.loc["C3", "verdict"] == "reproduced" and table.loc["C3", "seeds"] == 3
-    assert table.loc["C3", "diff"] == pytest.approx(1.6 - 1.3) and "side by side, 3 rounds" in table.loc["C3", "ours"]
-    # quality ties and width costs 1.2x, under the claim's 1.5x: not reproduced
-    assert table.loc["C7", "verdict"] == "not reproduced" and "time per token 1.2" in table.loc["C7", "ours"]
+    table = claims(study)
+    c3 = one(table, "C3")
+    # 1.6 ± 0.25: the interval [1.35, 1.85] lies above 1.3
+    assert c3["verdict"] == "reproduced" and c3["seeds"] == 3 and c3["unit"] == "ratio − 1.3"
+    assert c3["diff"] == pytest.approx(1.6 - 1.3) and "side by side, 3 rounds" in c3["ours"]
+    assert "not independent replicates" in c3["rule"] and c3["verdict seeds"] == "round 0, round 1, round 2"
+    # width costs 1.2x ± 0.25: the whole interval lies under the claim's 1.5x: not reproduced
+    cost = one(table, "C7", "cost")
+    assert cost["verdict"] == "not reproduced" and "time per token 1.2" in cost["ours"]
 
 
-@pytest.mark.parametrize("gradual_seeds, faster, verdict", [
-    ([0, 1, 2], [0.0, 3.0, 6.0], "reproduced"),       # gradual 3 +- 7.5 ppl better than one-shot: a tie
-    ([0, 1, 2], [2.0, 3.0, 4.0], "not reproduced"),   # 3 +- 2.5 better: the interval lies below 0
-    ([0], [2.0], "reproduced"),                       # one seed: within TF's seed noise (+-2.5)
-    ([0], [3.0], "not reproduced"),                   # one seed: beyond it
-])
-def test_c5_pairs_gradual_with_one_shot_over_seeds_or_reads_one_seed_against_tfs_noise(gradual_seeds, faster, verdict):
+def test_mini_c3s_wide_interval_is_inconclusive_not_reproduced_from_its_mean():
     import dataclasses
 
-    runs = _runs()  # TF's test ppl 45, 46, 47 (half-width of its interval: 2.48)
-    for s, better in zip(gradual_seeds, faster):
-        runs["gradual64", s] = FakeRun(10, 100, 40, 45 + s - better)   # better by `better` than TF at s
-        runs["gradual256", s] = FakeRun(10, 100, 40, 45 + s + 1.0)     # 1 ppl worse at every seed
+    study = FakeStudy(CFG, _runs(), extra={"kd-corrected": 30.0, "offline-kd": 30.0})
+    study.cfg = dataclasses.replace(CFG, timings_comparable=False)
+    # KD/TF 1.0x, 1.5x, 1.9x: mean 1.47, above 1.3, but the interval [0.35, 2.58] covers it
+    study.step_rates = lambda: {"tf": [100.0, 150.0, 190.0], "kd": [100.0, 100.0, 100.0]}
+    assert one(claims(study), "C3")["verdict"] == "inconclusive"
+
+
+@pytest.mark.parametrize("gradual, verdict, outcome", [
+    ([45.0, 46.0, 47.0], "reproduced", "equivalent"),            # identical to one-shot: within the margin
+    ([45.0 * 0.9, 46.0 * 0.91, 47.0 * 0.92], "not reproduced", "worse"),  # gradual ~9% better: against the paper
+    ([45.0 * 0.93, 46.0 * 1.01, 47.0 * 1.06], "inconclusive", "inconclusive"),  # too wide for the margin
+    ([45.0 * 1.3, 46.0 * 1.3, 47.0 * 1.31], "reproduced", "better"),  # one-shot far ahead: no gain from gradual
+])
+def test_c5_is_a_non_inferiority_test_per_schedule_in_nats(gradual, verdict, outcome):
+    import dataclasses
+
+    runs = _runs()  # TF's (one-shot) test ppl 45, 46, 47
+    for s in range(3):
+        runs["gradual64", s] = FakeRun(10, 100, 40, gradual[s])
+        runs["gradual256", s] = FakeRun(10, 100, 40, 45 + s)  # the same as one-shot
     cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "gradual"], gradual_every_tokens=[64, 256],
-                              seeds_by_method={**CFG.seeds_by_method, "gradual": gradual_seeds})
-    row = claims(FakeStudy(cfg, runs)).set_index("claim").loc["C5"]
-    assert row["verdict"] == verdict and row["seeds"] == 3
-    assert row["diff"] == pytest.approx(-sum(faster) / len(faster))  # the best schedule: every 64 tokens
-    assert "one layer every 256 tokens" in row["ours"]
-    assert ("paired seeds" in row["ours"]) == (len(gradual_seeds) > 1)
+                              seeds_by_method={**CFG.seeds_by_method, "gradual": [0, 1, 2]})
+    table = claims(FakeStudy(cfg, runs))
+    row = one(table, "C5", "one layer every 64 tokens")
+    assert row["verdict"] == verdict and row["outcome"] == outcome and row["seeds"] == 3 and row["unit"] == "nats"
+    assert row["diff"] == pytest.approx(sum(math.log(g / (45 + s)) for s, g in enumerate(gradual)) / 3)
+    assert row["test"] == "non-inferiority" and row["margin"] == 0.05
+    assert one(table, "C5", "one layer every 256 tokens")["verdict"] == "reproduced"
+
+
+def test_c5_with_one_gradual_seed_has_no_interval_and_no_verdict():
+    import dataclasses
+
+    runs = _runs()
+    runs["gradual64", 0] = FakeRun(10, 100, 40, 30.0)  # far better on its one seed: still no interval
+    cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "gradual"], gradual_every_tokens=[64],
+                              seeds_by_method={**CFG.seeds_by_method, "gradual": [0]})
+    row = one(claims(FakeStudy(cfg, runs)), "C5")
+    assert row["verdict"] == "inconclusive" and row["seeds"] == 1 and math.isnan(row["p"]) and math.isnan(row["mdd"])
 
 
 def test_time_ratios_read_the_runs_where_comparable_else_the_side_by_side_rounds():
@@ -211,11 +255,18 @@ def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():
     chosen, scores = choice.method, choice.scores
     assert scores == pytest.approx({"tf": 40.0, "tf-lr-2x": 36.0, "tf-lr-half": 44.0})  # seed 0, shared by all
     assert chosen == "tf-lr-2x"
-    row = claims(study).set_index("claim").loc["C2"]
-    # kd-logit (the best KD) at TF's 40 FLOPs on seed 0, minus tf-lr-2x's 36, on their one shared seed
+    # the verdict reads the chosen pair's seeds beyond the choice's seed 0: tf-lr-2x and kd-logit at seed 1
+    runs["tf-lr-2x", 1] = FakeRun(10, 100, 37, 61)
+    study.cfg = dataclasses.replace(cfg, seeds_by_method={**cfg.seeds_by_method, "tf-lr-2x": [0, 1]})
+    assert best_tf(study).method == "tf-lr-2x" and best_tf(study).seeds == [0]
+    table = claims(study)
+    row = one(table, "C2", "equal FLOPs")
+    # kd-logit s1 (80 -> 35 over 60 FLOPs) at tf-lr-2x's 40 FLOPs, over tf-lr-2x's final 37, in nats
     at = math.exp(math.log(65) + (math.log(50) - math.log(65)) * 2 / 3)
-    assert row["seeds"] == 1 and row["diff"] == pytest.approx(at - 36.0)
+    assert row["seeds"] == 1 and row["diff"] == pytest.approx(math.log(at / 37.0))
+    assert row["verdict seeds"] == "1" and row["choice seeds"] == "0" and row["verdict"] == "inconclusive"
     assert "TF: tf-lr-2x" in row["ours"] and "KD baseline: kd-logit" in row["ours"]
+    assert one(table, "C2", "equal tokens")["diff"] == pytest.approx(math.log(42 / 61))
 
 
 def test_the_budget_sweep_is_read_at_equal_tokens_and_by_interpolation_at_equal_flops():
@@ -228,16 +279,19 @@ def test_the_budget_sweep_is_read_at_equal_tokens_and_by_interpolation_at_equal_
         {"line": "TF", "base": "tf", "budget": b, "flops": 100 * b, "test ppl": p} for b, p in [(0.5, 80), (1, 60), (2, 40)]
     ] + [{"line": "KD", "base": "kd", "budget": b, "flops": 200 * b, "test ppl": p} for b, p in [(0.5, 100), (1, 50), (2, 25)]])
     table = sweep_differences(points).set_index("budget")
-    assert table["KD - TF, equal tokens"].tolist() == [20, -10, -15]
+    assert table["KD - TF, equal tokens (ppl)"].tolist() == [20, -10, -15]
+    assert table["KD - TF, equal tokens (nats)"].tolist() == pytest.approx([math.log(100 / 80), math.log(50 / 60),
+                                                                            math.log(25 / 40)])
     # at TF's 50 FLOPs KD has no point (its line starts at 100): no reading; at TF's 100 FLOPs KD's
     # 0.5x point (100 ppl); at TF's 200 FLOPs KD's 1x point (50 ppl)
-    assert math.isnan(table.loc[0.5, "KD - TF, equal FLOPs"])
-    assert table.loc[1, "KD - TF, equal FLOPs"] == pytest.approx(100 - 60)
-    assert table.loc[2, "KD - TF, equal FLOPs"] == pytest.approx(50 - 40)
+    assert math.isnan(table.loc[0.5, "KD - TF, equal FLOPs (ppl)"])
+    assert table.loc[1, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(100 - 60)
+    assert table.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(50 - 40)
+    assert table.loc[2, "KD - TF, equal FLOPs (nats)"] == pytest.approx(math.log(50 / 40))
     points.loc[points.line == "KD", "flops"] = [150, 300, 600]  # between points: geometric interpolation
     table = sweep_differences(points).set_index("budget")
     # TF's 200 FLOPs lie log(200/150)/log(2) of the way from KD's 150 to its 300 (100 -> 50 ppl)
-    assert table.loc[2, "KD - TF, equal FLOPs"] == pytest.approx(100 * 0.5 ** (math.log(200 / 150) / math.log(2)) - 40)
+    assert table.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(100 * 0.5 ** (math.log(200 / 150) / math.log(2)) - 40)
     # with learning rates, a TF line meets only the KD lines at its rate
     tuned = pd.DataFrame([{"line": "KD, lr 4x", "base": "kd", "budget": 1, "flops": 200, "test ppl": 30, "lr": 4.0}])
     points["lr"] = 1.0
@@ -277,7 +331,7 @@ def test_c2_is_not_tested_when_the_chosen_tf_and_kd_share_no_seed():
     assert best_tf(study).method == "tf-lr-2x"
     with pytest.raises(MissingRecord, match="no KD run"):
         best_kd(study, tf="tf-lr-2x")  # nothing read at tf-lr-2x's seed 2
-    row = claims(study).set_index("claim").loc["C2"]
+    row = one(claims(study), "C2")
     assert row["verdict"] == "not tested" and "no KD run" in row["ours"]
     import dataclasses
 
@@ -311,4 +365,5 @@ def test_h1_reads_max_gap_against_ppl_removal_on_paired_seeds_and_says_supported
             **{("ppl-removal", s): FakeRun(10, 100, 40, ppl + shift + n) for s, (ppl, n) in enumerate(zip(paper, noise))}}
     h1 = findings(SelectionStudy(cfg, runs)).set_index("hypothesis").loc["H1"]
     assert h1["verdict"] == verdict and h1["seeds"] == 3
-    assert h1["diff"] == pytest.approx(-shift, abs=1e-9)
+    assert h1["diff"] == pytest.approx(np.mean([math.log(p / (p + shift + n)) for p, n in zip(paper, noise)]), abs=1e-9)
+    assert h1["unit"] == "nats" and h1["holm verdict"] == verdict  # a family of one (H2 is not tested)

@@ -1,7 +1,12 @@
+import math
+
+import numpy as np
 import pytest
 
 from distill_lib.stats import (
-    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, TIE, mean_ci, paired_difference, value_at, verdict_at_least, verdict_strict,
+    ALPHA, BETTER, EQUIVALENCE, EQUIVALENT, INCONCLUSIVE, MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, REPRODUCED,
+    SUPERIORITY, WORSE, ClaimTest, holm, holm_verdicts, log_ratios, mean_ci, minimum_detectable_difference,
+    paired_difference, value_at,
 )
 
 
@@ -19,16 +24,86 @@ def test_paired_difference_pairs_by_seed():
         paired_difference([1, 2], [1])
 
 
-@pytest.mark.parametrize("diff, half, strict, at_least", [
-    (1.0, 0.5, REPRODUCED, REPRODUCED),
-    (0.2, 0.5, INCONCLUSIVE, TIE),              # the interval covers 0: a tie, consistent with "matches"
-    (-0.2, 0.5, INCONCLUSIVE, TIE),
-    (-1.0, 0.5, NOT_REPRODUCED, NOT_REPRODUCED),
-    (1.0, None, INCONCLUSIVE, INCONCLUSIVE),    # one seed: no interval
+def _diffs(mean, half):
+    """Three paired differences whose mean is `mean` and whose 95% half-width is `half`."""
+    sd = half * 3 ** 0.5 / 4.302653  # half = t(0.975, 2) * sd / sqrt(3)
+    return [mean - sd, mean, mean + sd]
+
+
+M = MARGIN_NATS
+
+
+# every verdict of every rule, with its outcome word (the interval's [lo, hi] in the comment)
+@pytest.mark.parametrize("kind, mean, half, verdict, word", [
+    (SUPERIORITY, 0.3, 0.1, REPRODUCED, BETTER),               # [0.2, 0.4]: above 0
+    (SUPERIORITY, 0.02, 0.01, REPRODUCED, BETTER),             # tiny but above 0: superiority has no margin
+    (SUPERIORITY, 0.1, 0.3, INCONCLUSIVE, INCONCLUSIVE),       # covers 0
+    (SUPERIORITY, -0.3, 0.1, NOT_REPRODUCED, WORSE),           # below 0
+    (NON_INFERIORITY, 0.2, 0.1, REPRODUCED, BETTER),           # above -M and above 0
+    (NON_INFERIORITY, -0.02, 0.02, REPRODUCED, EQUIVALENT),    # [-0.04, 0]: inside the margin
+    (NON_INFERIORITY, 0.0, 0.1, INCONCLUSIVE, INCONCLUSIVE),   # reaches below -M: too wide
+    (NON_INFERIORITY, -0.3, 0.1, NOT_REPRODUCED, WORSE),       # wholly below -M
+    (NON_INFERIORITY, -0.08, 0.02, NOT_REPRODUCED, WORSE),     # [-0.1, -0.06]: below -M
+    (EQUIVALENCE, 0.01, 0.03, REPRODUCED, EQUIVALENT),         # [-0.02, 0.04] inside ±M
+    (EQUIVALENCE, 0.0, 0.1, INCONCLUSIVE, INCONCLUSIVE),       # a non-significant difference is not equality
+    (EQUIVALENCE, 0.04, 0.03, INCONCLUSIVE, BETTER),           # [0.01, 0.07]: above 0, past +M
+    (EQUIVALENCE, 0.3, 0.1, NOT_REPRODUCED, BETTER),           # wholly beyond +M
+    (EQUIVALENCE, -0.3, 0.1, NOT_REPRODUCED, WORSE),           # wholly beyond -M
 ])
-def test_verdict_rules(diff, half, strict, at_least):
-    assert verdict_strict(diff, half) == strict
-    assert verdict_at_least(diff, half) == at_least
+def test_every_rule_reaches_each_of_its_verdicts(kind, mean, half, verdict, word):
+    test = ClaimTest(kind, _diffs(mean, half), 0.0 if kind == SUPERIORITY else M)
+    assert test.mean == pytest.approx(mean) and test.half == pytest.approx(half)
+    assert test.verdict == verdict and test.outcome == word
+    p_yes, p_no = test.p_values()  # the p-values agree with the interval: below ALPHA exactly where it decides
+    assert (p_yes < ALPHA) == (verdict == REPRODUCED) and (p_no < ALPHA) == (verdict == NOT_REPRODUCED)
+
+
+def test_one_seed_has_no_interval_no_p_and_no_verdict():
+    test = ClaimTest(NON_INFERIORITY, [0.5], M)
+    assert test.half is None and test.verdict == INCONCLUSIVE and math.isnan(test.p) and math.isnan(test.mdd)
+
+
+def test_a_test_without_its_margin_is_refused():
+    with pytest.raises(ValueError, match="margin"):
+        ClaimTest(EQUIVALENCE, [0.1, 0.2], 0.0)
+    with pytest.raises(ValueError, match="kind"):
+        ClaimTest("at least", [0.1, 0.2])
+
+
+def test_the_p_value_of_a_non_inferiority_test_is_the_one_sided_t_test_against_minus_the_margin():
+    from scipy import stats
+
+    diffs = [0.01, -0.02, 0.03, 0.0]
+    t = (np.mean(diffs) + M) / (np.std(diffs, ddof=1) / 2)
+    assert ClaimTest(NON_INFERIORITY, diffs, M).p == pytest.approx(stats.t.sf(t, 3))
+    # equivalence: the larger of the two one-sided p-values
+    upper = stats.t.cdf((np.mean(diffs) - M) / (np.std(diffs, ddof=1) / 2), 3)
+    assert ClaimTest(EQUIVALENCE, diffs, M).p == pytest.approx(max(stats.t.sf(t, 3), upper))
+
+
+def test_the_minimum_detectable_difference_is_the_power_formula():
+    from scipy import stats
+
+    diffs = [0.1, 0.3, 0.2, 0.4]
+    sd, n = np.std(diffs, ddof=1), 4
+    expected = (stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)) * sd / n ** 0.5
+    assert minimum_detectable_difference(diffs) == pytest.approx(expected)
+    assert minimum_detectable_difference(diffs * 4) < expected  # more seeds detect smaller differences
+
+
+def test_holm_adjusts_step_down_and_turns_what_does_not_survive_inconclusive():
+    # k = 3: 0.005 * 3 = 0.015, 0.012 * 2 = 0.024, 0.02 * 1 = 0.02 -> 0.024 (monotone)
+    assert holm([0.012, 0.005, math.nan, 0.02]) == pytest.approx([0.024, 0.015, math.nan, 0.024], nan_ok=True)
+    adjusted, verdicts = holm_verdicts([REPRODUCED, NOT_REPRODUCED, "not tested", INCONCLUSIVE],
+                                       [0.01, 0.004, math.nan, 0.3])
+    # 0.004 * 3 = 0.012 survives; 0.01 * 2 = 0.02 survives; with one more test in the family it would not
+    assert verdicts == [REPRODUCED, NOT_REPRODUCED, "not tested", INCONCLUSIVE]
+    _, verdicts = holm_verdicts([REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, INCONCLUSIVE], [0.01, 0.004, 0.3, 0.5])
+    assert verdicts == [INCONCLUSIVE, NOT_REPRODUCED, INCONCLUSIVE, INCONCLUSIVE]  # 0.01 * 3 = 0.03 >= 0.025
+
+
+def test_log_ratios_are_nats():
+    assert log_ratios([math.e, 10.0], [1.0, 10.0]) == pytest.approx([1.0, 0.0])
 
 
 def test_value_at_interpolates_and_refuses_to_extrapolate():
