@@ -455,13 +455,22 @@ def _c6(study, ppl, add):
         test, "log of from-scratch's final val ppl over the pruned model's", verdict=verdict, verdict_seeds=seeds)
 
 
-def best_depth(study) -> tuple[str, dict, list]:
-    """The depth configuration (notebook 01's five) with the lowest mean final *validation* ppl over
-    their seeds: chosen on validation, so that C7's verdict, on test, reads other data."""
-    seeds = study.config_seeds()
-    scores = {c: float(np.mean([_final_val_ppl(study.student("tf", strategy=c, seed=s)) for s in seeds]))
-              for c in study.cfg.configs}
-    return min(scores, key=scores.get), scores, seeds
+def best_depth(study) -> Choice:
+    """The depth configuration with the lowest mean final *validation* ppl: of notebook 01's
+    configurations and notebook 08's selectors (TF at the same rate and budget), compared on the seeds
+    they share; chosen on validation, so that C7's verdict, on test, reads other data."""
+    cfg = study.cfg
+    seeds = {c: study.config_seeds() for c in cfg.configs}
+    seeds.update({c: study.selector_seeds() for c in cfg.selectors if c not in seeds})
+    readings = {}
+    for c, on in seeds.items():
+        readings[c] = {}
+        for s in on:
+            try:
+                readings[c][s] = _final_val_ppl(study.student("tf", strategy=c, seed=s))
+            except MissingRecord:  # a study in parts: a configuration not recorded yet is no candidate
+                continue
+    return _lowest_on_shared_seeds(readings, "depth")
 
 
 def _c7(study, ppl, add):
@@ -472,12 +481,13 @@ def _c7(study, ppl, add):
     width = {s: study.student("width", seed=s) for s in seeds}
     depths = [(study.cfg.strategy, None, seeds, [])]  # (configuration, how it was chosen, seeds, choice seeds)
     try:
-        best, scores, choice_seeds = best_depth(study)
-        if best != study.cfg.strategy:
-            paired = [s for s in seeds if s in choice_seeds]
-            depths.append((best, f"best depth configuration on validation (of {', '.join(study.cfg.configs)})",
-                           paired, choice_seeds))
-    except MissingRecord:  # notebook 01's configurations not all recorded: max-gap only
+        best = best_depth(study)
+        if best.method != study.cfg.strategy:
+            depths.append((best.method, "best depth configuration by final validation ppl ("
+                           + ", ".join(f"{c} {v:.3g}" for c, v in sorted(best.scores.items(), key=lambda kv: kv[1]))
+                           + f"; {best.on_seeds}), judged here on test", [s for s in seeds if s in best.seeds],
+                           best.seeds))
+    except MissingRecord:  # no other configuration recorded: max-gap only
         pass
     for strategy, how, on, choice_seeds in depths:
         depth = [ppl(study.student("tf", strategy=strategy, seed=s)) for s in on]

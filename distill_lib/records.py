@@ -20,6 +20,9 @@ A run record holds everything a notebook or the claims table reads about a run:
     code             the commit that trained it and whether distill_lib/ differed from it (records
                      written before this field have none): a run whose weights were lost is
                      rebuilt bit for bit by checking out that commit and training it again
+    notes            (optional) sentences about a field corrected after the run was recorded: what
+                     was changed and why (e.g. the GPU runs' `mfu`, set to null); read by people,
+                     never by the code
 
 A result record holds `name`, `key`, `inputs` (what was computed, as plain data), `value` and the
 versions, code and hardware of the machine that computed it.

@@ -85,10 +85,12 @@ rows = [{"model": "untrained (random weights)", **untrained},
         {"model": "teacher", **study.teacher_headline()},
         *[{"model": f"half-depth from scratch (seed {r.config.train.seed})", **study.headline(r)} for r in scratch]]
 base = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
+if "avg_acc" in base:  # in percent, as in every other table (the tasks' own columns stay fractions)
+    base["avg_acc"] *= 100
 study.save_table(base, "00_base_models")
 t = base.set_index("model").loc["teacher"]
 display(Markdown(f"The teacher's test perplexity is {plots.format_value(t.ppl)} against "
                  f"{plots.format_value(untrained['ppl'])} untrained"
-                 + (f"; its average zero-shot accuracy is {100 * t.avg_acc:.1f}% against {100 * untrained['avg_acc']:.1f}%."
+                 + (f"; its average zero-shot accuracy is {t.avg_acc:.1f}% against {100 * untrained['avg_acc']:.1f}%."
                     if "avg_acc" in base else ".")))
-plots.table(base, percent=[c for c in base.columns if "/acc" in c or c == "avg_acc"])
+plots.table(base.rename(columns={"avg_acc": "avg_acc %"}), percent=[c for c in base.columns if "/acc" in c])

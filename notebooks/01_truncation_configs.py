@@ -165,8 +165,10 @@ before_after = pd.DataFrame([{"model": f"{cfg.strategy}, right after truncation"
                              *[{"model": f"{cfg.strategy}, after continued pretraining (seed {s})",
                                 **study.headline(study.student("tf", seed=s))} for s in study.seeds("tf")]])
 before_after = before_after.drop(columns=["avg_acc_stderr"], errors="ignore")
+if "avg_acc" in before_after:  # in percent, as in every other table (the tasks' own columns stay fractions)
+    before_after["avg_acc"] *= 100
 study.save_table(before_after, "01_before_after")
-plots.table(before_after, percent=[c for c in before_after.columns if "/acc" in c or c == "avg_acc"])
+plots.table(before_after.rename(columns={"avg_acc": "avg_acc %"}), percent=[c for c in before_after.columns if "/acc" in c])
 
 # %% [markdown]
 # ## Our Table 6 next to the paper's

@@ -54,7 +54,10 @@ for name, group in runs.items():
                      "layers at end": r.metrics()[-1]["layers"],
                      **({"wall-clock s": r.summary["summary"]["wall_seconds"]} if wall else {})})
 per_seed = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
-table = plots.summary_table(per_seed, "schedule", ["ppl", "bits_per_byte", "avg_acc", "layers at end", *wall])
+if "avg_acc" in per_seed:  # in percent, as in every other table
+    per_seed["avg_acc"] *= 100
+table = plots.summary_table(per_seed, "schedule", ["ppl", "bits_per_byte", *(["avg_acc"] if "avg_acc" in per_seed else []),
+                                                   "layers at end", *wall])
 study.save_table(per_seed, "03_schedule")
 one_shot = per_seed[per_seed.schedule == "one-shot (TF)"].set_index("seed").ppl
 
@@ -72,4 +75,4 @@ display(Markdown(f"Test perplexity, gradual minus one-shot ({over}): "
                              for name, g in per_seed[per_seed.schedule != "one-shot (TF)"].groupby("schedule", sort=False))
                  + f" (one-shot mean over seeds: {format_value(one_shot.mean())}). Positive = gradual is worse, "
                  "the paper's direction."))
-plots.table(table)
+plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))

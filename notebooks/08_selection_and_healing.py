@@ -127,8 +127,10 @@ plots.table(healed)
 # on every linear layer of the decoder, merged at the end), **partial** (only the LM head, the final
 # norm and the last layers), **replace** (one new layer in the removed block's place, first fitted
 # to the block's output, then everything trains; its first stage is counted in its tokens and
-# FLOPs). Each ends as a plain Hugging Face checkpoint. Compared at equal tokens (test perplexity)
-# and at equal FLOPs (validation perplexity read at the cheapest method's total FLOPs).
+# FLOPs). Each ends as a plain Hugging Face checkpoint. Compared at the end of each run (test
+# perplexity: full, LoRA and partial at equal tokens; replace's fitting stage adds its own steps, so
+# it trains on more tokens, given in the table) and at equal FLOPs (validation perplexity read at the
+# cheapest method's total FLOPs).
 
 # %%
 healers = [m for m in cfg.methods if cfg.variants.get(m, {}).get("healing")]
@@ -152,8 +154,9 @@ if healers:
             rows.append({"healing": label, "seed": r.config.train.seed,
                          "trainable parameters": summary.get("trainable_parameters", np.nan),
                          "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,
-                         "tokens/s": summary.get("tokens_per_s", np.nan), "TFLOPs": summary["flops"] / 1e12,
-                         "val ppl at equal FLOPs": at, "test ppl (equal tokens)": study.headline(r)["ppl"]})
+                         "tokens/s": summary.get("tokens_per_s", np.nan), "tokens": summary["tokens"],
+                         "TFLOPs": summary["flops"] / 1e12,
+                         "val ppl at equal FLOPs": at, "test ppl at the end": study.headline(r)["ppl"]})
     healing = pd.DataFrame(rows)
     study.save_table(healing, "08_healing")
     xs = nb.x_axes(cfg, "flops", "wall_seconds")
@@ -167,9 +170,9 @@ if healers:
     means = healing.groupby("healing", sort=False).mean(numeric_only=True)
     rank = mean_flops.rank(method="first").astype(int)  # order in compute, for the label offsets
     for label, row in means.iterrows():
-        axes[-1].scatter(mean_flops[label], row["test ppl (equal tokens)"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
+        axes[-1].scatter(mean_flops[label], row["test ppl at the end"], s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(),
                         alpha=0.7, label=label)
-        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (mean_flops[label], row["test ppl (equal tokens)"]),
+        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (mean_flops[label], row["test ppl at the end"]),
                          # neighbours in compute alternate above and below, so close points keep apart labels
                          textcoords="offset points", xytext=(6, 6 if rank[label] % 2 else -14), fontsize=8)
     plots.eng_axis(axes[-1])
@@ -181,6 +184,12 @@ if healers:
     nb.wall_clock_caveat(cfg)
     best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
     at_cheapest = ", ".join(f"{label} {format_value(v)}" for label, v in means["val ppl at equal FLOPs"].items())
-    display(Markdown(f"Healing on `{hs}`; at the cheapest method's {EngFormatter(unit='FLOPs', places=2, sep=' ')(cheapest)} the lowest validation "
-                     f"perplexity is {best}'s ({at_cheapest}; means over seeds)." if best else f"Healing on `{hs}`."))
+    tokens = means["tokens"]
+    more = [f"{label} {tokens[label]:,.0f} ({tokens[label] / tokens['full'] - 1:+.0%})" for label in tokens.index
+            if tokens[label] != tokens["full"]]
+    same = [label for label in tokens.index if tokens[label] == tokens["full"]]
+    seen = (f" Test perplexity at the end: {', '.join(same)} at equal tokens ({tokens['full']:,.0f})"
+            + (f"; not at equal tokens: {', '.join(more)}." if more else "."))
+    display(Markdown((f"Healing on `{hs}`; at the cheapest method's {EngFormatter(unit='FLOPs', places=2, sep=' ')(cheapest)} the lowest validation "
+                      f"perplexity is {best}'s ({at_cheapest}; means over seeds)." if best else f"Healing on `{hs}`.") + seen))
     display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))

@@ -52,6 +52,7 @@ class FakeStudy:
 
     time_ratios = Study.time_ratios  # the real one, on the hand-made runs and rates
     config_seeds = Study.config_seeds
+    selector_seeds = Study.selector_seeds
 
 
 CFG = StudyConfig(methods=["tf", "kd", "offline-kd", "kd-logit", "kd-corrected"], seeds=[0, 1, 2], configs=["max-gap"],
@@ -211,6 +212,33 @@ def test_c5_with_one_gradual_seed_has_no_interval_and_no_verdict():
                               seeds_by_method={**CFG.seeds_by_method, "gradual": [0]})
     row = one(claims(FakeStudy(cfg, runs)), "C5")
     assert row["verdict"] == "inconclusive" and row["seeds"] == 1 and math.isnan(row["p"]) and math.isnan(row["mdd"])
+
+
+class DepthStudy(FakeStudy):
+    """TF students on other truncations keyed `tf@strategy` (max-gap is the profile's `tf`)."""
+
+    def student(self, method, strategy=None, seed=0, every_tokens=None):
+        key = method if method != "tf" or strategy in (None, "max-gap") else f"tf@{strategy}"
+        return super().student(key, seed=seed)
+
+
+def test_c7_judges_width_against_max_gap_and_the_depth_configuration_best_on_validation():
+    import dataclasses
+
+    runs = _runs()  # tf (max-gap): val 40-42, test 45-47
+    for s in range(3):
+        runs["tf@middle", s] = FakeRun(10, 100, 30 + s, 33 + s)       # best on validation
+        runs["tf@best-block", s] = FakeRun(10, 100, 35 + s, 30 + s)   # best on test: never chosen on it
+        runs["width", s] = FakeRun(10, 100, 31, (33 + s) * 1.01)      # 1% behind middle at every seed
+    cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"], configs=["max-gap", "middle"],
+                              selectors=["best-block"], selector_seeds=[0, 1, 2])
+    table = claims(DepthStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
+    best = one(table, "C7", "quality vs middle")
+    assert best["verdict"] == "reproduced" and best["outcome"] == "equivalent"
+    assert best["diff"] == pytest.approx(math.log(1.01)) and best["choice seeds"] == "0, 1, 2"
+    assert "best-block 36" in best["ours"] and "judged here on test" in best["ours"]
+    paper = one(table, "C7", "quality vs max-gap")  # width far better than max-gap: not equivalent
+    assert paper["verdict"] == "not reproduced" and paper["outcome"] == "worse" and paper["choice seeds"] == ""
 
 
 def test_time_ratios_read_the_runs_where_comparable_else_the_side_by_side_rounds():
