@@ -37,36 +37,43 @@ RAW = Path(__file__).with_name("RESULTS_smollm2.json")  # what the report is wri
 WORK = Path(tempfile.gettempdir()) / "distill-bench-smollm2"
 
 
-def study() -> Study:
-    return Study.load("smollm2", train=False, log=None)
+def study(profile: str = "smollm2") -> Study:
+    return Study.load(profile, train=False, log=None)
 
 
-def steady_tokens_per_s(step_seconds: list[float], tokens_per_step: int) -> float:
+def steady_tokens_per_s(step_seconds: list[float], tokens_per_step: int, warmup: int = WARMUP_STEPS) -> float:
     """Median over the steps after warm-up (the first steps allocate and warm caches)."""
-    return tokens_per_step / float(np.median(step_seconds[WARMUP_STEPS:]))
+    return tokens_per_step / float(np.median(step_seconds[warmup:]))
 
 
-def case_loop(method: str, **train_changes) -> dict:
-    """This project's `train` for `method` of the profile (with `train_changes`): steady-state
-    tokens/s, and `setup_s`, the wall-clock outside the steps (model loading, an offline-KD cache)."""
+def case_loop(method: str, profile: str = "smollm2", steps: int = STEPS, warmup: int = WARMUP_STEPS,
+              store: Path | None = None, **train_changes) -> dict:
+    """This project's `train` for `method` of the profile (with `train_changes`) for `steps` steps:
+    steady-state tokens/s, and `setup_s`, the wall-clock outside the steps (model loading, an
+    offline-KD cache). The run trains in `store` (default: a temporary folder; a profile whose
+    teacher is a run of its own run store needs that store) and is deleted afterwards.
+    `peak_memory_bytes` is the step's peak (on a GPU: allocated by this case alone)."""
     from distill_lib.train import train
 
-    s = study()
+    s = study(profile)
     run = s.run_config(method, seed=0)
-    run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=STEPS, eval_every=0,
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=steps, eval_every=0,
                                                              checkpoint_every=10_000, **train_changes))
-    folder = WORK / f"run-{method}-{os.getpid()}"
+    folder = (store or WORK) / f"_bench-{method}-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # several cases in one process: each its own peak
     started = time.perf_counter()
     summary = train(run, folder, log=None)
     total = time.perf_counter() - started
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     tokens = run.train.batch_size * run.data.block_length
     shutil.rmtree(folder, ignore_errors=True)
-    return {"tokens_per_s": steady_tokens_per_s([tokens / e["tokens_per_s"] for e in lines], tokens),
-            "setup_s": total - summary["wall_seconds"], "blocks": STEPS * run.train.batch_size,
+    return {"tokens_per_s": steady_tokens_per_s([tokens / e["tokens_per_s"] for e in lines], tokens, warmup),
+            "setup_s": total - summary["wall_seconds"], "blocks": steps * run.train.batch_size,
             "flops_per_token": summary["flops_per_token"]["total"], "losses": [e["loss"] for e in lines],
-            "peak_rss_gib": peak_memory_bytes() / 2**30}
+            "peak_rss_gib": peak_memory_bytes() / 2**30,
+            "peak_memory_bytes": max(e["peak_memory_bytes"] for e in lines)}
 
 
 def _student_and_batches():

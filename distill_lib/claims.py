@@ -87,8 +87,8 @@ def field_context(table) -> str:
     for comparison in ("equal FLOPs", "equal tokens"):
         if comparison in rows.index and rows.loc[comparison, "verdict"] != NOT_TESTED:
             row = rows.loc[comparison]
-            ours.append(f"at {comparison} KD minus TF is {fmt(row['diff'], row['ci95'])} nats ({row['outcome']} for "
-                        f"TF; Holm verdict **{row['holm verdict']}**)")
+            ours.append(f"at {comparison} KD's perplexity over TF's is {fmt(row['diff'], row['ci95'])} nats (positive: TF "
+                        f"ahead; Holm verdict **{row['holm verdict']}**)")
     ours = "; ".join(ours) if ours else "C2 is not tested in this profile yet"
     return ("**Next to later work.** Minitron (Muralidharan et al. 2024, arXiv 2407.14679) found KD ahead: a 15B→4B "
             "prune (mostly width) healed by logit-only KD on 100B tokens scored MMLU 37.8 where healing by the LM loss "
@@ -317,7 +317,7 @@ def claims_summary(table, key: str = "claim") -> "pd.DataFrame":
 
 def reading(row) -> str:
     """One or two plain sentences for a claim row of `claims`: what was compared, which way it went."""
-    head = f"**{row['claim']}**" + (f" ({row['comparison']})" if row.get("comparison") else "")
+    head = f"**{row['claim']}**" + (f" — {row['comparison']}" if row.get("comparison") else "")
     if row["verdict"] == NOT_TESTED:
         return f"{head} ({row['statement']}): not tested here: {row['ours']}."
     what = f"{head} ({row['statement']}): {row['ours']}."
@@ -327,8 +327,11 @@ def reading(row) -> str:
         margin = f", margin ±{row['margin']:g}{unit}" if row["margin"] == row["margin"] else ""
         mdd = (f"; the smallest difference its seeds would detect (80% power) is {row['mdd']:.2g}{unit}"
                if row["mdd"] == row["mdd"] else "")
-        what += (f" The difference ({row['positive means']}) is {fmt(row['diff'], half)}{unit}: the interval shows "
-                 f"*{row['outcome']}* ({row['test']} test{margin}{mdd}).")
+        reads = {"better": "lies on the paper's side of 0", "worse": "lies against the paper", "equivalent":
+                 "lies inside the margin", "inconclusive": "is too wide to say"}[row["outcome"]] if half is not None \
+            else "cannot be drawn (one seed)"
+        what += (f" The difference ({row['positive means']}) is {fmt(row['diff'], half)}{unit}: its interval {reads} "
+                 f"({row['test']} test{margin}{mdd}).")
     holm = "" if row.get("holm verdict", row["verdict"]) == row["verdict"] else \
         f"; after Holm's adjustment over the table: **{row['holm verdict']}**"
     return what + f" Verdict: **{row['verdict']}** (rule: {row['rule']}){holm}."

@@ -201,9 +201,13 @@ class _FusedHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_sums):
-        w = ctx.weights.to(grad_sums.device, grad_sums.dtype)
-        norm = float(w @ w)
-        c = float(grad_sums @ w) / norm if norm > 0 else 0.0
+        # Backward runs inside the training step's autocast (bf16 precision), which would compute these
+        # float32 products in bf16 and round c enough to fail the check below: autocast off here (the
+        # same float32 arithmetic as without it, so fp32 runs are unchanged bit for bit).
+        with torch.autocast(device_type=grad_sums.device.type, enabled=False):
+            w = ctx.weights.to(grad_sums.device, grad_sums.dtype)
+            norm = float(w @ w)
+            c = float(grad_sums @ w) / norm if norm > 0 else 0.0
         # a non-finite loss passes through, as autograd would (the loop then stops the run as diverged)
         if torch.isfinite(grad_sums).all() and not torch.allclose(grad_sums, c * w, rtol=1e-4, atol=1e-12 + 1e-6 * abs(c)):
             raise RuntimeError(f"head_loss_sums: its terms must be weighed by {ctx.weights.tolist()} (times any scalar) "

@@ -391,6 +391,27 @@ def _build(run: RunConfig, run_dir: Path, data: PreparedData, student, saved: di
     return teacher, wrapped, optimizer, pruner
 
 
+#: The MFU denominator (FLOP/s of one device) for every run of this process, instead of the matmul
+#: rate each run measures at set-up: processes that share one GPU would each measure it under
+#: contention (MFU above 1 in a GPU campaign of 12 processes), so one rate measured alone is passed
+#: to all of them (bench/gpu_campaign.sh). It only changes the logged `mfu`, never the training.
+PEAK_FLOPS_ENV = "DISTILL_PEAK_FLOPS"
+
+
+def peak_flops_from_env() -> float | None:
+    """The FLOP/s given in DISTILL_PEAK_FLOPS (e.g. `6.2e13`), or None when it is unset or empty."""
+    value = os.environ.get(PEAK_FLOPS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        peak = float(value)
+    except ValueError:
+        peak = float("nan")
+    if not (math.isfinite(peak) and peak > 0):
+        raise ConfigError(f"{PEAK_FLOPS_ENV}: {value!r} is not a positive number of FLOP/s (e.g. 6.2e13)")
+    return peak
+
+
 def set_up(run: RunConfig, run_dir: Path, data: PreparedData | None, log, peak_flops: float | None) -> Trainer:
     """Everything before the first step, checks first (before anything expensive)."""
     validate_run(run, run_dir)
@@ -413,8 +434,8 @@ def set_up(run: RunConfig, run_dir: Path, data: PreparedData | None, log, peak_f
     valid = data.blocks("validation")[: run.train.eval_blocks]
     flops = _step_flops(run, student, blocks.shape[1], teacher)
     with outside_the_run_rng(accelerator.device):
-        peak = peak_flops or measure_matmul_peak(torch.bfloat16 if run.train.precision == "bf16" else torch.float32,
-                                                 device=accelerator.device)
+        peak = peak_flops or peak_flops_from_env() or measure_matmul_peak(
+            torch.bfloat16 if run.train.precision == "bf16" else torch.float32, device=accelerator.device)
     return Trainer(run, run_dir, accelerator, micro, accum, blocks, valid, teacher, wrapped, optimizer, pruner,
                    flops, peak, state, saved["rng"] if saved is not None else None)
 

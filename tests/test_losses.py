@@ -174,3 +174,19 @@ def test_fused_head_loss_refuses_a_head_that_computes_with_unlisted_trainable_te
     with pytest.raises(RuntimeError, match="not among its parameters"):
         head_loss_sums(lambda x: torch.nn.functional.linear(x, weight), [],
                        lambda z, y: token_cross_entropy(z, y)[None], [1.0], 4, hidden, torch.randint(0, 13, (2, 10)))
+
+
+def test_fused_head_loss_backward_inside_bf16_autocast():
+    # the training step's backward runs inside its autocast (precision bf16): the check that the terms
+    # are weighed as declared must not compute in bf16 (it rounded 1/504 and refused the loss)
+    embed, head, ids, teacher, fn, hidden = _head_case()
+    weights = [0.3, 0.7]
+    expected = head_loss_sums(head, list(head.parameters()), fn, weights, 3, hidden(), teacher, ids[:, 1:])
+    (expected * torch.tensor(weights)).sum().div(504).backward()
+    plain = head.bias.grad.clone()
+    head.bias.grad = embed.weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = head_loss_sums(head, list(head.parameters()), fn, weights, 3, hidden(), teacher, ids[:, 1:])
+        (fused.float() * torch.tensor(weights)).sum().div(504).backward()
+    assert head.bias.grad is not None and torch.isfinite(head.bias.grad).all()
+    torch.testing.assert_close(head.bias.grad, plain, rtol=0.05, atol=1e-3)  # bf16 matmuls in the head
