@@ -310,8 +310,9 @@ def claims_summary(table, key: str = "claim") -> "pd.DataFrame":
                      "margin": f"±{row['margin']:g} nats" if row["margin"] == row["margin"] else "–",
                      "MDD (80% power)": with_unit(row, f"{row['mdd']:.2g}") if row["mdd"] == row["mdd"] else "–",
                      "verdict": row["verdict"], "Holm": row["holm verdict"],
-                     "seeds (verdict; choice)": (row["verdict seeds"] or "–") + ("; " + row["choice seeds"]
-                                                                                  if row["choice seeds"] else "")})
+                     "seeds": (row["verdict seeds"] or "–") + (f" (variant chosen on seed{'s' * (',' in row['choice seeds'])} "
+                                                               f"{row['choice seeds']}'s validation ppl)"
+                                                               if row["choice seeds"] else "")})
     return pd.DataFrame(rows)
 
 
