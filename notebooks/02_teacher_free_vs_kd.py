@@ -116,17 +116,18 @@ def teacher_cache_cost(run) -> dict:
 if len(candidates) > 2 and kd_candidates(study, online_only=True):
     chosen_tf = best_tf(study)
     chosen = best_kd(study, tf=chosen_tf.method)
-    tf_flops = {r.config.train.seed: r.summary["summary"]["flops"] for r in runs["TF"]}
+    # TF's FLOPs are analytic (per-token FLOPs x tokens): the same at every seed, also at a seed TF lacks
+    tf_total = runs["TF"][0].summary["summary"]["flops"]
     rows = []
     for m in candidates:
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
             extra = study.extra_flops(m)  # a teacher correction or a logit cache, charged to the variant
-            at_tf = val_ppl_at_flops(r, tf_flops[seed] - extra, nan_outside=True) if seed in tf_flops else np.nan
+            at_tf = val_ppl_at_flops(r, tf_total - extra, nan_outside=True)
             rows.append({"variant": cfg.label(m), "seed": seed, "val ppl at TF's FLOPs": at_tf,
                          "val ppl at the end": [e for e in r.metrics() if "val_ppl" in e][-1]["val_ppl"],
                          "test ppl": study.headline(r)["ppl"],
-                         "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_flops.get(seed, np.nan),
+                         "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_total,
                          **teacher_cache_cost(r)})
     variants = pd.DataFrame(rows)
     variants = variants.drop(columns=[c for c in CACHE_COLUMNS if variants[c].isna().all()])
