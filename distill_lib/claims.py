@@ -394,13 +394,19 @@ def _c2_c3(study, ppl, add):
         add("C3", "time per token", "-", f"not judged: this profile's run timings are not comparable (see its notes) "
             f"and its side-by-side timing is not recorded; analytic FLOPs {analytic:.2f}x", verdict=NOT_TESTED)
         return
+    _add_cost(add, "C3", "time per token", "the measured KD/TF time ratio", "KD/TF time ratio", C3_MIN_RATIO,
+              ratios, how, seeds, f"KD/TF time per token {fmt(*mean_ci(ratios))}x measured ({how}), {analytic:.2f}x "
+                                  "analytic FLOPs")
+
+
+def _add_cost(add, claim, comparison, interval_of, ratio, threshold, ratios, how, seeds, ours):
+    """A cost claim (C3, C7's cost half): superiority of the measured time ratio over `threshold`. Side-
+    by-side rounds share one machine and process: the rule says they are not independent replicates."""
     rounds = how.startswith("timed side by side")
-    add("C3", "time per token", f"superiority: the interval of the measured KD/TF time ratio lies above {C3_MIN_RATIO}"
+    add(claim, comparison, f"superiority: the interval of {interval_of} lies above {threshold}"
         + ("; the rounds share one machine and process, so they are not independent replicates" if rounds else ""),
-        f"KD/TF time per token {fmt(*mean_ci(ratios))}x measured ({how}), {analytic:.2f}x analytic FLOPs",
-        ClaimTest(SUPERIORITY, [r - C3_MIN_RATIO for r in ratios]), f"KD/TF time ratio minus {C3_MIN_RATIO}",
-        unit=f"ratio − {C3_MIN_RATIO}",
-        verdict_seeds=[f"round {i}" for i in range(len(ratios))] if rounds else seeds)
+        ours, ClaimTest(SUPERIORITY, [r - threshold for r in ratios]), f"{ratio} minus {threshold}",
+        unit=f"ratio − {threshold}", verdict_seeds=[f"round {i}" for i in range(len(ratios))] if rounds else seeds)
 
 
 def _c4(study, ppl, add):
@@ -509,13 +515,9 @@ def _c7(study, ppl, add):
         add("C7", "cost", "-", f"wall-clock not comparable in this profile (see its notes); FLOPs {flops:.2f}x",
             verdict=NOT_TESTED)
         return
-    rounds = how.startswith("timed side by side")
-    add("C7", "cost", f"superiority: the interval of width/depth time per token lies above {C7_MIN_RATIO}"
-        + ("; the rounds share one machine and process, so they are not independent replicates" if rounds else ""),
-        f"width/depth {'time per token' if rounds else 'wall-clock'} {fmt(*mean_ci(cost))}x ({how}), FLOPs {flops:.2f}x",
-        ClaimTest(SUPERIORITY, [c - C7_MIN_RATIO for c in cost]), f"width/depth time ratio minus {C7_MIN_RATIO}",
-        unit=f"ratio − {C7_MIN_RATIO}",
-        verdict_seeds=[f"round {i}" for i in range(len(cost))] if rounds else seeds)
+    what = "time per token" if how.startswith("timed side by side") else "wall-clock"
+    _add_cost(add, "C7", "cost", "width/depth time per token", "width/depth time ratio", C7_MIN_RATIO, cost, how, seeds,
+              f"width/depth {what} {fmt(*mean_ci(cost))}x ({how}), FLOPs {flops:.2f}x")
 
 
 def _c8(study, ppl, add):
