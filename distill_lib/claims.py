@@ -151,9 +151,8 @@ def _with_holm(table):
     """Holm's adjustment over the table's tests (rows with a p-value: tested, two seeds or more)."""
     if table.empty:
         return table
-    adjusted, verdicts = holm_verdicts(list(table["verdict"]), list(table["p"]))
-    table["holm p"] = adjusted
-    table["holm verdict"] = [v if p == p else table.verdict[i] for i, (v, p) in enumerate(zip(verdicts, table["p"]))]
+    # rows without a p-value (not tested, one seed) are outside the family and keep their verdict
+    table["holm p"], table["holm verdict"] = holm_verdicts(list(table["verdict"]), list(table["p"]))
     return table
 
 

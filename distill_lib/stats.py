@@ -92,14 +92,9 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | None]:
     """Mean and CI half-width of a - b over paired seeds."""
-    return mean_ci(paired(a, b))
-
-
-def paired(a: Sequence[float], b: Sequence[float]) -> list[float]:
-    """a - b seed by seed."""
     if len(a) != len(b):
         raise ValueError(f"paired values need equal counts, got {len(a)} and {len(b)}")
-    return [x - y for x, y in zip(a, b)]
+    return mean_ci([x - y for x, y in zip(a, b)])
 
 
 def log_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
@@ -138,21 +133,17 @@ class ClaimTest:
 
     def _p_above(self, bound: float) -> float:
         """One-sided p of 'the true difference is <= bound' (small: it lies above)."""
+        return self._p_below(bound, above=True)
+
+    def _p_below(self, bound: float, above: bool = False) -> float:
+        """One-sided p of 'the true difference is >= bound' (small: it lies below); `above` flips it."""
         from scipy import stats
 
         se = float(np.std(self.diffs, ddof=1)) / math.sqrt(self.n)
+        sign = -1.0 if above else 1.0  # P(T <= t) for 'below', P(T >= t) = P(-T <= -t) for 'above'
         if se == 0.0:
-            return 0.0 if self.mean > bound else 1.0
-        return float(stats.t.sf((self.mean - bound) / se, self.n - 1))
-
-    def _p_below(self, bound: float) -> float:
-        """One-sided p of 'the true difference is >= bound' (small: it lies below)."""
-        from scipy import stats
-
-        se = float(np.std(self.diffs, ddof=1)) / math.sqrt(self.n)
-        if se == 0.0:
-            return 0.0 if self.mean < bound else 1.0
-        return float(stats.t.cdf((self.mean - bound) / se, self.n - 1))
+            return 0.0 if sign * (self.mean - bound) < 0 else 1.0
+        return float(stats.t.cdf(sign * (self.mean - bound) / se, self.n - 1))
 
     def p_values(self) -> tuple[float, float]:
         """(p for 'reproduced', p for 'not reproduced'): each the largest of the one-sided tests
