@@ -149,6 +149,7 @@ def train_runs(profile: str, specs: list[str], log=print) -> int:
         if method == "teacher":
             study.teacher_model_info  # noqa: B018  (its size and depth, which every report reads)
             study.teacher_headline()
+            study.teacher_probes()
             labels = ["teacher"]
         else:
             schedules = study.cfg.gradual_every_tokens if method == "gradual" else [None]
@@ -156,6 +157,7 @@ def train_runs(profile: str, specs: list[str], log=print) -> int:
             for every_tokens in schedules:
                 run = study.student(method, strategy, seed=seed, every_tokens=every_tokens)
                 study.headline(run)
+                study.probes(run, rebuild=True)  # a recorded run without them is trained again (weights are a cache)
                 labels.append(run.dir.name)
         log(f"recorded {', '.join(labels)} in {time.perf_counter() - started:.0f} s")
     return 0

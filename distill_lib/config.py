@@ -392,12 +392,19 @@ class InitConfig:
     remove: Optional[list[int]] = None
     """Strategy 'explicit': the layer indices to remove."""
     calibration_blocks: int = 16
-    """Validation blocks scored by the importance strategies (block-influence, angular, ppl-removal,
-    ppl-iterative, best-block, taylor)."""
+    """Blocks scored by the importance strategies (block-influence, angular, ppl-removal,
+    ppl-iterative, best-block, taylor), the first ones of `calibration_split`."""
+    calibration_split: Optional[Literal["train", "validation"]] = dataclasses.field(
+        default=None, metadata={"hash_version": 4})
+    """Where the calibration blocks come from; None = 'validation' (every run recorded before hash
+    version 4, whose hash it keeps). 'train' keeps the validation blocks, which every validation
+    curve and every choice made on validation reads, out of the layer choice."""
 
     def __post_init__(self) -> None:
         check_field_types(self, "init")
         require(self.calibration_blocks > 0, "init.calibration_blocks: must be > 0")
+        require(self.calibration_split in (None, "train", "validation"),
+                f"init.calibration_split: must be 'train' or 'validation', got {self.calibration_split!r}")
         check_drop(self.drop, "init.drop")
 
 
@@ -576,7 +583,7 @@ class HealingConfig:
 #: declared with `added_in(version)`; it enters the hash only when set, so a config that does not use
 #: it keeps the hash, and the stored run, it had. Bump this with every such field (tests/test_hashes.py
 #: pins the hashes of representative configs).
-HASH_VERSION = 3
+HASH_VERSION = 4
 
 
 def added_in(version: int) -> Any:
@@ -672,10 +679,39 @@ class EvalConfig:
         require(bool(self.task_sets), "eval.task_sets: give at least one task set or task")
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """Measurements added after the first evaluation (distill_lib.probes): out-of-domain perplexity
+    and the informative multiple-choice suite, recorded under an evaluation key of their own."""
+
+    ood_text: str = "python-reference"
+    """The out-of-domain text: 'python-reference' (the Python language reference's prose that ships
+    inside CPython as pydoc_data.topics)."""
+    ood_blocks: int = 64
+    """Non-overlapping blocks of the profile's block length, evenly spaced over the text."""
+    word_choice_items: int = 500
+    next_sentence_items: int = 500
+    sentence_order_items: int = 500
+    context_words: int = 20
+    """word_choice: the passage's length in words at least."""
+    max_sentence_words: int = 14
+    """next_sentence, sentence_order: candidate sentences have 4 to this many words."""
+    batch_items: int = 16
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "probes")
+        require(self.ood_text == "python-reference",
+                f"probes.ood_text: unknown source {self.ood_text!r} (valid: python-reference)")
+        for f in dataclasses.fields(self):
+            if f.name not in ("seed", "ood_text"):
+                require(getattr(self, f.name) > 0, f"probes.{f.name}: must be > 0, got {getattr(self, f.name)}")
+
+
 # ---------------------------------------------------------------------------------------------
 # A study profile (params/<name>.yaml): every notebook's parameters (distill_lib.study runs it)
 # ---------------------------------------------------------------------------------------------
-_VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps", "healing"}
+_VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps", "healing", "calibration_split"}
 #: Names of the methods in figures and tables.
 METHOD_LABELS = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init",
                  "chop-distill": "CHOP+distill", "scratch": "from scratch", "gradual": "gradual", "width": "width"}
@@ -723,6 +759,11 @@ class StudyConfig:
     """The paper's configurations notebook 08 sets next to the selectors (each a TF student per
     selector seed); None = all of `configs`, [] = none. A real-model profile run in parts can start
     with fewer."""
+    calibration_split: Optional[Literal["train", "validation"]] = None
+    """Where the scored strategies (selectors, block influence, ...) take their calibration blocks:
+    'train' keeps them off the validation blocks that every curve and choice reads; None =
+    'validation', as every run recorded before the field (their hashes stay). A variant's
+    `calibration_split` overrides it."""
     healing_strategy: str = "best-block"
     """The truncation notebook 08 compares the healing methods on (variants with a `healing` key,
     e.g. `tf-lora: {method: tf, healing: {method: lora, lora_rank: 8}}`). Fixed before any number
@@ -756,6 +797,9 @@ class StudyConfig:
     notes: list[str] = dataclasses.field(default_factory=list)
     """Caveats printed at the top of the report (notebook 99)."""
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    probes: Optional[ProbeConfig] = None
+    """Out-of-domain perplexity and the informative suite (distill_lib.probes) for the teacher and
+    every run trained from now on; None = not measured. Runs recorded before keep no such numbers."""
     latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
     plan_cards_gib: list[float] = dataclasses.field(default_factory=lambda: [24.0, 40.0, 80.0])
 
@@ -814,6 +858,8 @@ class StudyConfig:
                                                        f"got method {variant.get('method')!r}")
                 require(isinstance(variant["healing"], dict), f"{where}.healing: expected a mapping of healing fields")
                 from_dict(HealingConfig, variant["healing"], where=f"{where}.healing")
+            require(variant.get("calibration_split", "train") in ("train", "validation"),
+                    f"{where}.calibration_split: must be 'train' or 'validation', got {variant.get('calibration_split')!r}")
             require(variant.get("method") in _VARIANT_BASES,
                     f"{where}.method: expected one of {', '.join(_VARIANT_BASES)}, got {variant.get('method')!r}")
             fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective", "seed"}

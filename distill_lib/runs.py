@@ -26,11 +26,12 @@ from distill_lib.storage import atomic_directory, write_json_atomic
 RUNS_ROOT = PROJECT_ROOT / "runs"
 
 
-def hashed_fields(run: RunConfig) -> dict:
+def hashed_fields(run) -> dict:
     """What a run's hash is taken of: its config as plain data, without the fields added after hash
-    version 1 that it leaves unset (config.HASH_VERSION)."""
-    return {f.name: to_dict(getattr(run, f.name)) for f in dataclasses.fields(run)
-            if getattr(run, f.name) is not None or f.metadata.get("hash_version", 1) == 1}
+    version 1 that it leaves unset (config.HASH_VERSION), at any depth (e.g. init.calibration_split)."""
+    return {f.name: hashed_fields(value) if dataclasses.is_dataclass(value) else to_dict(value)
+            for f in dataclasses.fields(run)
+            if (value := getattr(run, f.name)) is not None or f.metadata.get("hash_version", 1) == 1}
 
 
 def config_hash(run: RunConfig) -> str:
@@ -88,8 +89,13 @@ class RecordedRun:
         return self.record["metrics"]
 
     @property
+    def has_weights(self) -> bool:
+        """Whether the run's final model is in this checkout's run store."""
+        return (self.dir / "model" / "config.json").exists()
+
+    @property
     def model_dir(self) -> Path:
-        if not (self.dir / "model" / "config.json").exists():
+        if not self.has_weights:
             from distill_lib.records import MissingRecord
 
             commit = (self.record.get("code") or {}).get("commit")

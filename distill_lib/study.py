@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 
 from distill_lib.config import (  # noqa: F401  (StudyConfig, LatencyConfig, METHODS: importable from here too)
-    METHODS, ConfigError, HealingConfig, InitConfig, LatencyConfig, RunConfig, StudyConfig, TrainConfig, WidthConfig,
+    METHODS, UNSCORED_STRATEGIES, ConfigError, HealingConfig, InitConfig, LatencyConfig, RunConfig, StudyConfig, TrainConfig, WidthConfig,
     from_dict, load_yaml, resolve_profile_paths, to_dict,
 )
 from distill_lib.env import PROJECT_ROOT
@@ -373,8 +373,10 @@ class Study:
         scratch = cfg.variants.get(method, {"method": method})["method"] == "scratch"
         student_train = (cfg.scratch_train or cfg.student_train) if scratch else cfg.student_train
         teacher = healing = None
+        calibration = cfg.calibration_split
         if method in cfg.variants:
             variant = cfg.variants[method]
+            calibration = variant.get("calibration_split", calibration)
             student_train = from_dict(TrainConfig, {**to_dict(student_train), **(variant.get("train") or {})})
             student_train = _scaled(student_train, cfg.budget_of(method))
             if variant.get("teacher_correction_steps"):
@@ -407,7 +409,10 @@ class Study:
             return RunConfig(name=f"width-s{seed}", data=cfg.data, init=InitConfig(kind="pretrained"), teacher=teacher,
                              train=train, width=WidthConfig(target=self.width_target))
         kind = "random-truncated" if method == "random" else "truncate"
-        return RunConfig(name=name, data=cfg.data, init=InitConfig(kind=kind, strategy=strategy, drop=cfg.drop),
+        # only a scored strategy reads calibration blocks; the others keep the hash they had
+        scored = strategy not in UNSCORED_STRATEGIES
+        init = InitConfig(kind=kind, strategy=strategy, drop=cfg.drop, calibration_split=calibration if scored else None)
+        return RunConfig(name=name, data=cfg.data, init=init,
                          teacher=teacher, train=train, **({"healing": healing} if healing else {}))
 
     @cached_property
@@ -502,6 +507,78 @@ class Study:
             return self.headline(self.teacher())
         return headline(self.evaluate_model("00_teacher-evaluation", {},
                                             lambda: load_causal_lm(self.teacher_dir())), self.tasks)
+
+    # --- probes: out-of-domain perplexity and the informative suite (distill_lib.probes) -------------
+    @cached_property
+    def probe_key(self) -> str | None:
+        """The evaluation key of the profile's probes in a run's record (None: the profile sets none)."""
+        from distill_lib.config import to_dict
+        from distill_lib.probes import probe_key_inputs
+        from distill_lib.records import evaluation_key
+
+        return None if self.cfg.probes is None else evaluation_key(probe_key_inputs(self.cfg.probes),
+                                                                   to_dict(self.cfg.data))
+
+    def _run_probes(self, model) -> dict:
+        from distill_lib.probes import run_probes
+
+        return run_probes(model, self.data.tokenizer, self.data.documents["test"], self.cfg.probes,
+                          self.cfg.data.block_length, self.cfg.eval.max_length, self.cfg.eval.batch_size)
+
+    def teacher_probes(self) -> dict | None:
+        """The teacher's probes, the reference every student's are read against (None: no probes)."""
+        from distill_lib.probes import probe_key_inputs
+
+        if self.cfg.probes is None:
+            return None
+        if not self.cfg.teacher_path:
+            return self.probes(self.teacher())
+
+        def compute():
+            from distill_lib.models import load_causal_lm
+
+            return self._run_probes(load_causal_lm(self.teacher_dir()))
+
+        return self.result("00_teacher-probes", probe_key_inputs(self.cfg.probes), compute)
+
+    def probes(self, run, rebuild: bool = False) -> dict | None:
+        """A run's probes: from its record; else, in training mode with the run's weights in the run
+        store, computed and added to the record; else None (a run recorded before the probes, or
+        whose weights are elsewhere: the tables show it as not measured). `rebuild` first retrains a
+        recorded run whose weights are not here (weights are a cache) and requires the rebuilt
+        run's final validation loss to equal the record's, so that the probes describe that model."""
+        from distill_lib.models import load_causal_lm
+
+        if self.probe_key is None:
+            return None
+        found = run.record["evaluations"].get(self.probe_key)
+        if found is None and self.train and rebuild and not run.has_weights:
+            self._rebuild(run)
+        if found is not None or not self.train or not run.has_weights:
+            return found
+        reference = self.teacher_probes()["ood"] if run.config.name != "teacher" else None
+        result = self._run_probes(load_causal_lm(run.model_dir))
+        if reference is not None and reference["sha256"] != result["ood"]["sha256"]:
+            raise ConfigError(f"probes: the out-of-domain text here (Python {result['ood']['python']}, "
+                              f"{result['ood']['sha256']}) is not the one the teacher was measured on (Python "
+                              f"{reference['python']}, {reference['sha256']}); measure on a machine with that text")
+        run.record = self.records.add_evaluation(run.dir.name, self.probe_key, result)
+        if self.log:
+            self.log(f"probes {run.dir.name}: out-of-domain ppl {result['ood']['ppl']:.2f} in {result['seconds']:.0f} s")
+        return result
+
+    def _rebuild(self, run) -> None:
+        """Train a recorded run again into the run store; its final validation loss must equal the record's."""
+        from distill_lib.runs import get_or_train
+
+        recorded = run.record["summary"]["final"]["val_loss"]
+        rebuilt = get_or_train(run.config, root=self.root, log=self.log).summary["summary"]["final"]["val_loss"]
+        if abs(rebuilt - recorded) > 1e-4 * abs(recorded):
+            raise ConfigError(f"probes: run {run.dir.name} rebuilt to final validation loss {rebuilt:.6f}, its record "
+                              f"says {recorded:.6f}; the code or machine trains it differently, so its probes would "
+                              "describe another model (the rebuilt weights stay in the run store)")
+        if self.log:
+            self.log(f"run {run.dir.name}: rebuilt, final validation loss {rebuilt:.6f} as recorded")
 
     def perplexity_of(self, model, split: str | None = None, max_blocks: int | None = None) -> dict:
         """Perplexity on the evaluation split and window (default), or on `split`'s first `max_blocks`

@@ -118,7 +118,8 @@ def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print, 
     teacher = load_causal_lm(teacher_location(run.teacher, run_dir))
     if init.kind == "pretrained":
         return teacher, None, None
-    calibration = torch.from_numpy(data.blocks("validation")[: init.calibration_blocks].astype(np.int64))
+    split = init.calibration_split or "validation"  # None: the runs recorded before the field
+    calibration = torch.from_numpy(data.blocks(split)[: init.calibration_blocks].astype(np.int64))
     student, keep = truncate_by_strategy(teacher, init.strategy, drop=init.drop, remove=init.remove,
                                          calibration_ids=calibration, scores_cache=LAYER_SCORES_CACHE)
     if init.kind == "random-truncated":  # same architecture, fresh weights: the paper's random init

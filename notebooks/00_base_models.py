@@ -94,3 +94,26 @@ display(Markdown(f"The teacher's test perplexity is {plots.format_value(t.ppl)} 
                  + (f"; its average zero-shot accuracy is {t.avg_acc:.1f}% against {100 * untrained['avg_acc']:.1f}%."
                     if "avg_acc" in base else ".")))
 plots.table(base.rename(columns={"avg_acc": "avg_acc %"}), percent=[c for c in base.columns if "/acc" in c])
+
+# %% [markdown]
+# ## The informative suite and the out-of-domain text (profiles with `probes`)
+# The first offline suite sits at the floor or the ceiling for a real teacher (SmolLM2: cloze 26%,
+# pairs 97%). The probes' suite is built so that it does not: each task's accuracy with its standard
+# error, against chance; and the perplexity of a text far from the training corpus (the Python
+# language reference's prose that ships with CPython), which students are read against in notebook 02.
+
+# %%
+from distill_lib.probes import teacher_suite_table
+
+teacher_probes = study.teacher_probes()
+if teacher_probes is None:
+    display(Markdown(f"Profile {cfg.name} sets no `probes`: neither is measured."))
+else:
+    suite = teacher_suite_table(teacher_probes)
+    study.save_table(suite, "00_probe_suite")
+    ood = teacher_probes["ood"]
+    display(Markdown(f"{suite.informative.sum()} of {len(suite)} tasks are informative for the teacher (between 35% "
+                     f"and 85%). Its out-of-domain perplexity is {plots.format_value(ood['ppl'])} ({ood['blocks']} blocks of "
+                     f"{ood['block_length']} tokens of the Python {ood['python']} language reference, sha256 "
+                     f"{ood['sha256']}), against {plots.format_value(t.ppl)} on the test split."))
+    plots.table(suite)

@@ -21,6 +21,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from IPython.display import Markdown, display
 
 from distill_lib import plots
@@ -250,6 +251,33 @@ if swept:
             "The two read different splits (the test split; the validation blocks the training loop reads) and "
             "different runs, so their numbers differ; nats = log of the perplexity ratio."))
         display(plots.table(differences))
+
+# %% [markdown]
+# ## What each method keeps of the teacher's general ability while it adapts to the book
+# Perplexity on a text far from the training corpus (the Python language reference's prose, notebook
+# 00) and the informative suite, for the teacher and every run of TF, KD and the pair C2 compares
+# that has them (profiles with `probes`; runs recorded before the probes have none and are left out).
+# KD imitates a general-purpose teacher, TF fits the book: this is where they should differ most.
+
+# %%
+from distill_lib.probes import probe_table
+
+pair = [chosen_tf.method, chosen.method] if "chosen" in globals() else []
+probed = probe_table(study, ["tf", "kd", *pair])
+if len(probed) <= 1:
+    display(Markdown("No student of this profile has the probes yet." if len(probed) else
+                     f"Profile {cfg.name} sets no `probes`."))
+else:
+    study.save_table(probed, "02_out_of_domain")
+    columns = [c for c in probed.columns if c not in ("model", "method", "seed")]
+    plots.table(plots.summary_table(probed, "model", columns))
+    fig, ax = plt.subplots(figsize=(6, 3))
+    sns.pointplot(data=probed[probed.method != "teacher"], x="ood_nats_vs_teacher", y="model", errorbar=("ci", 95),
+                  linestyle="none", ax=ax)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("out-of-domain loss minus the teacher's (nats per token)")
+    ax.set_ylabel("")
+    study.save_figure(fig, "02_out_of_domain")
 
 # %% [markdown]
 # ## Compute and memory

@@ -46,6 +46,11 @@ PINNED = [
                train=TrainConfig(objective="lm", max_steps=160, lr=3e-3, warmup_steps=16), teacher=TEACHER,
                healing=HealingConfig(method="lora", lora_rank=16, lora_alpha=32.0)),
      "lora-middle-s0-f86ec5a156"),
+    # calibration on the training split (hash version 4); pinned when the field was added
+    (RunConfig(name="tf-best-block-s0", data=DATA, init=InitConfig(kind="truncate", strategy="best-block", drop=0.5,
+                                                                    calibration_split="train"),
+               train=TrainConfig(objective="lm", max_steps=160, lr=3e-3, warmup_steps=16), teacher=TEACHER),
+     "tf-best-block-s0-e00779d0f1"),
     # healing: {method: full} is the default loop: the run (and hash) of the first entry
     (RunConfig(name="tf-max-gap-s0", data=DATA, init=InitConfig(kind="truncate", strategy="max-gap", drop=0.5),
                train=TrainConfig(objective="lm", max_steps=160, lr=3e-3, warmup_steps=16), teacher=TEACHER,
@@ -92,20 +97,25 @@ def test_cache_keys_keep_their_pinned_values():
     assert documents_fingerprint(docs) == "118fe136e882f8b9"
 
 
-def test_fields_added_after_hash_version_1_are_run_fields_hashed_only_when_set():
+def test_fields_added_after_hash_version_1_are_hashed_only_when_set():
     import dataclasses
 
     from distill_lib import config
     from distill_lib.runs import hashed_fields
 
-    added = {f.name: f.metadata["hash_version"] for f in dataclasses.fields(RunConfig) if "hash_version" in f.metadata}
-    assert added == {"width": 2, "healing": 3} and max(added.values()) == config.HASH_VERSION
-    assert all(getattr(RunConfig, name, None) is None for name in added)  # default None
     nested = [config.DataConfig, config.ModelConfig, config.InitConfig, config.TrainConfig, config.WidthConfig,
               config.HealingConfig]
-    assert not any("hash_version" in f.metadata for cls in nested for f in dataclasses.fields(cls))  # not honoured there
+    added = {f"{cls.__name__}.{f.name}": f.metadata["hash_version"] for cls in [RunConfig, *nested]
+             for f in dataclasses.fields(cls) if "hash_version" in f.metadata}
+    assert added == {"RunConfig.width": 2, "RunConfig.healing": 3, "InitConfig.calibration_split": 4}
+    assert max(added.values()) == config.HASH_VERSION
+    assert RunConfig("x").width is None and RunConfig("x").healing is None and InitConfig().calibration_split is None
     run, _ = PINNED[0]
     assert not {"width", "healing"} & set(hashed_fields(run))
+    assert "calibration_split" not in hashed_fields(run)["init"]
     every = {f.name for f in dataclasses.fields(RunConfig)}
     assert set(hashed_fields(dataclasses.replace(run, width=WidthConfig()))) == every - {"healing"}
     assert set(hashed_fields(dataclasses.replace(run, healing=HealingConfig(method="lora")))) == every - {"width"}
+    calibrated = dataclasses.replace(run, init=dataclasses.replace(run.init, calibration_split="train"))
+    assert hashed_fields(calibrated)["init"]["calibration_split"] == "train"
+    assert config_hash(calibrated) != config_hash(run)
