@@ -209,8 +209,11 @@ def choice_logprobs(model, contexts: list[list[int]], choices: list[list[list[in
         ctx[i, width - len(c):] = torch.tensor(c)
         ctx_mask[i, width - len(c):] = 1
     ctx, ctx_mask = ctx.to(device), ctx_mask.to(device)
+    # only the last context position's logits are needed: the LM head is a third of a SmolLM2
+    # student's forward FLOPs (a 49k vocabulary), so the context skips it where the model allows
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     out = model(input_ids=ctx, attention_mask=ctx_mask, position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True)
+                use_cache=True, **keep)
     first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(k, 0)
     # transformers renamed `past_key_values` to `cache` within 5.x (the old name warns on stderr)
     new_name = "cache" in inspect.signature(model.forward).parameters
