@@ -116,4 +116,4 @@ else:
                      f"and 85%). Its out-of-domain perplexity is {plots.format_value(ood['ppl'])} ({ood['blocks']} blocks of "
                      f"{ood['block_length']} tokens of the Python {ood['python']} language reference, sha256 "
                      f"{ood['sha256']}), against {plots.format_value(t.ppl)} on the test split."))
-    plots.table(suite)
+    display(plots.table(suite))

@@ -270,7 +270,7 @@ if len(probed) <= 1:
 else:
     study.save_table(probed, "02_out_of_domain")
     columns = [c for c in probed.columns if c not in ("model", "method", "seed")]
-    plots.table(plots.summary_table(probed, "model", columns))
+    display(plots.table(plots.summary_table(probed, "model", columns)))
     fig, ax = plt.subplots(figsize=(6, 3))
     sns.pointplot(data=probed[probed.method != "teacher"], x="ood_nats_vs_teacher", y="model", errorbar=("ci", 95),
                   linestyle="none", ax=ax)
