@@ -19,6 +19,7 @@ import dataclasses
 import json
 import random
 import re
+import types
 from pathlib import Path
 from typing import Sequence
 
@@ -181,3 +182,36 @@ def build_offline_suite(held_out: Sequence[Document], folder: Path, cfg: SuiteCo
 
     return atomic_directory(final, build)
 
+
+def suite_capacity(held_out: Sequence[Document], cloze_context_words: int) -> dict[str, int]:
+    """The most items of each `eval.suite` size the held-out documents can supply: candidates as
+    build_offline_suite finds them, before its token-length limit (so an upper bound). `plan`
+    checks a profile's suite sizes against it before any data are prepared."""
+
+    class CountingRandom(random.Random):
+        """Runs a builder of this module with its own rules but picks nothing: `sample` records the
+        size of the population of candidates it is offered and returns []."""
+
+        def sample(self, population, k, **kwargs):
+            self.population = len(population)
+            return []
+
+    none = types.SimpleNamespace(cloze_items=0, choice_items=0, pair_items=0,
+                                 cloze_context_words=cloze_context_words)
+    short = _length_filter()
+    counts = {}
+    for key, build in (("cloze_items", lambda r: _cloze_items(held_out, none, r)),
+                       ("choice_items", lambda r: _choice_items(held_out, none, r, short)),
+                       ("pair_items", lambda r: _pair_items(held_out, none, r, short))):
+        rng = CountingRandom()
+        build(rng)
+        counts[key] = rng.population
+    # a choice item takes 3 distractors from other documents: with too few, the builder never ends
+    others = {}
+    for doc in held_out:
+        others[doc.id] = {s for s in sentences(doc.text) if short(s)}
+    every = set().union(*others.values()) if others else set()
+    if any(len(every - own) < 4 for own in others.values()):
+        counts["choice_items"] = 0
+    counts["bpb_documents"] = len(held_out)
+    return counts

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 import distill_lib.cli as cli
-from distill_lib.cli import main, suite_capacity
+import distill_lib.planner as planner
+from distill_lib.cli import main
 from distill_lib.config import ConfigError, SuiteConfig
 from distill_lib.data import Document, load_documents, split_documents
 from distill_lib.study import load_study_config
-from distill_lib.tasks import build_offline_suite
+from distill_lib.tasks import build_offline_suite, suite_capacity
 
 WORDS = ("the river stone light garden voice morning city window letter road song field winter "
          "friend bread table story mountain silver").split()
@@ -39,7 +40,7 @@ def _profile(tmp_path: Path, extra: str = "", paths: str | None = None, name: st
 
 @pytest.fixture(autouse=True)
 def _no_committed_records(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(planner, "RECORDS", tmp_path / "records")
 
 
 def test_plan_prints_the_resolved_data_and_tokens_and_flops_without_measured_speed(tmp_path, capsys):

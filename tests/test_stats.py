@@ -114,7 +114,7 @@ def test_value_at_interpolates_and_refuses_to_extrapolate():
 
 def test_catalog_declares_every_notebook_on_disk():
     from distill_lib.catalog import NOTEBOOKS
-    from distill_lib.cli import notebooks
+    from distill_lib.runner import notebooks
 
     assert [nb.stem for nb in NOTEBOOKS] == [p.stem for p in notebooks()]
 

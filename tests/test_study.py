@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from distill_lib.cli import NOTEBOOKS, main, notebooks, parse_run_specs, run_study
+from distill_lib.cli import main
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
+from distill_lib.runner import NOTEBOOKS, notebooks, parse_run_specs, run_study
 from distill_lib.study import Study
 
 
@@ -72,12 +73,12 @@ def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_
 
 @pytest.mark.slow  # executes notebooks (papermill)
 def test_a_failing_notebook_stops_the_run_and_names_it(tmp_path, monkeypatch, capsys):
-    import distill_lib.cli as cli
+    import distill_lib.runner as runner
 
     bad = tmp_path / "notebooks"
     bad.mkdir()
     (bad / "00_broken.py").write_text('# %% tags=["parameters"]\nprofile = "x"\n# %%\nraise RuntimeError("boom")\n')
-    monkeypatch.setattr(cli, "NOTEBOOKS", bad)
+    monkeypatch.setattr(runner, "NOTEBOOKS", bad)
     assert run_study("smoke") == 1
     out = capsys.readouterr().out
     assert "FAILED in cell" in out and "RuntimeError: boom" in out and "00_broken.py failed" in out
