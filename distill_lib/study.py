@@ -446,11 +446,16 @@ class Study:
                     "val_ppl_at_step_0": self.perplexity_of(model, split="validation",
                                                             max_blocks=self.cfg.student_train.eval_blocks)["ppl"]}
 
-        return self.result("01_truncation", {"strategy": strategy, "drop": self.cfg.drop}, compute)
+        inputs = {"strategy": strategy, "drop": self.cfg.drop}
+        if self.cfg.calibration_split and strategy not in UNSCORED_STRATEGIES:  # keyed only when set: old keys stay
+            inputs["calibration_split"] = self.cfg.calibration_split
+        return self.result("01_truncation", inputs, compute)
 
-    def truncated_untrained(self, strategy: str):
+    def truncated_untrained(self, strategy: str, calibration_split: str | None = None):
         """The truncated model before any training (for 'perplexity right after truncation'), chosen
-        exactly as a run's `init` chooses it. Needs the teacher's weights."""
+        exactly as a run's `init` chooses it: a scored strategy calibrates on `calibration_split`
+        (default: the profile's; None = validation, as every run before the field). Needs the
+        teacher's weights."""
         import numpy as np
         import torch
 
@@ -459,7 +464,8 @@ class Study:
         from distill_lib.truncate import truncate_by_strategy
 
         blocks = InitConfig().calibration_blocks
-        ids = torch.from_numpy(self.data.blocks("validation")[:blocks].astype(np.int64))
+        split = calibration_split or self.cfg.calibration_split or "validation"
+        ids = torch.from_numpy(self.data.blocks(split)[:blocks].astype(np.int64))
         return truncate_by_strategy(load_causal_lm(self.teacher_dir()), strategy, drop=self.cfg.drop,
                                     calibration_ids=ids, scores_cache=LAYER_SCORES_CACHE)
 

@@ -35,7 +35,8 @@ reference = study.selection_reference_configs()
 
 # %% [markdown]
 # ## What each selector keeps, and how the model does right after truncation
-# Calibration: the validation blocks a run's truncation uses. Perplexity on the test split.
+# Calibration: the blocks a run's truncation uses (the validation split's first ones, or the
+# training split's where the profile sets `calibration_split: train`). Perplexity on the test split.
 
 
 # %%
@@ -49,7 +50,8 @@ def selection(strategy):
             "ppl_after_truncation": study.perplexity_of(model)["ppl"]}
 
 
-chosen = {s: study.result("08_selection", {"strategy": s, "drop": cfg.drop}, lambda s=s: selection(s))
+calibration = {"calibration_split": cfg.calibration_split} if cfg.calibration_split else {}
+chosen = {s: study.result("08_selection", {"strategy": s, "drop": cfg.drop, **calibration}, lambda s=s: selection(s))
           for s in selectors}
 reference_runs = {s: study.truncation(s) for s in reference}
 order = selectors + reference

@@ -257,3 +257,44 @@ def test_cached_scores_give_the_same_student_and_any_change_to_the_weights_misse
         with torch.no_grad():
             decoder_layers(model)[3].mlp.down_proj.weight[0, 0] += 1e-3
         truncate_by_strategy(model, strategy, drop=0.5, calibration_ids=ids, scores_cache=tmp_path)
+
+
+def test_scored_strategies_calibrate_on_the_split_the_profile_or_variant_names(monkeypatch, tmp_path):
+    """`calibration_split` reaches a scored strategy's init (and the blocks its truncation reads);
+    a fixed configuration reads no calibration and keeps the hash it had."""
+    import dataclasses
+
+    import numpy as np
+
+    from distill_lib import train as train_module
+    from distill_lib.config import RunConfig
+    from distill_lib.runs import config_hash
+    from distill_lib.study import Study, load_study_config
+
+    cfg = load_study_config("smoke")
+    cfg = dataclasses.replace(cfg, selectors=["best-block"], variants={
+        **cfg.variants, "tf-cal": {"method": "tf", "calibration_split": "train"}}, methods=[*cfg.methods, "tf-cal"])
+    legacy = Study(cfg, root=tmp_path, log=None, train=False)
+    profile = Study(dataclasses.replace(cfg, calibration_split="train"), root=tmp_path, log=None, train=False)
+    assert legacy.run_config("tf", "best-block").init.calibration_split is None
+    assert profile.run_config("tf", "best-block").init.calibration_split == "train"
+    assert legacy.run_config("tf-cal", "best-block").init.calibration_split == "train"  # the variant's
+    for study in (legacy, profile):  # a fixed configuration: no calibration, the same hash
+        assert config_hash(study.run_config("tf", "max-gap")) == config_hash(legacy.run_config("tf", "max-gap"))
+
+    asked = []
+
+    class Data:  # what initial_model reads of the data: the blocks of a split and the tokenizer
+        def blocks(self, split):
+            asked.append(split)
+            return np.zeros((16, 8), dtype=np.int64)
+
+    monkeypatch.setattr(train_module, "load_causal_lm", lambda path: "teacher")
+    monkeypatch.setattr(train_module, "truncate_by_strategy", lambda *a, **k: ("student", [0]))
+    monkeypatch.setattr(train_module, "decoder_layers", lambda model: [0, 1])
+    for split in (None, "train"):
+        run = profile.run_config("tf", "best-block")
+        run = dataclasses.replace(run, init=dataclasses.replace(run.init, calibration_split=split))
+        assert isinstance(run, RunConfig)
+        train_module.initial_model(run, Data(), tmp_path, log=None)
+    assert asked == ["validation", "train"]
