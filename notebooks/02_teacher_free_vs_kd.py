@@ -21,7 +21,6 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
 from distill_lib import plots
@@ -261,9 +260,10 @@ if swept:
 
 # %%
 from distill_lib.probes import probe_table
+from distill_lib.stats import mean_ci
 
 pair = [chosen_tf.method, chosen.method] if "chosen" in globals() else []
-probed = probe_table(study, ["tf", "kd", *pair])
+probed = probe_table(study, list(dict.fromkeys(["tf", "kd", *pair])))
 if len(probed) <= 1:
     display(Markdown("No student of this profile has the probes yet." if len(probed) else
                      f"Profile {cfg.name} sets no `probes`."))
@@ -271,12 +271,16 @@ else:
     study.save_table(probed, "02_out_of_domain")
     columns = [c for c in probed.columns if c not in ("model", "method", "seed")]
     display(plots.table(plots.summary_table(probed, "model", columns)))
-    fig, ax = plt.subplots(figsize=(6, 3))
-    sns.pointplot(data=probed[probed.method != "teacher"], x="ood_nats_vs_teacher", y="model", errorbar=("ci", 95),
-                  linestyle="none", ax=ax)
+    students = probed[probed.method != "teacher"].groupby("model", sort=False).ood_nats_vs_teacher.apply(list)
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(students) + 1.2))
+    for y, (model, values) in enumerate(students.items()):
+        mean, half = mean_ci(values)
+        ax.errorbar(mean, y, xerr=half, fmt="o", capsize=4, color=f"C{y}")
+        ax.annotate(f"n={len(values)}", (mean, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.set_yticks(range(len(students)), students.index)
+    ax.invert_yaxis()
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("out-of-domain loss minus the teacher's (nats per token)")
-    ax.set_ylabel("")
+    ax.set_xlabel("out-of-domain loss minus the teacher's (nats per token; mean, 95% t-interval)")
     study.save_figure(fig, "02_out_of_domain")
 
 # %% [markdown]
