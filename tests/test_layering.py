@@ -19,7 +19,10 @@ MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
 
 #: Modules that import nothing of the package, not even inside a function: every other layer
 #: builds on them.
-FOUNDATION = ("config", "env", "storage")
+FOUNDATION = ("env", "names", "schema", "storage")
+#: The configs, built on the foundation's schema engine and name sets: they import only each other and
+#: the foundation (`config` is the facade that re-exports them all).
+CONFIG_LAYER = ("config", "eval_config", "run_config", "study_config")
 
 #: Cycles that pass through a function-level import and are known, in modules this test does not
 #: own; each set may shrink, none may grow, and no other cycle may appear. (plots <-> stats:
@@ -115,6 +118,12 @@ def test_no_new_import_cycle_through_function_level_imports():
 def test_foundation_modules_import_nothing_of_the_package(module):
     _, everything = import_graph()
     assert everything[module] == set()
+
+
+@pytest.mark.parametrize("module", CONFIG_LAYER)
+def test_config_modules_import_only_each_other_and_the_foundation(module):
+    _, everything = import_graph()
+    assert everything[module] <= set(FOUNDATION) | set(CONFIG_LAYER)
 
 
 def test_configs_are_built_checked_and_hashed_without_torch():
