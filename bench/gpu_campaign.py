@@ -290,7 +290,10 @@ def bench_case(profile: str, precision: str, steps: int, warmup: int, methods=("
     store = study(profile).root  # a profile's own teacher (smoke) lies in its run store
     out = {}
     for method in methods:
-        got = case_loop(method, profile=profile, steps=steps, warmup=warmup, store=store, precision=precision)
+        # bounds=False: no fp32 matmul measurement after the steps, which would disturb the processes
+        # sharing the device (the campaign measures the matmul rate alone, `peak`)
+        got = case_loop(method, profile=profile, steps=steps, warmup=warmup, store=store, precision=precision,
+                        bounds=False)
         out[method] = {k: got[k] for k in ("tokens_per_s", "flops_per_token", "peak_memory_bytes", "setup_s")}
     return {"precision": precision, "device": device(), "torch": torch.__version__, "steps": steps,
             "warmup": warmup, "pid": os.getpid(), "cases": out}

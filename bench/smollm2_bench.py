@@ -5,7 +5,9 @@ the `smollm2` profile uses on CPU). Not a test: numbers go to bench/RESULTS_smol
     python bench/smollm2_bench.py              # all cases, each in its own process
     python bench/smollm2_bench.py --case tf    # one case, prints JSON
 
-Cases: this project's loop (TF, KD, offline KD from a top-32 cache), TF and KD with glibc's default
+Cases: this project's loop (TF, KD, offline KD from a top-32 cache; timed by `distill_lib.timing`,
+with MFU against the measured fp32 matmul rate and the step's FLOPs split into weight matmuls and
+attention, `distill_lib.flops`), TF and KD with glibc's default
 allocator behaviour (DISTILL_KEEP_FREED_MEMORY=0, see `distill_lib.env.keep_freed_memory`), a bare
 PyTorch loop and the HF `Trainer` on the same student, batches and optimizer, and per-op profiles
 of the bare TF step and of this loop's TF and KD steps.
@@ -14,6 +16,7 @@ Ratios measured in one run are what count: the machine is shared and its speed d
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -28,8 +31,9 @@ import numpy as np
 import torch
 
 import distill_lib  # noqa: F401  (caches in the project, allocator setting)
-from distill_lib.flops import peak_memory_bytes
+from distill_lib.flops import StepFlops, attention_flops_per_token, flops_shares, measure_matmul_peak, peak_memory_bytes
 from distill_lib.study import Study
+from distill_lib.timing import steady_tokens_per_s, time_steps
 
 STEPS, WARMUP_STEPS, ROUNDS = 8, 3, 2
 OUT = Path(__file__).with_name("RESULTS_smollm2.md")
@@ -41,39 +45,49 @@ def study(profile: str = "smollm2") -> Study:
     return Study.load(profile, train=False, log=None)
 
 
-def steady_tokens_per_s(step_seconds: list[float], tokens_per_step: int, warmup: int = WARMUP_STEPS) -> float:
-    """Median over the steps after warm-up (the first steps allocate and warm caches)."""
-    return tokens_per_step / float(np.median(step_seconds[warmup:]))
-
-
 def case_loop(method: str, profile: str = "smollm2", steps: int = STEPS, warmup: int = WARMUP_STEPS,
-              store: Path | None = None, **train_changes) -> dict:
+              store: Path | None = None, bounds: bool = True, **train_changes) -> dict:
     """This project's `train` for `method` of the profile (with `train_changes`) for `steps` steps:
-    steady-state tokens/s, and `setup_s`, the wall-clock outside the steps (model loading, an
-    offline-KD cache). The run trains in `store` (default: a temporary folder; a profile whose
-    teacher is a run of its own run store needs that store) and is deleted afterwards.
-    `peak_memory_bytes` is the step's peak (on a GPU: allocated by this case alone)."""
-    from distill_lib.train import train
-
+    steady-state tokens/s (median step, `distill_lib.timing.time_steps`), and `setup_s`, the
+    wall-clock outside the steps (model loading, an offline-KD cache). The run trains in `store`
+    (default: a temporary folder; a profile whose teacher is a run of its own run store needs that
+    store) and is deleted afterwards. `peak_memory_bytes` is the step's peak (on a GPU: allocated by
+    this case alone). With `bounds`, what bounds the step: `mfu_fp32`, the steady rate's MFU
+    against `matmul_fp32`, the fp32 matmul rate of the device (`flops.measure_matmul_peak`: on a
+    CPU the rate the run measured at set-up), and `flops_shares`, the step's analytic FLOPs split
+    into weight matmuls and attention (`flops.flops_shares`)."""
     s = study(profile)
     run = s.run_config(method, seed=0)
-    run = dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=steps, eval_every=0,
-                                                             checkpoint_every=10_000, **train_changes))
-    folder = (store or WORK) / f"_bench-{method}-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, **train_changes))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # several cases in one process: each its own peak
-    started = time.perf_counter()
-    summary = train(run, folder, log=None)
-    total = time.perf_counter() - started
-    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    tokens = run.train.batch_size * run.data.block_length
-    shutil.rmtree(folder, ignore_errors=True)
-    return {"tokens_per_s": steady_tokens_per_s([tokens / e["tokens_per_s"] for e in lines], tokens, warmup),
-            "setup_s": total - summary["wall_seconds"], "blocks": steps * run.train.batch_size,
-            "flops_per_token": summary["flops_per_token"]["total"], "losses": [e["loss"] for e in lines],
-            "peak_rss_gib": peak_memory_bytes() / 2**30,
-            "peak_memory_bytes": max(e["peak_memory_bytes"] for e in lines)}
+    timed = time_steps(run, (store or WORK) / f"_bench-{method}-{os.getpid()}", steps, warmup)
+    summary, lines = timed.summary, timed.metrics
+    flops = summary["flops_per_token"]
+    out = {"tokens_per_s": timed.tokens_per_s, "setup_s": timed.setup_seconds, "blocks": steps * run.train.batch_size,
+           "flops_per_token": flops["total"], "losses": [e["loss"] for e in lines],
+           "peak_rss_gib": peak_memory_bytes() / 2**30,
+           "peak_memory_bytes": max(e["peak_memory_bytes"] for e in lines)}
+    if bounds:
+        matmul_fp32 = measure_matmul_peak(torch.float32, device=summary["device"])
+        out.update(matmul_fp32=matmul_fp32, mfu_fp32=flops["total"] * timed.tokens_per_s / matmul_fp32,
+                   flops_shares=step_flops_shares(s, run, flops, lines[-1]["layers"]))
+    return out
+
+
+def step_flops_shares(s: Study, run, flops: dict, student_layers: int) -> dict[str, float]:
+    """`distill_lib.flops.flops_shares` of a step of `run` (its FLOPs per token `flops`, as the
+    training summary gives them): the attention widths from the teacher's config, the student
+    with `student_layers` of its layers (truncation keeps the attention width, width pruning
+    prunes only the MLPs)."""
+    from transformers import AutoConfig
+
+    teacher = AutoConfig.from_pretrained(str(s.teacher_dir()))
+    student = copy.deepcopy(teacher)
+    student.num_hidden_layers = student_layers
+    step = StepFlops(flops["student_forward"], flops["student_backward"], flops["teacher_forward"])
+    return flops_shares(step, attention_flops_per_token(student, run.data.block_length),
+                        attention_flops_per_token(teacher, run.data.block_length))
 
 
 def _student_and_batches():
@@ -105,7 +119,8 @@ def case_bare() -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         seconds.append(time.perf_counter() - start)
-    return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel()), "peak_rss_gib": peak_memory_bytes() / 2**30}
+    return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel(), WARMUP_STEPS),
+            "peak_rss_gib": peak_memory_bytes() / 2**30}
 
 
 def case_hf_trainer() -> dict:
@@ -127,7 +142,8 @@ def case_hf_trainer() -> dict:
                              save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
                              disable_tqdm=True)
     Trainer(model=student, args=args, train_dataset=rows, callbacks=[StepTimer()]).train()
-    return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel()), "peak_rss_gib": peak_memory_bytes() / 2**30}
+    return {"tokens_per_s": steady_tokens_per_s(seconds, batches[0].numel(), WARMUP_STEPS),
+            "peak_rss_gib": peak_memory_bytes() / 2**30}
 
 
 def top_ops(step, steps: int = 2, rows: int = 12) -> dict:
@@ -261,6 +277,16 @@ def write_report(r: dict, per_round: list[dict]) -> None:
                  f"are fused over slices: no full-vocabulary logits and log-softmax in memory), but even with every "
                  f"non-matmul op free the bare step would be only {1 / mm:.2f}x faster, so at equal numerics this loop "
                  f"is bounded near {tps['bare'] / tps['hf-trainer'] / mm:.2f}x the Trainer on this CPU.")
+    if "mfu_fp32" in r["tf"]:  # results written before the bench measured it have none
+        def share(case: str) -> str:
+            return "{matmul:.0%} weight matmuls, {attention:.0%} attention".format(**r[case]["flops_shares"])
+
+        lines.append(f"- What bounds a step: its analytic FLOPs (`distill_lib.flops.flops_shares`) are, for TF, "
+                     f"{share('tf')} (QKᵀ, A·V); for KD, its teacher's forward included, {share('kd')}; for offline "
+                     f"KD {share('offline-kd')}. MFU against the fp32 matmul rate measured in each case's process "
+                     f"(`distill_lib.flops.measure_matmul_peak`, TF's: {r['tf']['matmul_fp32'] / 1e9:.0f} GFLOP/s): "
+                     f"TF {r['tf']['mfu_fp32']:.1%}, KD {r['kd']['mfu_fp32']:.1%}, "
+                     f"offline KD {r['offline-kd']['mfu_fp32']:.1%}.")
     for case, title in [("profile", "the bare loop's TF step"), ("profile-tf", "this loop's TF step"),
                         ("profile-kd", "this loop's KD step")]:
         lines += ["", f"Top ops by self CPU time, {title} (torch.profiler, {r[case]['step_s']:.2f} s of op time "

@@ -30,7 +30,7 @@ from distill_lib.config import DataConfig, InitConfig, ModelConfig, RunConfig, T
 from distill_lib.data import prepare_data
 from distill_lib.flops import measure_matmul_peak, peak_memory_bytes, training_flops_per_token
 from distill_lib.models import build_model
-from distill_lib.train import train
+from distill_lib.timing import steady_tokens_per_s, time_steps
 
 DATA = DataConfig(vocab_size=4096, block_length=128)
 TEACHER = ModelConfig(n_layers=12, hidden_size=256, n_heads=4, max_position_embeddings=256)
@@ -48,10 +48,11 @@ def teacher_dir() -> Path:
     return folder
 
 
-def steady_tokens_per_s(step_seconds: list[float]) -> float:
-    """Tokens/s of the fastest steady-state step: on a shared machine the minimum is the estimate
-    least disturbed by other processes (the median moved by +-10% between identical runs here)."""
-    return BATCH * DATA.block_length / min(step_seconds[WARMUP_STEPS:])
+def fastest_tokens_per_s(step_seconds: list[float]) -> float:
+    """Tokens/s of the fastest steady-state step (`distill_lib.timing.steady_tokens_per_s` with the
+    minimum): on a shared machine the minimum is the estimate least disturbed by other processes
+    (the median moved by +-10% between identical runs here)."""
+    return steady_tokens_per_s(step_seconds, BATCH * DATA.block_length, WARMUP_STEPS, statistic=min)
 
 
 def loop_run(objective: str, precision: str = "fp32") -> tuple[RunConfig, Path]:
@@ -66,11 +67,11 @@ def loop_run(objective: str, precision: str = "fp32") -> tuple[RunConfig, Path]:
 
 
 def case_loop(objective: str, precision: str = "fp32") -> dict:
+    """This project's loop, timed by the library (`distill_lib.timing.time_steps`), fastest step."""
     run, folder = loop_run(objective, precision)
-    summary = train(run, folder, log=None)
-    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    seconds = [BATCH * DATA.block_length / e["tokens_per_s"] for e in lines]
-    return {"tokens_per_s": steady_tokens_per_s(seconds), "flops_per_token": summary["flops_per_token"]["total"],
+    timed = time_steps(run, folder, STEPS, WARMUP_STEPS, statistic=min)
+    lines = timed.metrics
+    return {"tokens_per_s": timed.tokens_per_s, "flops_per_token": timed.summary["flops_per_token"]["total"],
             "final_loss": lines[-1]["loss"], "losses": [e["loss"] for e in lines],
             "peak_rss_gib": peak_memory_bytes() / 2**30}
 
@@ -104,7 +105,7 @@ def case_bare() -> dict:
         start = time.perf_counter()
         bare_step(student, opt, ids)
         seconds.append(time.perf_counter() - start)
-    return {"tokens_per_s": steady_tokens_per_s(seconds), "peak_rss_gib": peak_memory_bytes() / 2**30}
+    return {"tokens_per_s": fastest_tokens_per_s(seconds), "peak_rss_gib": peak_memory_bytes() / 2**30}
 
 
 def case_hf_trainer() -> dict:
@@ -125,7 +126,7 @@ def case_hf_trainer() -> dict:
                              learning_rate=1e-3, max_grad_norm=1.0, report_to=[], save_strategy="no",
                              logging_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     Trainer(model=student, args=args, train_dataset=rows, callbacks=[StepTimer()]).train()
-    return {"tokens_per_s": steady_tokens_per_s(seconds), "peak_rss_gib": peak_memory_bytes() / 2**30}
+    return {"tokens_per_s": fastest_tokens_per_s(seconds), "peak_rss_gib": peak_memory_bytes() / 2**30}
 
 
 def case_profile(loop: bool) -> dict:

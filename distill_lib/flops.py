@@ -38,9 +38,15 @@ def attention_width(config) -> tuple[int, int]:
     return n_layers, heads * head_dim
 
 
+def attention_flops_per_token(config, seq_len: int) -> float:
+    """Attention's own share of a forward pass per token, from an HF config: QKᵀ and A·V, each
+    2·T·d_attn per layer (dense, as the kernels compute them)."""
+    n_layers, d_attn = attention_width(config)
+    return 4.0 * n_layers * seq_len * d_attn
+
+
 def forward_flops_per_token(model: nn.Module, seq_len: int) -> float:
-    n_layers, d_attn = attention_width(model.config)
-    return 2.0 * matmul_weights(model) + 4.0 * n_layers * seq_len * d_attn
+    return 2.0 * matmul_weights(model) + attention_flops_per_token(model.config, seq_len)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,16 @@ class StepFlops:
 def training_flops_per_token(student: nn.Module, seq_len: int, teacher: nn.Module | None = None) -> StepFlops:
     fwd = forward_flops_per_token(student, seq_len)
     return StepFlops(fwd, 2 * fwd, forward_flops_per_token(teacher, seq_len) if teacher is not None else 0.0)
+
+
+def flops_shares(step: StepFlops, student_attention: float, teacher_attention: float = 0.0) -> dict[str, float]:
+    """What a training step's FLOPs per token (`step`, as `training_flops_per_token` counts them) are
+    made of: {"matmul": the weight matmuls (every Linear, the LM head included), "attention":
+    attention's QKᵀ and A·V}, as shares of `step.total`. `student_attention` and `teacher_attention`
+    are the models' forward attention FLOPs per token (`attention_flops_per_token`): the student's
+    counts thrice (forward and backward), the teacher's once where the step runs it."""
+    attention = 3 * student_attention + (teacher_attention if step.teacher_forward else 0.0)
+    return {"matmul": 1 - attention / step.total, "attention": attention / step.total}
 
 
 _PEAK_CACHE: dict[tuple, float] = {}

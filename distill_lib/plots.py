@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from distill_lib.stats import mean_ci
+from distill_lib.stats import format_value, mean_ci  # format_value is also read from here (notebooks)
 
 #: Human labels of the curve columns that the study's figures put on their axes.
 AXIS_LABELS = {
@@ -135,23 +135,6 @@ def figure_legend(fig, axes, ncol: int | None = None) -> None:
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol or min(len(labels), 4),
                bbox_to_anchor=(0.5, -0.02), frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // (ncol or 4)), 1, 1))
-
-
-def format_value(mean: float, half: float | None = None, digits: int = 3) -> str:
-    """`mean ± half`: the mean to `digits` significant digits, both rounded to the same decimal,
-    which is never finer than two significant digits of the half-width (`47.8 ± 0.6`, `0.3 ± 1.9`,
-    no `0.973 ± 3.4e-16`: a half-width that rounds to zero is shown as `± 0`)."""
-    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
-        return "–"
-    if half is not None and np.isnan(half):
-        half = None
-    decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(mean))))) if mean else digits - 1
-    if half:
-        decimals = min(decimals, max(0, 1 - int(np.floor(np.log10(abs(half))))))
-    text = f"{mean:,.{decimals}f}"
-    if half is None:
-        return text
-    return f"{text} ± {half:,.{decimals}f}" if round(half, decimals) else f"{text} ± 0"
 
 
 def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):

@@ -27,6 +27,7 @@ A run record holds everything a notebook or the claims table reads about a run:
 A result record holds `name`, `key`, `inputs` (what was computed, as plain data), `value` and the
 versions, code and hardware of the machine that computed it.
 
+Every record is written whole, in one format (`storage.write_json_atomic(..., record=True)`).
 Records from several machines merge: the same name and hash is the same run wherever it was trained,
 and a run's evaluations are the union of both (the same key means the same evaluation settings).
 Nothing in a record names a path of the machine that wrote it.
@@ -34,11 +35,11 @@ Nothing in a record names a path of the machine that wrote it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from distill_lib.config import ConfigError
 from distill_lib.env import CACHE_ROOT, PROJECT_ROOT
+from distill_lib.storage import write_json_atomic
 
 RECORDS_ROOT = PROJECT_ROOT / "records"
 #: Bumped when a field changes meaning; `load` refuses other versions instead of misreading them.
@@ -52,26 +53,6 @@ class MissingRecord(ConfigError):
     def __init__(self, message: str, what: str | None = None):
         super().__init__(message)
         self.what = what or message
-
-
-def _dumps(data) -> str:
-    """Indented JSON, except that a run's `metrics` are one line per logged step (half the size, and
-    a diff shows which steps changed)."""
-    if not (isinstance(data, dict) and isinstance(data.get("metrics"), list) and data["metrics"]):
-        return json.dumps(data, indent=1, sort_keys=True, default=str)
-    text = json.dumps({**data, "metrics": "@metrics@"}, indent=1, sort_keys=True, default=str)
-    steps = ",\n  ".join(json.dumps(m, sort_keys=True, default=str) for m in data["metrics"])
-    return text.replace('"@metrics@"', "[\n  " + steps + "\n ]", 1)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to `path` through a temporary sibling and a rename: a reader (or a kill) never
-    sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(_dumps(data) + "\n")
-    os.replace(tmp, path)
 
 
 def portable(data):
@@ -115,7 +96,7 @@ class RecordStore:
                   "model": {"layers": model.config.num_hidden_layers, **parameter_counts(model)},
                   "evaluations": (self.run(stored.dir.name) or {}).get("evaluations", {})}
         record = portable(record)
-        write_json_atomic(self.run_path(stored.dir.name), record)
+        write_json_atomic(self.run_path(stored.dir.name), record, record=True)
         return record
 
     def add_evaluation(self, folder_name: str, key: str, result: dict) -> dict:
@@ -123,7 +104,7 @@ class RecordStore:
         if record is None:
             raise MissingRecord(f"record: no run {folder_name} in {self.root / 'runs'} to add an evaluation to")
         record["evaluations"][key] = portable(result)
-        write_json_atomic(self.run_path(folder_name), record)
+        write_json_atomic(self.run_path(folder_name), record, record=True)
         return record
 
     # --- results ------------------------------------------------------------------------------------
@@ -136,7 +117,7 @@ class RecordStore:
     def save_result(self, name: str, key: str, inputs: dict, value, environment: dict) -> dict:
         record = portable({"record_version": RECORD_VERSION, "name": name, "key": key, "inputs": inputs,
                            "value": value, **environment})
-        write_json_atomic(self.result_path(name, key), record)
+        write_json_atomic(self.result_path(name, key), record, record=True)
         return record
 
     # --- reading ------------------------------------------------------------------------------------
@@ -167,16 +148,16 @@ class RecordStore:
         for path in sorted((other.root / "runs").glob("*.json")):
             theirs, mine = other.load(path), self.load(self.root / "runs" / path.name)
             if mine is None:
-                write_json_atomic(self.root / "runs" / path.name, theirs)
+                write_json_atomic(self.root / "runs" / path.name, theirs, record=True)
                 added["runs"] += 1
                 continue
             new = {k: v for k, v in theirs["evaluations"].items() if k not in mine["evaluations"]}
             if new:
                 mine["evaluations"].update(new)
-                write_json_atomic(self.root / "runs" / path.name, mine)
+                write_json_atomic(self.root / "runs" / path.name, mine, record=True)
                 added["evaluations"] += len(new)
         for path in sorted((other.root / "results").glob("*.json")):
             if not (self.root / "results" / path.name).exists():
-                write_json_atomic(self.root / "results" / path.name, other.load(path))
+                write_json_atomic(self.root / "results" / path.name, other.load(path), record=True)
                 added["results"] += 1
         return added

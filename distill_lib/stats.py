@@ -233,8 +233,23 @@ def value_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     return float(np.interp(x, xs, ys))
 
 
-def fmt(mean: float, half: float | None = None, digits: int = 3) -> str:
-    """`mean ± half`, the half-width rounded to the mean's last shown decimal (`plots.format_value`)."""
-    from distill_lib.plots import format_value
+def format_value(mean: float, half: float | None = None, digits: int = 3) -> str:
+    """`mean ± half`: the mean to `digits` significant digits, both rounded to the same decimal,
+    which is never finer than two significant digits of the half-width (`47.8 ± 0.6`, `0.3 ± 1.9`,
+    no `0.973 ± 3.4e-16`: a half-width that rounds to zero is shown as `± 0`)."""
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "–"
+    if half is not None and np.isnan(half):
+        half = None
+    decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(mean))))) if mean else digits - 1
+    if half:
+        decimals = min(decimals, max(0, 1 - int(np.floor(np.log10(abs(half))))))
+    text = f"{mean:,.{decimals}f}"
+    if half is None:
+        return text
+    return f"{text} ± {half:,.{decimals}f}" if round(half, decimals) else f"{text} ± 0"
 
+
+def fmt(mean: float, half: float | None = None, digits: int = 3) -> str:
+    """`mean ± half`, the half-width rounded to the mean's last shown decimal (`format_value`)."""
     return format_value(mean, half, digits)

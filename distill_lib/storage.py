@@ -1,7 +1,8 @@
 """Files that are whole or absent, and the hashes that name them.
 
 - `atomic_directory`: build a folder under a temporary name, rename it into place.
-- `write_text_atomic` / `write_json_atomic`: the same for one file.
+- `write_text_atomic` / `write_json_atomic`: the same for one file; `write_json_atomic(..., record=True)`
+  writes the committed records' format (`dumps_record`).
 - `content_hash` / `documents_fingerprint`: the short SHA-256 keys of every derived cache.
 
 Standard library only, and nothing else of `distill_lib`: every layer may use it. A change to a hash
@@ -77,6 +78,22 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
     return path
 
 
-def write_json_atomic(path: Path | str, data: Any, indent: int | None = 1, sort_keys: bool = False) -> Path:
-    """`write_text_atomic` of `json.dumps(data)`; values JSON does not know are written as `str`."""
-    return write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=str))
+def dumps_record(data: Any) -> str:
+    """A record's JSON (`distill_lib.records`): indented by one, keys sorted, except that a run's
+    `metrics` are one line per logged step (half the size, and a diff shows which steps changed);
+    values JSON does not know are written as `str`. No final newline."""
+    if not (isinstance(data, dict) and isinstance(data.get("metrics"), list) and data["metrics"]):
+        return json.dumps(data, indent=1, sort_keys=True, default=str)
+    text = json.dumps({**data, "metrics": "@metrics@"}, indent=1, sort_keys=True, default=str)
+    steps = ",\n  ".join(json.dumps(m, sort_keys=True, default=str) for m in data["metrics"])
+    return text.replace('"@metrics@"', "[\n  " + steps + "\n ]", 1)
+
+
+def write_json_atomic(path: Path | str, data: Any, indent: int | None = 1, sort_keys: bool = False, *,
+                      record: bool = False) -> Path:
+    """`write_text_atomic` of `json.dumps(data, indent=indent, sort_keys=sort_keys)`, values JSON does
+    not know written as `str`; or, with `record=True`, of a record's format, `dumps_record(data)`
+    and a final newline (`indent` and `sort_keys` then do not apply): the format of records/
+    (tests/test_records.py rewrites every committed record with it, byte for byte)."""
+    text = dumps_record(data) + "\n" if record else json.dumps(data, indent=indent, sort_keys=sort_keys, default=str)
+    return write_text_atomic(path, text)

@@ -143,9 +143,9 @@ def test_a_study_records_probes_under_their_own_key_and_rebuilds_lost_weights(st
     # retrains the run, checks its final validation loss against the record, then measures it
     record = after.records.run(run.dir.name)
     del record["evaluations"][after.probe_key]
-    from distill_lib.records import write_json_atomic
+    from distill_lib.storage import write_json_atomic
 
-    write_json_atomic(after.records.run_path(run.dir.name), record)
+    write_json_atomic(after.records.run_path(run.dir.name), record, record=True)
     shutil.rmtree(run.dir)
     again = after.student("tf", seed=0)
     assert not again.has_weights and after.probes(again) is None  # no rebuild unless asked

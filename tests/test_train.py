@@ -358,6 +358,20 @@ def test_flops_formula_matches_the_counter(family):
     assert forward_flops_per_token(model, 96) == pytest.approx(counted, rel=0.05)
 
 
+
+def test_a_steps_flops_split_into_weight_matmuls_and_attention():
+    from distill_lib.flops import attention_flops_per_token, flops_shares, matmul_weights, training_flops_per_token
+    from distill_lib.models import build_model
+
+    student = build_model(TINY, vocab_size=300, seed=0)
+    teacher = build_model(ModelConfig(n_layers=6, hidden_size=32, n_heads=4, max_position_embeddings=64), 300, 0)
+    attention = {m: attention_flops_per_token(m.config, 32) for m in (student, teacher)}
+    assert attention[student] == 4 * 4 * 32 * 32  # layers x T x d_attn x 4
+    tf = flops_shares(training_flops_per_token(student, 32), attention[student])
+    assert tf["matmul"] == pytest.approx(2 * matmul_weights(student) / forward_flops_per_token(student, 32))
+    kd = flops_shares(training_flops_per_token(student, 32, teacher), attention[student], attention[teacher])
+    assert kd["matmul"] + kd["attention"] == pytest.approx(1.0) and kd["attention"] != tf["attention"]
+
 def test_memory_planner_shows_kd_needs_the_teacher_on_top():
     teacher = PAPER_MODELS["7B"]
     rows = {r["method"]: r for r in plan_memory(teacher, halved(teacher), batch=4, seq_len=2048, card_gib=80)}
@@ -541,6 +555,13 @@ def test_bad_runs_are_refused_before_training(teacher, tmp_path):
     train(run, tmp_path / "d", log=None)
     with pytest.raises(ConfigError, match="resume: .* holds a run with a different config"):
         train(RunConfig(name="x", data=DATA, model=TINY, train=short(max_steps=2)), tmp_path / "d", log=None)
+
+
+def test_steady_tokens_per_s_reads_the_steps_after_warmup():
+    from distill_lib.timing import steady_tokens_per_s
+
+    assert steady_tokens_per_s([9.0, 1.0, 2.0, 4.0], 8, warmup=1) == 4.0  # median step 2 s
+    assert steady_tokens_per_s([9.0, 1.0, 2.0, 4.0], 8, warmup=1, statistic=min) == 8.0  # the benches' fastest step
 
 
 def test_step_rates_time_every_run_once_per_round_and_leave_nothing_behind(tmp_path):
