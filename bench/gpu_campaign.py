@@ -213,7 +213,7 @@ def join_parts(folder: Path, dest: Path) -> Path:
 # The campaign's profile, set-up and runs
 # --------------------------------------------------------------------------------------------------
 def spec_method(spec: str) -> str:
-    """`kd-lr-4x-tokens-8x:0` -> `kd-lr-4x-tokens-8x` (see distill_lib.cli.parse_run_specs)."""
+    """`kd-lr-4x-tokens-8x:0` -> `kd-lr-4x-tokens-8x` (see distill_lib.runner.parse_run_specs)."""
     return spec.partition(":")[0].partition("@")[0]
 
 
