@@ -105,9 +105,10 @@ class StudyConfig:
         """The factor on the token budget of a method (1) or variant (its `budget`, default 1)."""
         return self.variants.get(method, {}).get("budget", 1)
 
-    def label(self, method: str) -> str:
+    def label(self, method: str, with_budget: bool = True) -> str:
         """A reader's name for a method or variant, spelled from its definition: 'KD', 'KD, lr 2x',
-        'KD, logit only', 'TF, lr 2x, 0.5x tokens' (figures and tables; records keep the names)."""
+        'KD, logit only', 'TF, lr 2x, 0.5x tokens' (figures and tables; records keep the names).
+        `with_budget=False` leaves the token budget out ('TF, lr 2x'): a budget sweep's line name."""
         variant = self.variants.get(method)
         if variant is None:
             return METHOD_LABELS.get(method, method)
@@ -127,9 +128,12 @@ class StudyConfig:
             parts.append(f"teacher corrected ({variant['teacher_correction_steps']} steps)")
         if variant.get("healing"):
             parts.append(variant["healing"].get("method", "full"))
+        base = METHOD_LABELS.get(variant["method"], variant["method"])
         if self.budget_of(method) != 1:
+            if not with_budget:
+                return ", ".join([base, *parts])
             parts.append(f"{self.budget_of(method):g}x tokens")
-        return ", ".join([METHOD_LABELS.get(variant["method"], variant["method"]), *parts]) if parts else method
+        return ", ".join([base, *parts]) if parts else method
 
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: need at least one seed")

@@ -191,7 +191,7 @@ if swept:
             continue
         # the line is named after its 1x member; without one, after this point's name less its budget
         name = next((x for x in cfg.methods if family(x) == family(m) and cfg.budget_of(x) == 1), None)
-        line = cfg.label(name) if name else cfg.label(m).removesuffix(f", {cfg.budget_of(m):g}x tokens")
+        line = cfg.label(name) if name else cfg.label(m, with_budget=False)
         members[(line, cfg.budget_of(m))] = m
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)

@@ -71,17 +71,17 @@ for m in cfg.methods:
         pair = next((t for t in cfg.methods if budget_only(t, "tf") and cfg.budget_of(t) == cfg.budget_of(m)), None)
         if pair:
             longer[cfg.budget_of(m)] = (pair, m)
-long_runs = {}
+long_runs, budget_of_line = {}, {}
 for budget, (tf_m, scratch_m) in sorted(longer.items()):
     seeds = [s for s in study.seeds(scratch_m) if s in study.seeds(tf_m)]
     if seeds:  # else no seed both have: no comparison at this budget
-        long_runs[f"pruned + continued (TF), {budget:g}x tokens"] = [study.student(tf_m, seed=s) for s in seeds]
-        long_runs[f"from scratch, {budget:g}x tokens"] = [study.student(scratch_m, seed=s) for s in seeds]
+        for line, m in ((f"pruned + continued (TF), {budget:g}x tokens", tf_m), (f"from scratch, {budget:g}x tokens", scratch_m)):
+            long_runs[line] = [study.student(m, seed=s) for s in seeds]
+            budget_of_line[line] = float(budget)
 if long_runs:
     df_long = curves(long_runs)
     budgets = df.assign(budget=1.0)
-    for label in long_runs:
-        df_long.loc[df_long.method == label, "budget"] = float(label.rsplit(", ", 1)[1].removesuffix("x tokens"))
+    df_long["budget"] = df_long.method.map(budget_of_line)
     both = pd.concat([budgets, df_long])
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plots.draw_curves(ax, both, "tokens", "val_ppl",

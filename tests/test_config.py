@@ -183,8 +183,13 @@ def test_variant_labels_are_spelled_from_their_definitions():
         "tf-lr-2x-half": {"method": "tf", "train": {"lr": 6e-4}, "budget": 0.5},
         "offline-k128": {"method": "offline-kd", "train": {"offline_top_k": 128}},
         "kd-corrected": {"method": "kd", "teacher_correction_steps": 30},
-        "tf-lora": {"method": "tf", "healing": {"method": "lora", "lora_rank": 8}}})
+        "tf-lora": {"method": "tf", "healing": {"method": "lora", "lora_rank": 8}},
+        "tf-4x-tokens": {"method": "tf", "budget": 4}})
     assert [cfg.label(m) for m in ["tf", "random", "kd-logit", "kd-lr-2x", "tf-lr-2x-half", "offline-k128",
                                    "kd-corrected", "tf-lora"]] == [
         "TF", "random init", "KD, logit only", "KD, lr 2x", "TF, lr 2x, 0.5x tokens", "offline KD, top-128",
         "KD, teacher corrected (30 steps)", "TF, lora"]
+    # a budget sweep names its lines without the budget (no label is parsed for it)
+    assert [cfg.label(m, with_budget=False) for m in ["tf-lr-2x-half", "tf-4x-tokens", "kd-lr-2x", "tf"]] == [
+        "TF, lr 2x", "TF", "KD, lr 2x", "TF"]
+    assert cfg.label("tf-4x-tokens") == "TF, 4x tokens"
