@@ -1,0 +1,193 @@
+"""What a study measures on models: the teacher's layers and parameter counts, the profile's
+evaluation (held-out perplexity, zero-shot tasks) of a run or of a model that is not a run, the
+headline scores read from it, the probes (out-of-domain perplexity and the informative suite,
+`distill_lib.probes`), and a strategy's truncation before any training. Functions of a `Study`
+(`distill_lib.study`), which delegates to them; each value comes from a record (a run's
+evaluations, or `study.result`), else (training mode) is computed and recorded."""
+from __future__ import annotations
+
+from distill_lib.config import UNSCORED_STRATEGIES, ConfigError, InitConfig, to_dict
+
+
+def teacher_model_info(study) -> dict:
+    """Layers and parameter counts of the teacher."""
+    if not study.cfg.teacher_path:
+        return study.teacher().record["model"]
+
+    def compute():
+        from distill_lib.models import load_causal_lm, parameter_counts
+
+        model = load_causal_lm(study.teacher_dir())
+        return {"layers": model.config.num_hidden_layers, **parameter_counts(model)}
+
+    return study.result("00_teacher-model", {}, compute)
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+def evaluate(study, run) -> dict:
+    """The profile's evaluation (held-out perplexity, zero-shot tasks) of a run's final model:
+    from the run's record, else (training mode) computed and added to it."""
+    from distill_lib.evaluate import evaluate_folder
+    from distill_lib.records import evaluation_key
+
+    key = evaluation_key(to_dict(study.cfg.eval), to_dict(study.cfg.data))
+    found = run.record["evaluations"].get(key)
+    if found is not None:
+        return found
+    if not (study.train or study.may_evaluate):
+        raise study.missing(f"the evaluation of run {run.dir.name}", "02")
+    result = evaluate_folder(run.model_dir, study.data, study.cfg.eval, study.suite_dir, log=study.log,
+                             tokenizer=study.data.tokenizer)
+    run.record = study.records.add_evaluation(run.dir.name, key, result)
+    return run.record["evaluations"][key]
+
+
+def evaluate_model(study, name: str, inputs: dict, model_fn) -> dict:
+    """The profile's evaluation of a model that is not a run (the pretrained teacher, an untrained
+    truncation), recorded as result `name`; `model_fn()` builds the model when it must be computed."""
+    from distill_lib.evaluate import evaluate_model as evaluated
+
+    def compute():
+        return evaluated(model_fn(), study.data.tokenizer, study.data, study.cfg.eval, study.suite_dir)
+
+    return study.result(name, {**inputs, "eval": to_dict(study.cfg.eval)}, compute)
+
+
+def headline(study, run) -> dict:
+    """The headline scores of a run's evaluation (`distill_lib.evaluate.headline`)."""
+    from distill_lib.evaluate import headline as headline_of
+
+    return headline_of(study.evaluate(run), study.tasks)
+
+
+def teacher_headline(study) -> dict:
+    """The teacher's own scores: the reference every student is read against."""
+    from distill_lib.evaluate import headline as headline_of
+    from distill_lib.models import load_causal_lm
+
+    if not study.cfg.teacher_path:
+        return study.headline(study.teacher())
+    return headline_of(study.evaluate_model("00_teacher-evaluation", {},
+                                            lambda: load_causal_lm(study.teacher_dir())), study.tasks)
+
+
+def perplexity_of(study, model, split: str | None = None, max_blocks: int | None = None) -> dict:
+    """Perplexity on the evaluation split and window (default), or on `split`'s first `max_blocks`
+    blocks (e.g. the validation blocks that the training loop's curves use)."""
+    from distill_lib.evaluate import perplexity
+
+    return perplexity(model, study.data.tokenizer, study.data.tokens[split or study.cfg.eval.ppl_split],
+                      study.cfg.data.block_length, batch_size=study.cfg.eval.batch_size,
+                      max_blocks=max_blocks or study.cfg.eval.ppl_max_blocks)
+
+
+# --- probes: out-of-domain perplexity and the informative suite (distill_lib.probes) -------------
+def probe_key(study) -> str | None:
+    """The evaluation key of the profile's probes in a run's record (None: the profile sets none)."""
+    from distill_lib.probes import probe_key_inputs
+    from distill_lib.records import evaluation_key
+
+    return None if study.cfg.probes is None else evaluation_key(probe_key_inputs(study.cfg.probes),
+                                                                to_dict(study.cfg.data))
+
+
+def _run_probes(study, model) -> dict:
+    from distill_lib.probes import run_probes
+
+    return run_probes(model, study.data.tokenizer, study.data.documents["test"], study.cfg.probes,
+                      study.cfg.data.block_length, study.cfg.eval.max_length, study.cfg.eval.batch_size)
+
+
+def teacher_probes(study) -> dict | None:
+    """The teacher's probes, the reference every student's are read against (None: no probes)."""
+    from distill_lib.probes import probe_key_inputs
+
+    if study.cfg.probes is None:
+        return None
+    if not study.cfg.teacher_path:
+        return study.probes(study.teacher())
+
+    def compute():
+        from distill_lib.models import load_causal_lm
+
+        return _run_probes(study, load_causal_lm(study.teacher_dir()))
+
+    return study.result("00_teacher-probes", probe_key_inputs(study.cfg.probes), compute)
+
+
+def probes(study, run, rebuild: bool = False) -> dict | None:
+    """A run's probes: from its record; else, in training mode with the run's weights in the run
+    store, computed and added to the record; else None (a run recorded before the probes, or
+    whose weights are elsewhere: the tables show it as not measured). `rebuild` first retrains a
+    recorded run whose weights are not here (weights are a cache) and requires the rebuilt
+    run's final validation loss to equal the record's, so that the probes describe that model."""
+    from distill_lib.models import load_causal_lm
+
+    if study.probe_key is None:
+        return None
+    found = run.record["evaluations"].get(study.probe_key)
+    if found is None and study.train and rebuild and not run.has_weights:
+        _rebuild(study, run)
+    if found is not None or not study.train or not run.has_weights:
+        return found
+    reference = study.teacher_probes()["ood"] if run.config.name != "teacher" else None
+    result = _run_probes(study, load_causal_lm(run.model_dir))
+    if reference is not None and reference["sha256"] != result["ood"]["sha256"]:
+        raise ConfigError(f"probes: the out-of-domain text here (Python {result['ood']['python']}, "
+                          f"{result['ood']['sha256']}) is not the one the teacher was measured on (Python "
+                          f"{reference['python']}, {reference['sha256']}); measure on a machine with that text")
+    run.record = study.records.add_evaluation(run.dir.name, study.probe_key, result)
+    if study.log:
+        study.log(f"probes {run.dir.name}: out-of-domain ppl {result['ood']['ppl']:.2f} in {result['seconds']:.0f} s")
+    return result
+
+
+def _rebuild(study, run) -> None:
+    """Train a recorded run again into the run store; its final validation loss must equal the record's."""
+    from distill_lib.runs import get_or_train
+
+    recorded = run.record["summary"]["final"]["val_loss"]
+    rebuilt = get_or_train(run.config, root=study.root, log=study.log).summary["summary"]["final"]["val_loss"]
+    if abs(rebuilt - recorded) > 1e-4 * abs(recorded):
+        raise ConfigError(f"probes: run {run.dir.name} rebuilt to final validation loss {rebuilt:.6f}, its record "
+                          f"says {recorded:.6f}; the code or machine trains it differently, so its probes would "
+                          "describe another model (the rebuilt weights stay in the run store)")
+    if study.log:
+        study.log(f"run {run.dir.name}: rebuilt, final validation loss {rebuilt:.6f} as recorded")
+
+
+# --- truncation, before any training -------------------------------------------------------------
+def truncation(study, strategy: str) -> dict:
+    """Which layers a strategy keeps and how the model does right after truncation, before any
+    training (recorded by notebook 01 as `01_truncation`, read by 01 and 08)."""
+    def compute():
+        model, keep = study.truncated_untrained(strategy)
+        return {"kept": [int(i) for i in keep],
+                "ppl_after_truncation": study.perplexity_of(model)["ppl"],
+                # the first point of the recovery curve: the loop's own validation blocks
+                "val_ppl_at_step_0": study.perplexity_of(model, split="validation",
+                                                         max_blocks=study.cfg.student_train.eval_blocks)["ppl"]}
+
+    inputs = {"strategy": strategy, "drop": study.cfg.drop}
+    if study.cfg.calibration_split and strategy not in UNSCORED_STRATEGIES:  # keyed only when set: old keys stay
+        inputs["calibration_split"] = study.cfg.calibration_split
+    return study.result("01_truncation", inputs, compute)
+
+
+def truncated_untrained(study, strategy: str, calibration_split: str | None = None):
+    """The truncated model before any training (for 'perplexity right after truncation'), chosen
+    exactly as a run's `init` chooses it: a scored strategy calibrates on `calibration_split`
+    (default: the profile's; None = validation, as every run before the field). Needs the
+    teacher's weights."""
+    import numpy as np
+    import torch
+
+    from distill_lib.env import LAYER_SCORES_CACHE
+    from distill_lib.models import load_causal_lm
+    from distill_lib.truncate import truncate_by_strategy
+
+    blocks = InitConfig().calibration_blocks
+    split = calibration_split or study.cfg.calibration_split or "validation"
+    ids = torch.from_numpy(study.data.blocks(split)[:blocks].astype(np.int64))
+    return truncate_by_strategy(load_causal_lm(study.teacher_dir()), strategy, drop=study.cfg.drop,
+                                calibration_ids=ids, scores_cache=LAYER_SCORES_CACHE)
