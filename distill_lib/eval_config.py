@@ -65,11 +65,11 @@ class ProbeConfig:
     """Non-overlapping blocks of the profile's block length, evenly spaced over the text."""
     word_choice_items: int = 500
     next_sentence_items: int = 500
-    sentence_order_items: int = 500
+    next_or_after_items: int = 500
     context_words: int = 20
     """word_choice: the passage's length in words at least."""
     max_sentence_words: int = 14
-    """next_sentence, sentence_order: candidate sentences have 4 to this many words."""
+    """next_sentence, next_or_after: candidate sentences have 4 to this many words."""
     batch_items: int = 16
     seed: int = 1234
 

@@ -16,10 +16,11 @@ measured"):
                     test split (so each fits the syntax, and only the passage's sense decides;
                     with words of the passage itself as distractors SmolLM2 scored 91%).
                     Metric: acc_norm (log-likelihood per byte).
-    next_sentence   up to 2 preceding sentences; 4 candidates: the true next sentence and 3
+    next_sentence   up to 2 preceding sentences; 3 candidates: the true next sentence and 2
                     sentences of the same document at least 3 sentences away. Metric: acc_norm.
-    sentence_order  the last words of the sentence before, then two consecutive sentences in their
-                    order or swapped (the two candidates have the same bytes). Metric: acc.
+    next_or_after   the sentence before (its last 12 words), then 2 candidates: the next sentence
+                    and the one after it (which comes first: discourse order, not topic).
+                    Metric: acc_norm.
   Candidate sentences have 4 to `max_sentence_words` words: the suite's cost is its tokens.
   Each item's shared context is scored once (its key/value cache repeated for the candidates), so
   the suite costs a fraction of what lm-eval's one-sequence-per-candidate scoring would.
@@ -46,9 +47,9 @@ from distill_lib.evaluate import perplexity
 from distill_lib.tasks import sentences
 
 #: Bump when item construction or scoring changes, so that old and new numbers get different keys.
-PROBES_FORMAT = 1
-TASKS = {"word_choice": "acc_norm", "next_sentence": "acc_norm", "sentence_order": "acc"}
-CHANCE = {"word_choice": 0.25, "next_sentence": 0.25, "sentence_order": 0.5}
+PROBES_FORMAT = 2
+TASKS = {"word_choice": "acc_norm", "next_sentence": "acc_norm", "next_or_after": "acc_norm"}
+CHANCE = {"word_choice": 0.25, "next_sentence": 1 / 3, "next_or_after": 0.5}
 _WORD = re.compile(r"[A-Za-z][A-Za-z']{2,}")
 _TOKEN = re.compile(r"[A-Za-z']+|[^\sA-Za-z']+")
 _LAST_WORD = re.compile(r"^(.*\S)\s+([A-Za-z][A-Za-z']{2,})([.!?;:,\"')’”]*)$", re.S)
@@ -143,14 +144,14 @@ def next_sentence_items(docs: Sequence[Document], cfg: ProbeConfig, rng: random.
                 candidates.append((doc.id, context, sents[i], far))
     items = []
     for doc_id, context, ending, far in _sample(candidates, cfg.next_sentence_items, rng, "next_sentence"):
-        choices = rng.sample(far, 3)
-        gold = rng.randrange(4)
+        choices = rng.sample(far, 2)
+        gold = rng.randrange(3)
         items.append({"doc_id": doc_id, "context": context, "choices": choices[:gold] + [ending] + choices[gold:],
                       "gold": gold})
     return items
 
 
-def sentence_order_items(docs: Sequence[Document], cfg: ProbeConfig, rng: random.Random) -> list[dict]:
+def next_or_after_items(docs: Sequence[Document], cfg: ProbeConfig, rng: random.Random) -> list[dict]:
     short = lambda s: 4 <= len(s.split()) <= cfg.max_sentence_words  # noqa: E731
     candidates = []
     for doc in docs:
@@ -158,12 +159,11 @@ def sentence_order_items(docs: Sequence[Document], cfg: ProbeConfig, rng: random
         for i in range(1, len(sents) - 1):
             a, b = sents[i], sents[i + 1]
             if short(a) and short(b) and a != b:
-                candidates.append((doc.id, " ".join(sents[i - 1].split()[-8:]), a, b))
+                candidates.append((doc.id, " ".join(sents[i - 1].split()[-12:]), a, b))
     items = []
-    for doc_id, before, a, b in _sample(candidates, cfg.sentence_order_items, rng, "sentence_order"):
+    for doc_id, before, a, b in _sample(candidates, cfg.next_or_after_items, rng, "next_or_after"):
         gold = rng.randrange(2)
-        choices = [f"{a} {b}", f"{b} {a}"] if gold == 0 else [f"{b} {a}", f"{a} {b}"]
-        items.append({"doc_id": doc_id, "context": before, "choices": choices, "gold": gold})
+        items.append({"doc_id": doc_id, "context": before, "choices": [a, b] if gold == 0 else [b, a], "gold": gold})
     return items
 
 
@@ -174,7 +174,7 @@ def build_items(test_docs: Sequence[Document], cfg: ProbeConfig) -> dict[str, li
     rng = random.Random(cfg.seed)
     return {"word_choice": word_choice_items(test_docs, cfg, rng),
             "next_sentence": next_sentence_items(test_docs, cfg, rng),
-            "sentence_order": sentence_order_items(test_docs, cfg, rng)}
+            "next_or_after": next_or_after_items(test_docs, cfg, rng)}
 
 
 # ---------------------------------------------------------------------------------------------

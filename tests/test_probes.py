@@ -17,7 +17,7 @@ from distill_lib.models import build_model
 from tiny_models import tiny_model
 
 DATA = DataConfig(max_documents=400, vocab_size=512, block_length=64, validation_fraction=0.1, test_fraction=0.1)
-SMALL = ProbeConfig(ood_blocks=8, word_choice_items=40, next_sentence_items=40, sentence_order_items=40,
+SMALL = ProbeConfig(ood_blocks=8, word_choice_items=40, next_sentence_items=40, next_or_after_items=40,
                     batch_items=8)
 
 
@@ -63,8 +63,10 @@ def test_items_come_from_the_test_split_and_are_deterministic(data):
         last = item["context"].split()[-1]
         distractors = [c for i, c in enumerate(item["choices"]) if i != item["gold"]]
         assert all(re.search(rf"\b{re.escape(last)} {re.escape(d)}\b", split_text, re.I) for d in distractors)
-    for item in first["sentence_order"]:  # the two orders hold the same bytes
-        assert sorted(item["choices"][0].split()) == sorted(item["choices"][1].split())
+    docs_text = {d.id: d.text for d in docs}
+    for item in first["next_or_after"]:  # the next sentence, then the one after it, in the document
+        first_, second = item["choices"][item["gold"]], item["choices"][1 - item["gold"]]
+        assert f"{first_} {second}" in docs_text[item["doc_id"]]
     golds = [item["gold"] for item in first["next_sentence"]]
     assert len(set(golds)) > 1  # the true answer is not always in one place
 
@@ -102,14 +104,20 @@ def test_a_uniform_model_scores_chance_out_of_domain_and_a_result_has_every_fiel
     assert result["ood"]["ppl"] == pytest.approx(len(data.tokenizer), rel=1e-4)
     assert result["ood"]["sha256"] == probes.ood_identity()["sha256"]
     assert {row["task"] for row in result["suite"]} == set(probes.TASKS)
-    for row in result["suite"]:  # equal scores: argmax takes the first candidate
+    log_v = math.log(len(data.tokenizer))
+    for row in result["suite"]:  # every token costs log V: a candidate's score is -tokens * log V
         items = probes.build_items(data.documents["test"], SMALL)[row["task"]]
-        expected = sum(i["gold"] == 0 for i in items) / len(items)
-        if row["task"] != "word_choice" and row["task"] != "next_sentence":
-            assert row["value"] == pytest.approx(expected)
+        hits = {"acc": 0, "acc_norm": 0}
+        for item in items:
+            n = [len(data.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in item["choices"]]
+            hits["acc"] += int(np.argmax([-k * log_v for k in n])) == item["gold"]
+            hits["acc_norm"] += int(np.argmax([-k * log_v / len((" " + c).encode())
+                                               for k, c in zip(n, item["choices"])])) == item["gold"]
+        assert row["acc"] == pytest.approx(hits["acc"] / len(items))
+        assert row["acc_norm"] == pytest.approx(hits["acc_norm"] / len(items))
         assert row["n"] == 40 and row["stderr"] == pytest.approx(math.sqrt(row["value"] * (1 - row["value"]) / 39))
     flat = probes.headline(result)
-    assert flat["ood_ppl"] == result["ood"]["ppl"] and "sentence_order/acc" in flat
+    assert flat["ood_ppl"] == result["ood"]["ppl"] and "next_or_after/acc_norm" in flat
 
 
 # --- in a study: recorded under their own key, rebuilt from a lost cache, absent for older runs ----
