@@ -245,17 +245,23 @@ def accuracy(correct: Sequence[bool]) -> dict:
 
 def score_task(model, tokenizer, task: str, items: list[dict], max_length: int, batch_items: int,
                device="cpu") -> dict:
-    """acc (highest summed log-probability) and acc_norm (highest log-probability per byte)."""
+    """acc (highest summed log-probability) and acc_norm (highest log-probability per byte). Items
+    are batched in order of length (as lm-eval orders its requests), so that a batch pads little:
+    unsorted, padding cost about a third of the time."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [encode_item(tokenizer, item, max_length) for item in items]
+    order = sorted(range(len(items)), key=lambda i: (len(encoded[i][0]), max(map(len, encoded[i][1]))))
+    scores: list = [None] * len(items)
+    for start in range(0, len(order), batch_items):
+        batch = order[start:start + batch_items]
+        found = choice_logprobs(model, [encoded[i][0] for i in batch], [encoded[i][1] for i in batch], pad, device)
+        for i, s in zip(batch, found):
+            scores[i] = s
     hits, hits_norm = [], []
-    for start in range(0, len(items), batch_items):
-        batch = items[start:start + batch_items]
-        encoded = [encode_item(tokenizer, item, max_length) for item in batch]
-        scores = choice_logprobs(model, [c for c, _ in encoded], [ch for _, ch in encoded], pad, device)
-        for item, s in zip(batch, scores):
-            per_byte = [v / len((" " + c).encode()) for v, c in zip(s, item["choices"])]
-            hits.append(int(np.argmax(s)) == item["gold"])
-            hits_norm.append(int(np.argmax(per_byte)) == item["gold"])
+    for item, s in zip(items, scores):
+        per_byte = [v / len((" " + c).encode()) for v, c in zip(s, item["choices"])]
+        hits.append(int(np.argmax(s)) == item["gold"])
+        hits_norm.append(int(np.argmax(per_byte)) == item["gold"])
     return {"task": task, "metric": TASKS[task], "chance": CHANCE[task],
             **accuracy(hits_norm if TASKS[task] == "acc_norm" else hits),
             "acc": accuracy(hits)["value"], "acc_norm": accuracy(hits_norm)["value"]}
