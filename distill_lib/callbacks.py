@@ -12,7 +12,8 @@ Each step of `train.train` runs, in this order:
 
 and `end_of_training(t)` once, when the loop ends or stops. `t` is the loop's `train.Trainer`
 (state, prepared module, optimizer, accelerator, ...). The order of `end_of_step` callbacks is
-the order of keys in a metrics line: width pruning, gradual removal, validation, then the log.
+the order of keys in a metrics line: width pruning, gradual removal, teacher release, validation,
+then the log.
 """
 from __future__ import annotations
 
@@ -97,6 +98,27 @@ class GradualRemoval(Callback):
         if t.accelerator.num_processes > 1:  # DDP's reducer is built for a fixed set of parameters
             t.wrapped = t.accelerator.prepare_model(module)
         t.flops = self.flops_of(module.student)
+
+
+class TeacherRelease(Callback):
+    """KD for the first `kd_steps` steps, then the LM loss alone (kd-then-tf): after step `kd_steps`
+    the objective becomes `lm_objective` and the teacher is dropped, so its memory is freed and the
+    steps after it are charged the student's FLOPs only (`flops_of(student)`). The objective holds
+    no parameters, so the optimizer and a DDP wrapper stay as they are."""
+
+    def __init__(self, kd_steps: int, lm_objective, flops_of):
+        self.kd_steps, self.lm_objective, self.flops_of = kd_steps, lm_objective, flops_of
+
+    def end_of_step(self, t, entry: dict) -> None:
+        if t.state["step"] != self.kd_steps:
+            return
+        module = t.accelerator.unwrap_model(t.wrapped)
+        module.objective = self.lm_objective.to(t.device)
+        t.teacher = None
+        if t.device.type == "cuda":
+            torch.cuda.empty_cache()
+        t.flops = self.flops_of(module.student)
+        entry["teacher_released"] = True
 
 
 class Validation(Callback):

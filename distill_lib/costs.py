@@ -5,26 +5,23 @@ token against TF's (from the runs themselves, or from the side-by-side timing of
 they compute once is recorded through `study.result`."""
 from __future__ import annotations
 
+from distill_lib import methods
+
 #: what `step_rates` measures: 8 steps, the last 5 timed, 3 rounds
 TIMING = {"steps": 8, "warmup": 3, "rounds": 3}
 
 
 def extra_flops(study, method: str) -> float:
     """Compute a method's runs need besides their own training, charged to it when methods are
-    compared at equal FLOPs: a teacher correction (its training FLOPs), and offline KD's logit
-    cache (one teacher forward per cached token, paid before the first step: the forward online
-    KD pays inside its steps)."""
+    compared at equal FLOPs: a teacher correction (its training FLOPs), and what the method itself
+    declares (offline KD's logit cache: one teacher forward per cached token, paid before the
+    first step)."""
     extra = 0.0
     corrected = study.correction(method)
     if corrected is not None:
         extra += float(corrected.summary["summary"]["flops"])
-    if study.cfg.variants.get(method, {"method": method})["method"] == "offline-kd":
-        run = study.student(method, seed=study.seeds(method)[0])
-        cache = run.summary["summary"].get("teacher_cache")
-        # records from before the cache was described: it holds the blocks the run trained on
-        tokens = cache["blocks"] * study.cfg.data.block_length if cache else run.summary["summary"]["tokens"]
-        extra += study.teacher_forward_flops * tokens
-    return extra
+    base = study.cfg.variants.get(method, {"method": method})["method"]
+    return extra + methods.get(base).extra_flops(study, method)
 
 
 def teacher_forward_flops(study) -> float:

@@ -25,14 +25,16 @@ Strategy = Literal["max-gap", "input", "output", "middle", "both",
                    "first", "every-other", "explicit", "block-influence", "angular",
                    "ppl-removal", "ppl-iterative", "best-block", "taylor"]
 Objective = Literal["lm", "kd", "chop-distill", "offline-kd"]
+#: Objectives that read the teacher while training (it is loaded), and those of them that run its
+#: forward inside every step (charged to the step's FLOPs; offline KD reads a cache filled before).
+TEACHER_OBJECTIVES = ("kd", "chop-distill", "offline-kd")
+TEACHER_FORWARD_OBJECTIVES = ("kd", "chop-distill")
 #: Divergences of logit distillation (distill_lib.losses.token_divergence).
 Divergence = Literal["forward", "reverse", "jsd"]
 Optimizer = Literal["adamw", "lion"]
 Precision = Literal["fp32", "bf16"]
 OfflineDtype = Literal["float16", "float32"]
 HeldOutSplit = Literal["validation", "test"]
-#: The study's methods (distill_lib.study): how a student is made.
-Method = Literal["tf", "kd", "offline-kd", "chop-distill", "random", "scratch", "gradual", "width"]
 
 CORPORA: tuple[str, ...] = typing.get_args(Corpus)
 FAMILY_NAMES: tuple[str, ...] = typing.get_args(Family)
@@ -44,7 +46,6 @@ OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)
 DIVERGENCES: tuple[str, ...] = typing.get_args(Divergence)
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-METHODS: tuple[str, ...] = typing.get_args(Method)
 
 #: How the student heals (distill_lib.healing, run_config.HealingConfig): which parameters continued
 #: pretraining trains.

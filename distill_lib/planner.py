@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill_lib import methods
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 
@@ -184,17 +185,18 @@ def _check_suite_sizes(cfg) -> str:
 def _method_runs(cfg) -> dict[str, int]:
     """Trained runs per method or variant (the teacher included when the profile trains it)."""
     config_seeds = cfg.config_seeds or cfg.seeds
-    per_method = {"tf": len(cfg.configs) * len(config_seeds) + len(cfg.extra_strategies)
-                  + len(set(cfg.seeds_of("tf")) - set(config_seeds)),
-                  "gradual": len(cfg.gradual_every_tokens) * len(cfg.seeds_of("gradual")[:1])}
+    # TF also trains notebook 01's configurations and extra strategies; a method with several
+    # schedules (gradual removal) one run per schedule and seed
+    tf = (len(cfg.configs) * len(config_seeds) + len(cfg.extra_strategies)
+          + len(set(cfg.seeds_of("tf")) - set(config_seeds)))
     runs = {} if cfg.teacher_path else {"teacher": 1}
-    runs.update({m: per_method.get(m, len(cfg.seeds_of(m))) for m in cfg.methods})
+    for m in cfg.methods:
+        base = methods.get(cfg.variants.get(m, {}).get("method", m))
+        runs[m] = tf if m == "tf" else len(base.schedules(cfg)) * len(cfg.seeds_of(m))
     return runs
 
 
 def _print_runs(cfg) -> None:
-    from distill_lib.study import METHODS
-
     tokens = lambda t: t.max_steps * t.batch_size * cfg.data.block_length  # noqa: E731
     shape_of = f"{cfg.teacher_model.n_layers} layers x d={cfg.teacher_model.hidden_size}"
     teacher = (f"{cfg.teacher_path} ({shape_of}, as teacher_model describes it)" if cfg.teacher_path
@@ -202,7 +204,7 @@ def _print_runs(cfg) -> None:
     print(f"  teacher: {teacher}")
     print(f"  students: drop {cfg.drop} ({cfg.strategy}), {tokens(cfg.student_train):,} tokens each, seeds {cfg.seeds}")
     n_runs = sum(n for m, n in _method_runs(cfg).items() if m != "teacher")
-    left_out = [m for m in METHODS if m not in cfg.methods]
+    left_out = [m for m in methods.CORE_METHODS if m not in cfg.methods]
     print(f"  runs: about {n_runs} student runs ({', '.join(cfg.methods)})"
           + (f"; left out: {', '.join(left_out)}" if left_out else "") + f"; eval task sets {cfg.eval.task_sets}")
 
@@ -237,30 +239,28 @@ def compute_estimate(cfg) -> list[dict]:
     # as Study.run_config builds it (a fraction: of the depth, rounded; a number of layers: removed)
     kept = n - cfg.drop if isinstance(cfg.drop, int) else max(1, round(n * (1 - cfg.drop)))
     scratch = _forward_flops(with_layers(kept), vocab, length)
-    per_token = {"teacher": 3 * teacher, "tf": 3 * student, "random": 3 * student, "scratch": 3 * scratch,
-                 "kd": 3 * student + teacher, "chop-distill": 3 * student + teacher,
-                 "offline-kd": 3 * student + teacher,  # one teacher pass fills the logit cache
-                 "gradual": 3 * teacher, "width": 3 * teacher}  # they start as the whole teacher
-    budget = {"teacher": cfg.teacher_train, "scratch": cfg.scratch_train or cfg.student_train}
     rows = []
     for method, runs in _method_runs(cfg).items():
-        train = budget.get(method, cfg.student_train)
-        variant = cfg.variants.get(method, {})
+        if method == "teacher":
+            train, per_token = cfg.teacher_train, 3 * teacher
+        else:
+            variant = cfg.variants.get(method, {})
+            base = methods.get(variant.get("method", method))
+            train = dataclasses.replace(base.base_training(cfg), **(variant.get("train") or {}))
+            per_token = base.flops_per_token(student, teacher, scratch, train)
         steps = max(1, round(train.max_steps * cfg.budget_of(method)))
         rows.append({"method": method, "runs": runs, "tokens": steps * train.batch_size * length,
-                     "flops_per_token": per_token[variant.get("method", method)]})
+                     "flops_per_token": per_token})
     return rows
 
 
 def _record_method(config: dict) -> str | None:
     """The method (or 'teacher') a run record belongs to, from its run name (e.g. 'kd-max-gap-s0',
     'gradual20480-max-gap-s0'), else from an objective only one method uses."""
-    from distill_lib.study import METHODS
-
     name = str(config.get("name", ""))
     if name == "teacher":
         return name
-    for method in sorted(METHODS, key=len, reverse=True):
+    for method in sorted(methods.METHODS, key=len, reverse=True):
         if name == method or name.startswith(method + "-") or (method == "gradual" and name.startswith(method)):
             return method
     objective = (config.get("train") or {}).get("objective")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from distill_lib import methods
 from distill_lib.stats import format_value, mean_ci  # format_value is also read from here (notebooks)
 
 #: Human labels of the curve columns that the study's figures put on their axes.
@@ -30,9 +31,8 @@ AXIS_LABELS = {
     "val_loss": "validation loss (nats/token)",
 }
 #: One colour per method in every figure of the study.
-METHOD_COLORS = {"TF": "tab:blue", "KD": "tab:orange", "offline KD": "tab:green", "random init": "tab:gray",
-                 "CHOP+distill": "tab:purple", "from scratch": "tab:brown", "width (DimCHOP)": "tab:red",
-                 "depth (LayerCHOP)": "tab:blue"}
+#: (each method declares its own, distill_lib.methods; notebook 07 names its two lines by the paper's names)
+METHOD_COLORS = {**methods.COLORS, "width (DimCHOP)": "tab:red", "depth (LayerCHOP)": "tab:blue"}
 
 
 def style() -> None:

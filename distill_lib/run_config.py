@@ -203,6 +203,18 @@ class TrainConfig:
     """Gradual removal (v3 Fig 6): remove one layer every this many training tokens."""
     removal_order: list[int] = dataclasses.field(default_factory=list)
     """Gradual removal: layers to remove, one at a time, in the *starting* model's numbering."""
+    kd_fraction: Optional[float] = dataclasses.field(default=None, metadata={"hash_version": 5})
+    """Objective 'kd' only for this fraction of `max_steps` (rounded), then the LM loss alone with the
+    teacher unloaded (method kd-then-tf); None = the objective for the whole run."""
+
+    def kd_steps(self) -> Optional[int]:
+        """The step after which KD stops (kd_fraction), or None when it never does."""
+        return None if self.kd_fraction is None else round(self.kd_fraction * self.max_steps)
+
+    def objective_at(self, step: int) -> str:
+        """The objective that trains step `step` (0-based): `objective`, or 'lm' once KD has stopped."""
+        stop = self.kd_steps()
+        return "lm" if stop is not None and step >= stop else self.objective
 
     def __post_init__(self) -> None:
         check_field_types(self, "train")
@@ -228,6 +240,8 @@ class TrainConfig:
                 "train.remove_every_tokens: must be > 0")
         require(self.remove_every_tokens is None or bool(self.removal_order),
                 "train.removal_order: gradual removal needs the layers to remove")
+        require(self.kd_fraction is None or 0 < self.kd_fraction < 1,
+                f"train.kd_fraction: must be in (0, 1) (the share of max_steps distilled) or unset, got {self.kd_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +317,7 @@ class HealingConfig:
 #: declared with `added_in(version)`; it enters the hash only when set, so a config that does not use
 #: it keeps the hash, and the stored run, it had. Bump this with every such field (tests/test_hashes.py
 #: pins the hashes of representative configs).
-HASH_VERSION = 4
+HASH_VERSION = 5
 
 
 def added_in(version: int) -> Any:
@@ -336,6 +350,9 @@ class RunConfig:
                 f"teacher: objective {self.train.objective!r} with init {self.init.kind!r} needs a teacher folder")
         require(self.width is None or self.train.remove_every_tokens is None,
                 "width: width pruning and gradual layer removal cannot be combined in one run")
+        require(self.train.kd_fraction is None or self.train.objective == "kd",
+                f"train.kd_fraction: switches from objective 'kd' to the LM loss, but train.objective is "
+                f"{self.train.objective!r}")
         self._check_healing()
 
     def _check_healing(self) -> None:

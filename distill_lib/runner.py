@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from distill_lib import catalog
+from distill_lib import catalog, methods
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 
@@ -53,6 +53,9 @@ def run_study(profile: str, only: list[str] | None = None, log=print, train: boo
     out = PROJECT_ROOT / "reports" / study.cfg.name
     out.mkdir(parents=True, exist_ok=True)
     os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars in the reports
+    # the kernels (which run in notebooks/) import this checkout's package, not the one an editable
+    # install points at: a git worktree or a copy of the project renders with its own code
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     total = time.perf_counter()
     skipped: list[str] = []
     for i, source in enumerate(chosen, 1):
@@ -112,7 +115,7 @@ def parse_run_specs(study, specs: list[str]) -> list[tuple[str, str | None, int 
                               f"(valid: {', '.join(valid)})")
         if method == "gradual" and not study.cfg.gradual_every_tokens:
             raise ConfigError(f"runs: {spec!r}: profile {study.cfg.name} sets no `gradual_every_tokens`")
-        every_tokens = study.cfg.gradual_every_tokens[0] if method == "gradual" else None
+        every_tokens = _schedules(study, method)[0]
         study.run_config(method, seed=0, every_tokens=every_tokens)  # an unknown or left-out method fails first
         try:
             chosen = [int(x) for x in seeds.split(",")] if seeds else study.seeds(method)
@@ -120,6 +123,13 @@ def parse_run_specs(study, specs: list[str]) -> list[tuple[str, str | None, int 
             raise ConfigError(f"runs: {spec!r}: seeds must be integers separated by commas, e.g. {method}:0,1,2")
         triples += [(method, strategy or None, seed) for seed in chosen]
     return triples
+
+
+def _schedules(study, method: str) -> list:
+    """The runs a seed of `method` (or variant) makes: one, or one per schedule (gradual removal)."""
+    if method not in methods.METHODS and method not in study.cfg.variants:
+        return [None]  # run_config names the valid ones
+    return methods.get(study.cfg.variants.get(method, {}).get("method", method)).schedules(study.cfg) or [None]
 
 
 def train_runs(profile: str, specs: list[str], log=print) -> int:
@@ -139,9 +149,8 @@ def train_runs(profile: str, specs: list[str], log=print) -> int:
             study.teacher_probes()
             labels = ["teacher"]
         else:
-            schedules = study.cfg.gradual_every_tokens if method == "gradual" else [None]
             labels = []
-            for every_tokens in schedules:
+            for every_tokens in _schedules(study, method):
                 run = study.student(method, strategy, seed=seed, every_tokens=every_tokens)
                 study.headline(run)
                 study.probes(run, rebuild=True)  # a recorded run without them is trained again (weights are a cache)

@@ -8,16 +8,14 @@ import dataclasses
 from typing import Literal, Optional, Union
 
 from distill_lib.eval_config import EvalConfig, LatencyConfig, ProbeConfig
-from distill_lib.names import METHODS, STRATEGIES
+from distill_lib.methods import CORE_METHODS, LABELS, METHODS, VARIANT_BASES
+from distill_lib.names import STRATEGIES
 from distill_lib.run_config import DataConfig, HealingConfig, ModelConfig, TrainConfig
 from distill_lib.schema import from_dict, require, to_dict
 
 _VARIANT_KEYS = {"method", "train", "budget", "teacher_correction_steps", "healing", "calibration_split"}
-#: Names of the methods in figures and tables.
-METHOD_LABELS = {"tf": "TF", "kd": "KD", "offline-kd": "offline KD", "random": "random init",
-                 "chop-distill": "CHOP+distill", "scratch": "from scratch", "gradual": "gradual", "width": "width"}
-#: Methods a variant can change (the others build a different model, not a different training).
-_VARIANT_BASES = ("tf", "kd", "offline-kd", "chop-distill", "scratch")
+#: Names of the methods in figures and tables (each method declares its own, distill_lib.methods).
+METHOD_LABELS = LABELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +65,7 @@ class StudyConfig:
     KD/TF ratio, C7's wall-clock cost) are then not judged, and say why. FLOPs are unaffected."""
     gradual_every_tokens: list[int] = dataclasses.field(default_factory=list)
     """Gradual removal schedules (v3 Fig 6): remove one layer every K tokens."""
-    methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(CORE_METHODS))
     """The methods this profile trains (default: all). A notebook that needs a method left out is
     skipped by the runner, and the claims that need it are reported 'not tested'."""
     variants: dict[str, dict] = dataclasses.field(default_factory=dict)
@@ -122,6 +120,8 @@ class StudyConfig:
                 parts.append(f"T {value:g}")
             elif key == "offline_top_k":
                 parts.append(f"top-{value}")
+            elif key == "kd_fraction":
+                parts.append(f"KD for {value:.0%} of tokens")
             else:
                 parts.append(f"{key} {value}")
         if variant.get("teacher_correction_steps"):
@@ -157,8 +157,8 @@ class StudyConfig:
                 from_dict(HealingConfig, variant["healing"], where=f"{where}.healing")
             require(variant.get("calibration_split", "train") in ("train", "validation"),
                     f"{where}.calibration_split: must be 'train' or 'validation', got {variant.get('calibration_split')!r}")
-            require(variant.get("method") in _VARIANT_BASES,
-                    f"{where}.method: expected one of {', '.join(_VARIANT_BASES)}, got {variant.get('method')!r}")
+            require(variant.get("method") in VARIANT_BASES,
+                    f"{where}.method: expected one of {', '.join(VARIANT_BASES)}, got {variant.get('method')!r}")
             fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective", "seed"}
             train = variant.get("train") or {}
             require(isinstance(train, dict), f"{where}.train: expected a mapping of student_train fields")

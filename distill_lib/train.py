@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from distill_lib.callbacks import (
-    Callback, Checkpointing, GradualRemoval, MetricsLog, Progress, StopAfter, Validation, WidthPruning,
-    outside_the_run_rng,
+    Callback, Checkpointing, GradualRemoval, MetricsLog, Progress, StopAfter, TeacherRelease, Validation,
+    WidthPruning, outside_the_run_rng,
 )
 from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError, shrunk_model: imported from here)
     CHECKPOINT, CheckpointError, load_resume_checkpoint, restore_optimizer, save_checkpoint, shrunk_model,
@@ -49,6 +49,7 @@ from distill_lib.healing import (
     check_replace_block, fit_replacement, healing_summary, method_of, prepare, replacement_student, step_flops,
 )
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
+from distill_lib.names import TEACHER_FORWARD_OBJECTIVES, TEACHER_OBJECTIVES
 from distill_lib.objectives import (
     ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
 )
@@ -142,8 +143,10 @@ def _stage1_batches(run: RunConfig, data: PreparedData):
         yield torch.from_numpy(blocks[order].astype(np.int64))
 
 
-def _teacher_for(run: RunConfig, run_dir: Path):
-    if run.train.objective not in ("kd", "chop-distill", "offline-kd"):
+def _teacher_for(run: RunConfig, run_dir: Path, step: int = 0):
+    """The teacher, loaded when the objective that trains step `step` reads it (not after KD's
+    share of a kd-then-tf run: a run resumed there never loads it)."""
+    if run.train.objective_at(step) not in TEACHER_OBJECTIVES:
         return None
     teacher = load_causal_lm(teacher_location(run.teacher, run_dir))
     check_causal_decoder(teacher)
@@ -213,9 +216,9 @@ def _check_model_fits(model, run: RunConfig, data: PreparedData, name: str) -> N
 
 
 
-def _objective_for(run: RunConfig, student, teacher, data: PreparedData, run_dir: Path, device, log):
+def _objective_for(run: RunConfig, student, teacher, data: PreparedData, run_dir: Path, device, log, step: int = 0):
     cfg = run.train
-    if cfg.objective == "lm":
+    if cfg.objective_at(step) == "lm":
         return LMObjective(cfg.kd_chunk_size)
     check_same_vocabulary(student, teacher)
     if cfg.objective == "kd":
@@ -330,7 +333,8 @@ class Trainer:
 
 
 def _step_flops(run: RunConfig, student, length: int, teacher) -> StepFlops:
-    flops = training_flops_per_token(student, length, teacher if run.train.objective in ("kd", "chop-distill") else None)
+    online = teacher is not None and run.train.objective in TEACHER_FORWARD_OBJECTIVES
+    flops = training_flops_per_token(student, length, teacher if online else None)
     return step_flops(run, student, length, flops)  # healing: the backward of what trains
 
 
@@ -365,14 +369,15 @@ def _build(run: RunConfig, run_dir: Path, data: PreparedData, student, saved: di
     on resume, restored from the checkpoint's contents `saved`."""
     _check_model_fits(student, run, data, "student")
     student = prepare(run, student)  # healing: LoRA adapters, or only the top trains
-    teacher = _teacher_for(run, run_dir)
+    step = saved["state"]["step"] if saved is not None else 0
+    teacher = _teacher_for(run, run_dir, step)
     if teacher is not None:
         _check_model_fits(teacher, run, data, "teacher")
         check_same_vocabulary(student, teacher)
     check_teacher_tokenizer(run, data, run_dir)
     device = accelerator.device
     student.to(device).train()
-    objective = _objective_for(run, student, teacher, data, run_dir, device, say)
+    objective = _objective_for(run, student, teacher, data, run_dir, device, say, step)
     module = TrainingModule(student, objective).to(device)
     optimizer = make_optimizer(module, run.train)
     if saved is not None and saved["objective"] is not None:
@@ -448,6 +453,9 @@ def default_callbacks(t: Trainer, log, stop_after: int | None) -> list[Callback]
     if cfg.remove_every_tokens:
         out.append(GradualRemoval(cfg.removal_order, cfg.remove_every_tokens,
                                   lambda student: _step_flops(t.run, student, t.length, t.teacher)))
+    if cfg.kd_steps() is not None and t.state["step"] < cfg.kd_steps():
+        out.append(TeacherRelease(cfg.kd_steps(), LMObjective(cfg.kd_chunk_size),
+                                  lambda student: _step_flops(t.run, student, t.length, None)))
     evaluate = _validation_loss  # looked up at each call of train (tests replace it)
     out.append(Validation(cfg.eval_every, lambda student: evaluate(student, t.valid, t.micro, t.device, t.accelerator)))
     out.append(MetricsLog(t.run_dir / "metrics.jsonl", cfg.log_every, t.state["step"], is_main))

@@ -27,7 +27,8 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from distill_lib import plots
-from distill_lib.claims import claims, claims_summary, field_context, findings, reading
+from distill_lib.claims import claims, claims_summary, field_context, reading
+from distill_lib.findings import findings
 from distill_lib.stats import RULES
 
 study = nb.open_study(profile, train)

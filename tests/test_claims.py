@@ -384,7 +384,7 @@ class SelectionStudy(FakeStudy):
 
 @pytest.mark.parametrize("shift, verdict", [(-0.5, "supported"), (+0.5, "refuted"), (0.0, "inconclusive")])
 def test_h1_reads_max_gap_against_ppl_removal_on_paired_seeds_and_says_supported_not_reproduced(shift, verdict):
-    from distill_lib.claims import findings
+    from distill_lib.findings import findings
 
     cfg = StudyConfig(methods=["tf"], seeds=[0, 1, 2], selectors=["ppl-removal"])
     paper = [47.7, 47.4, 47.6]

@@ -107,7 +107,8 @@ def test_fields_added_after_hash_version_1_are_hashed_only_when_set():
               config.HealingConfig]
     added = {f"{cls.__name__}.{f.name}": f.metadata["hash_version"] for cls in [RunConfig, *nested]
              for f in dataclasses.fields(cls) if "hash_version" in f.metadata}
-    assert added == {"RunConfig.width": 2, "RunConfig.healing": 3, "InitConfig.calibration_split": 4}
+    assert added == {"RunConfig.width": 2, "RunConfig.healing": 3, "InitConfig.calibration_split": 4,
+                     "TrainConfig.kd_fraction": 5}
     assert max(added.values()) == config.HASH_VERSION
     assert RunConfig("x").width is None and RunConfig("x").healing is None and InitConfig().calibration_split is None
     run, _ = PINNED[0]
@@ -119,3 +120,6 @@ def test_fields_added_after_hash_version_1_are_hashed_only_when_set():
     calibrated = dataclasses.replace(run, init=dataclasses.replace(run.init, calibration_split="train"))
     assert hashed_fields(calibrated)["init"]["calibration_split"] == "train"
     assert config_hash(calibrated) != config_hash(run)
+    assert "kd_fraction" not in hashed_fields(run)["train"]
+    switched = dataclasses.replace(run, train=dataclasses.replace(run.train, objective="kd", kd_fraction=0.25))
+    assert hashed_fields(switched)["train"]["kd_fraction"] == 0.25

@@ -1,5 +1,5 @@
-"""The package's layers: no import cycle, and the bottom layer (configs, storage, environment) needs
-no torch, so building and hashing a config or reading a record is instant.
+"""The package's layers: no import cycle, and the bottom layer (configs and the method registry,
+storage, environment) needs no torch, so building and hashing a config or reading a record is instant.
 
 The import graph is read from the source with `ast`: an edge `a -> b` for every import of
 `distill_lib.b` in `distill_lib/a.py`, module-level (run when `a` is imported; `if TYPE_CHECKING:`
@@ -15,14 +15,16 @@ import pytest
 import distill_lib
 
 PACKAGE = Path(distill_lib.__file__).parent
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+#: A subpackage (`methods`, one file per method) is one node of the graph: all its files' imports.
+PACKAGES = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+MODULES = sorted([p.stem for p in PACKAGE.glob("*.py")] + PACKAGES)
 
 #: Modules that import nothing of the package, not even inside a function: every other layer
 #: builds on them.
 FOUNDATION = ("env", "names", "schema", "storage")
 #: The configs, built on the foundation's schema engine and name sets: they import only each other and
 #: the foundation (`config` is the facade that re-exports them all).
-CONFIG_LAYER = ("config", "eval_config", "run_config", "study_config")
+CONFIG_LAYER = ("config", "eval_config", "layer_choice", "methods", "run_config", "study_config")
 
 
 def _imported(node: ast.AST) -> list[str]:
@@ -56,7 +58,9 @@ def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
             visit(child, module, inner)
 
     for module in MODULES:
-        visit(ast.parse((PACKAGE / f"{module}.py").read_text()), module, False)
+        files = sorted((PACKAGE / module).glob("*.py")) if module in PACKAGES else [PACKAGE / f"{module}.py"]
+        for path in files:
+            visit(ast.parse(path.read_text()), module, False)
     return module_level, everything
 
 

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from distill_lib.claims import claims, claims_summary, findings
+from distill_lib.claims import claims, claims_summary
+from distill_lib.findings import findings
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.study import Study
 

@@ -1,0 +1,28 @@
+"""Gradual removal: the whole teacher, continued with the LM loss while it loses one layer (in the
+strategy's order) every `every_tokens` tokens, one run per interval of `gradual_every_tokens`."""
+import dataclasses
+
+from distill_lib.methods.base import Method, RunRequest
+from distill_lib.run_config import InitConfig, RunConfig
+
+
+class Gradual(Method):
+    def run_config(self, req: RunRequest) -> RunConfig:
+        from distill_lib.layer_choice import select_layers
+
+        n = req.study.teacher_layers
+        keep = select_layers(req.strategy, n, drop=req.study.cfg.drop)
+        removed = [i for i in range(n) if i not in keep]
+        train = dataclasses.replace(req.train, remove_every_tokens=req.every_tokens, removal_order=removed)
+        return RunConfig(name=f"gradual{req.every_tokens}-{req.strategy}-s{req.seed}", data=req.data,
+                         init=InitConfig(kind="pretrained"), teacher=req.teacher, train=train)
+
+    def schedules(self, cfg) -> list:
+        return list(cfg.gradual_every_tokens)
+
+    def flops_per_token(self, student, teacher, scratch, train) -> float:
+        return 3 * teacher  # it starts as the whole teacher
+
+
+METHOD = Gradual(name="gradual", label="gradual", objective="lm", notebook="03_prune_schedule", order=6,
+                 init_kind="pretrained")
