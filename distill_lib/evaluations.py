@@ -127,7 +127,7 @@ def probes(study, run, rebuild: bool = False) -> dict | None:
         return None
     found = run.record["evaluations"].get(study.probe_key)
     if found is None and study.train and rebuild and not run.has_weights:
-        _rebuild(study, run)
+        rebuild_run(study, run)
     if found is not None or not study.train or not run.has_weights:
         return found
     reference = study.teacher_probes()["ood"] if run.config.name != "teacher" else None
@@ -142,16 +142,17 @@ def probes(study, run, rebuild: bool = False) -> dict | None:
     return result
 
 
-def _rebuild(study, run) -> None:
-    """Train a recorded run again into the run store; its final validation loss must equal the record's."""
+def rebuild_run(study, run) -> None:
+    """Train a recorded run whose weights are not here again into the run store (weights are a
+    cache); its final validation loss must equal the record's, or it is another model."""
     from distill_lib.runs import get_or_train
 
     recorded = run.record["summary"]["final"]["val_loss"]
     rebuilt = get_or_train(run.config, root=study.root, log=study.log).summary["summary"]["final"]["val_loss"]
     if abs(rebuilt - recorded) > 1e-4 * abs(recorded):
-        raise ConfigError(f"probes: run {run.dir.name} rebuilt to final validation loss {rebuilt:.6f}, its record "
-                          f"says {recorded:.6f}; the code or machine trains it differently, so its probes would "
-                          "describe another model (the rebuilt weights stay in the run store)")
+        raise ConfigError(f"rebuild: run {run.dir.name} rebuilt to final validation loss {rebuilt:.6f}, its record "
+                          f"says {recorded:.6f}; the code or machine trains it differently, so what is measured on "
+                          "it or trained from it would concern another model (the rebuilt weights stay in the run store)")
     if study.log:
         study.log(f"run {run.dir.name}: rebuilt, final validation loss {rebuilt:.6f} as recorded")
 

@@ -163,7 +163,10 @@ class Study:
     def teacher(self):
         if self.cfg.teacher_path:
             raise ConfigError("teacher_path: this profile uses a pretrained teacher; use teacher_dir()")
-        return self._get(self.teacher_run_config(), "teacher")
+        run = self._get(self.teacher_run_config(), "teacher")
+        if self.train and not run.has_weights:  # its students need its weights: trained again, checked
+            evaluations.rebuild_run(self, run)
+        return run
 
     @cached_property
     def teacher_model_info(self) -> dict:

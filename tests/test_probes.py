@@ -162,3 +162,17 @@ def test_a_study_records_probes_under_their_own_key_and_rebuilds_lost_weights(st
     assert rebuilt["ood"]["ppl"] == pytest.approx(found["ood"]["ppl"], rel=1e-5)
     assert [r["value"] for r in rebuilt["suite"]] == [r["value"] for r in found["suite"]]
 
+
+
+def test_a_recorded_teacher_whose_weights_are_gone_is_rebuilt_before_a_student_needs_them(study):
+    import shutil
+
+    _, after = study
+    teacher = after.teacher()
+    recorded = teacher.record["summary"]["final"]["val_loss"]
+    shutil.rmtree(teacher.dir)  # a fresh checkout: the record is committed, the weights are not
+    reader = type(after)(after.cfg, root=after.root, log=None, train=False)
+    assert not reader.teacher().has_weights  # report mode reads the record and trains nothing
+    again = after.teacher()  # training mode: a student is about to need its weights
+    assert again.has_weights
+    assert again.summary["summary"]["final"]["val_loss"] == pytest.approx(recorded, rel=1e-4)
