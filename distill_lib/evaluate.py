@@ -9,7 +9,6 @@ Bits per byte = total nats / ln 2 / UTF-8 bytes of the predicted tokens; a speci
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -24,7 +23,6 @@ from distill_lib.config import ConfigError, EvalConfig, to_dict
 from distill_lib.data import pack_blocks
 from distill_lib.env import environment_record
 from distill_lib.models import load_causal_lm, max_positions
-from distill_lib.storage import content_hash, write_json_atomic
 from distill_lib.tasks import PAPER13_NOTES, TASK_SETS
 
 # ---------------------------------------------------------------------------------------------
@@ -189,20 +187,12 @@ def load_model_and_tokenizer(model_dir: Path, tokenizer=None):
 
 def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | None, device: str | None = None,
                     log=print, tokenizer=None) -> dict:
-    """`evaluate_model` for an HF folder, cached next to it as eval-<hash>.json (reused when the
-    model, data and eval settings are the same)."""
-    model_dir = Path(model_dir)
-    # the scores sit in the folder's parent, which other models may share (.cache/models/): the
-    # folder's name is part of the key
-    key = content_hash("eval", to_dict(cfg), str(data.cache_dir), str(suite_dir), model_dir.name)
-    path = model_dir.parent / f"eval-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    model, tokenizer = load_model_and_tokenizer(model_dir, tokenizer)
+    """`evaluate_model` for an HF folder. Nothing is cached here: a study's run record is the one
+    place an evaluation is kept (`distill_lib.evaluations.evaluate`)."""
+    model, tokenizer = load_model_and_tokenizer(Path(model_dir), tokenizer)
     result = evaluate_model(model, tokenizer, data, cfg, suite_dir, device)
-    write_json_atomic(path, result, indent=1)
     if log:
-        log(f"eval {model_dir.parent.name}: ppl {result['perplexity']['ppl']:.2f} in {result['seconds']:.0f} s")
+        log(f"eval {Path(model_dir).parent.name}: ppl {result['perplexity']['ppl']:.2f} in {result['seconds']:.0f} s")
     return result
 
 

@@ -312,6 +312,32 @@ class HealingConfig:
                                   f"{owner!r} and healing.method is {self.method!r}")
 
 
+#: A teacher that is a run of the same run store (the study's own teacher, a corrected teacher) is
+#: named `run:<folder>` in the config: a name, not a path, so the config hash, and the run's record,
+#: are the same on every machine and in every checkout. `run_reference` writes it, `teacher_location`
+#: reads it.
+RUN_REFERENCE = "run:"
+
+
+def run_reference(folder_name: str) -> str:
+    """The teacher reference of the run stored in `folder_name` (a sibling in the run store)."""
+    return f"{RUN_REFERENCE}{folder_name}"
+
+
+def is_run_reference(teacher: str | None) -> bool:
+    return teacher is not None and teacher.startswith(RUN_REFERENCE)
+
+
+def teacher_location(teacher: str | None, run_dir) -> str | None:
+    """Where a run's `teacher` is: a run reference is the sibling run's model folder next to
+    `run_dir`; anything else (a folder, a hub name, `pypi:...`) is returned unchanged."""
+    if not is_run_reference(teacher):
+        return teacher
+    from pathlib import Path
+
+    return str(Path(run_dir).parent / teacher[len(RUN_REFERENCE):] / "model")
+
+
 #: Version of the rule that names a run's folder (distill_lib.runs.config_hash: a hash of the config's
 #: JSON). Version 1 hashed every field of the first stored runs. A RunConfig field added later is
 #: declared with `added_in(version)`; it enters the hash only when set, so a config that does not use

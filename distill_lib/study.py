@@ -33,6 +33,7 @@ from distill_lib.env import PROJECT_ROOT
 from distill_lib.outputs import curves  # noqa: F401  (importable from here, as the notebooks do)
 from distill_lib.profiles import load_study_config
 from distill_lib.records import MissingRecord
+from distill_lib.run_config import run_reference
 
 
 class Study:
@@ -150,7 +151,7 @@ class Study:
         or `run:<folder>` for the teacher trained here (a name in the run store, never a path)."""
         from distill_lib.runs import run_dir
 
-        return self.cfg.teacher_path or f"run:{run_dir(self.teacher_run_config(), self.root).name}"
+        return self.cfg.teacher_path or run_reference(run_dir(self.teacher_run_config(), self.root).name)
 
     def teacher_dir(self) -> Path:
         """The teacher's weights (trained first if need be): only for computations that need them."""
@@ -209,7 +210,7 @@ class Study:
 
         if self.train:
             self.correction(variant)  # the student needs it in the run store
-        return f"run:{run_dir(self.correction_run_config(variant), self.root).name}"
+        return run_reference(run_dir(self.correction_run_config(variant), self.root).name)
 
     # --- costs and timing (distill_lib.costs) ----------------------------------------------------------
     TIMING = costs.TIMING  #: what `step_rates` measures

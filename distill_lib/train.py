@@ -42,6 +42,7 @@ from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError
     CHECKPOINT, CheckpointError, load_resume_checkpoint, restore_optimizer, save_checkpoint, shrunk_model,
 )
 from distill_lib.config import ConfigError, RunConfig, to_dict
+from distill_lib.run_config import is_run_reference, teacher_location  # noqa: F401  (teacher_location: read from here too)
 from distill_lib.data import PreparedData, has_tokenizer, prepare_data
 from distill_lib.env import LAYER_SCORES_CACHE
 from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
@@ -99,16 +100,6 @@ def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
-def teacher_location(teacher: str | None, run_dir: Path) -> str | None:
-    """Where a run's `teacher` is. `run:<folder>` names a sibling run in the same run store (the
-    study's own teacher): kept as a name in the config, so the config hash, and the run's record,
-    are the same on every machine and in every checkout; anything else (a folder, a hub name,
-    `pypi:...`) is returned unchanged."""
-    if teacher is None or not teacher.startswith("run:"):
-        return teacher
-    return str(Path(run_dir).parent / teacher[len("run:"):] / "model")
-
-
 def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print, device="cpu"):
     """The run's starting model, for truncations the kept teacher layers, and for healing by
     replacement the record of its stage 1 (else None)."""
@@ -162,7 +153,7 @@ def validate_run(run: RunConfig, run_dir: Path) -> None:
     teacher = teacher_location(run.teacher, run_dir)
     if teacher is None or (Path(teacher) / "config.json").exists():
         return
-    if run.teacher.startswith("run:"):
+    if is_run_reference(run.teacher):
         raise ConfigError(f"teacher: {run.teacher!r} names a run that is not complete in {Path(run_dir).parent} "
                           "(train the teacher first)")
     if is_named_source(teacher):

@@ -342,3 +342,35 @@ plan = plan[["teacher", "student", "method", "card_gib", "student_state_gib", "a
              "teacher_extra_gib", "total_gib", "fits"]]
 study.save_table(plan, "02_memory_plan")
 plots.table(plan)
+
+# %% [markdown]
+# ## KD first, then teacher-free (hypothesis H3)
+# KD gains per token and loses per FLOP (C2). `kd-then-tf` distils for the first share of the tokens
+# and then continues with the LM loss alone, the teacher unloaded: does it keep KD's head start at a
+# fraction of KD's cost? Each phase is charged its own FLOPs (the teacher's forward only while it
+# distils), beside the KD and TF runs at the same settings. The table reads every run at TF's total
+# FLOPs (validation ppl) and at the end (test ppl); notebook 99 judges H3, the share chosen on seed 0
+# and judged on the other seeds.
+
+# %%
+from distill_lib.findings import kd_then_tf_comparison
+
+try:
+    switched_runs, switched = kd_then_tf_comparison(study)
+except MissingRecord as missing:  # a study in parts
+    switched_runs = None
+    display(Markdown(f"Not recorded yet ({missing.what})."))
+if switched_runs == {}:
+    display(Markdown(f"Profile {cfg.name} trains no `kd-then-tf` run."))
+elif switched_runs:
+    study.save_table(switched, "02_kd_then_tf")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, x in zip(axes, ["tokens", "flops"]):
+        plots.draw_curves(ax, curves(switched_runs), x, "val_ppl", order=list(switched_runs))
+        plots.log_axis(ax)
+        plots.eng_axis(ax)
+        plots.label_axes(ax, x, "val_ppl")
+    plots.figure_legend(fig, axes)
+    study.save_figure(fig, "02_kd_then_tf")
+    display(plots.table(plots.summary_table(switched, "method", ["KD share", "test ppl", "val ppl at TF's FLOPs",
+                                                                 "FLOPs / TF's"])))

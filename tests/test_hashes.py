@@ -123,3 +123,13 @@ def test_fields_added_after_hash_version_1_are_hashed_only_when_set():
     assert "kd_fraction" not in hashed_fields(run)["train"]
     switched = dataclasses.replace(run, train=dataclasses.replace(run.train, objective="kd", kd_fraction=0.25))
     assert hashed_fields(switched)["train"]["kd_fraction"] == 0.25
+
+
+def test_a_teacher_run_is_referenced_by_name_and_found_beside_its_student(tmp_path):
+    from distill_lib.run_config import is_run_reference, run_reference, teacher_location
+
+    ref = run_reference("teacher-a47b26d0ef")
+    assert ref == "run:teacher-a47b26d0ef" and is_run_reference(ref)
+    assert teacher_location(ref, tmp_path / "tf-max-gap-s0-x") == str(tmp_path / "teacher-a47b26d0ef" / "model")
+    assert teacher_location("HuggingFaceTB/SmolLM2-135M", tmp_path) == "HuggingFaceTB/SmolLM2-135M"
+    assert teacher_location(None, tmp_path) is None and not is_run_reference(None)

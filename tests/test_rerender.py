@@ -4,42 +4,25 @@ report, figure and table comes out byte for byte as committed. A change to a not
 that changes what a reader sees fails here until the profiles are re-rendered (`make report
 PROFILE=...`) and committed."""
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from project_copy import ROOT, copy_project, run_cli
+
 OUTPUT_FOLDERS = ("reports", "figures")
-
-
-def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
-    return [name for name in out.decode().split("\0") if name]
-
-
-def copy_project(files: list[str], to: Path) -> None:
-    for name in files:
-        source = ROOT / name
-        if source.is_file():  # a tracked file deleted in the working tree is not copied
-            (to / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, to / name)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["mini", "smollm2"])
 def test_a_copy_of_the_project_re_renders_the_committed_reports_byte_for_byte(profile, tmp_path):
-    files = tracked_files()
-    copy_project(files, tmp_path)
+    files = copy_project(tmp_path)
     committed = {name for name in files if name.split("/")[0] in OUTPUT_FOLDERS and name.split("/")[1:2] == [profile]}
     assert committed, f"no committed reports or figures for {profile}"
     for folder in OUTPUT_FOLDERS:  # rendered afresh: a file the code no longer makes shows as missing
         shutil.rmtree(tmp_path / folder / profile, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "distill_lib", "report", "--profile", profile], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=1800)
-    rendered = {str(p.relative_to(tmp_path)) for folder in OUTPUT_FOLDERS for p in (tmp_path / folder / profile).rglob("*")
-                if p.is_file()}
+    run_cli(tmp_path, "report", "--profile", profile)
+    rendered = {str(p.relative_to(tmp_path)) for folder in OUTPUT_FOLDERS
+                for p in (tmp_path / folder / profile).rglob("*") if p.is_file()}
     assert sorted(rendered - committed) == [], "rendered but not committed"
     assert sorted(committed - rendered) == [], "committed but no longer rendered"
     differ = [name for name in sorted(committed) if (tmp_path / name).read_bytes() != (ROOT / name).read_bytes()]

@@ -9,6 +9,7 @@ from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
 from distill_lib.runner import NOTEBOOKS, notebooks, parse_run_specs, run_study
 from distill_lib.study import Study
+from project_copy import copy_project, run_cli
 
 
 def test_every_profile_validates_and_plans_offline(capsys):
@@ -24,16 +25,16 @@ def test_only_refuses_an_unknown_notebook():
     assert [nb.name[:2] for nb in notebooks(["02", "99"])] == ["02", "99"]
 
 
-def _tables(profile: str) -> dict:
-    return {p.name: p.read_text() for p in sorted((PROJECT_ROOT / "figures" / profile).glob("*.csv"))}
+def _tables(root, profile: str) -> dict:
+    return {p.name: p.read_text() for p in sorted((root / "figures" / profile).glob("*.csv"))}
 
 
 @pytest.mark.slow  # executes notebooks (papermill)
-def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_alone(capsys):
-    import shutil
-
-    assert run_study("smoke") == 0
-    reports = PROJECT_ROOT / "reports" / "smoke"
+def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_alone(tmp_path):
+    """In a copy of the project (tests/project_copy.py): nothing is written into this checkout."""
+    copy_project(tmp_path)
+    run_cli(tmp_path, "study", "--profile", "smoke")
+    reports = tmp_path / "reports" / "smoke"
     for nb in notebooks():
         executed = json.loads((reports / f"{nb.stem}.ipynb").read_text())
         outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
@@ -42,33 +43,30 @@ def test_smoke_study_executes_every_notebook_then_renders_the_same_from_records_
         # reports, not logs: no stderr, no code in the HTML, no path of this machine
         assert not [o for o in outputs if o.get("name") == "stderr"], nb.name
         assert "import distill_lib" not in html and "nb.open_study" not in html, nb.name  # no code
-        assert str(PROJECT_ROOT) not in html and str(PROJECT_ROOT) not in json.dumps(executed), nb.name
-    figures = PROJECT_ROOT / "figures" / "smoke"
+        for path in (str(tmp_path), str(PROJECT_ROOT)):
+            assert path not in html and path not in json.dumps(executed), nb.name
+    figures = tmp_path / "figures" / "smoke"
     assert (figures / "99_claims.md").exists() and (figures / "01_configs.png").exists()
     claims = (figures / "99_claims.csv").read_text()
     assert all(f"C{i}" in claims for i in range(1, 9))
-    trained = _tables("smoke")
-    study = Study.load("smoke", log=None)
-    completed = {p: p.stat().st_mtime_ns for p in study.root.glob("*/complete.json")}
+    trained = _tables(tmp_path, "smoke")
+    store = tmp_path / "runs" / "smoke"
+    completed = {p: p.stat().st_mtime_ns for p in store.glob("*/complete.json")}
+    assert completed
 
     # every table again from the records alone, with the run store (weights) out of the way
-    hidden = study.root.with_name("smoke.hidden")
-    shutil.rmtree(hidden, ignore_errors=True)
-    study.root.rename(hidden)
-    try:
-        assert run_study("smoke", train=False) == 0
-        assert not study.root.exists()  # nothing trained
-    finally:
-        shutil.rmtree(study.root, ignore_errors=True)
-        hidden.rename(study.root)
-    assert _tables("smoke") == trained
+    store.rename(store.with_name("smoke.hidden"))
+    run_cli(tmp_path, "report", "--profile", "smoke")
+    assert not store.exists()  # nothing trained
+    store.with_name("smoke.hidden").rename(store)
+    assert _tables(tmp_path, "smoke") == trained
 
     # and once more after the run records are re-made from the run store (re-evaluated from weights)
-    for record in study.records.root.glob("runs/*.json"):
+    for record in (tmp_path / "records" / "smoke").glob("runs/*.json"):
         record.unlink()
-    assert run_study("smoke", only=["02", "99"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in study.root.glob("*/complete.json")} == completed  # reused, not retrained
-    assert _tables("smoke") == trained
+    run_cli(tmp_path, "study", "--profile", "smoke", "--only", "02", "99")
+    assert {p: p.stat().st_mtime_ns for p in store.glob("*/complete.json")} == completed  # reused, not retrained
+    assert _tables(tmp_path, "smoke") == trained
 
 
 @pytest.mark.slow  # executes notebooks (papermill)
