@@ -99,7 +99,8 @@ plots.table(summary.rename(columns={c: f"{c} %" for c in accuracy}))
 # their curves start late. Mean over each variant's seeds.
 
 # %%
-from distill_lib.claims import best_kd, best_tf, kd_candidates, sweep_differences, tf_candidates, val_ppl_at_flops
+from distill_lib.analysis import val_ppl_at_flops
+from distill_lib.claims import best_kd, best_tf, kd_candidates, sweep_differences, tf_candidates
 
 candidates = [*tf_candidates(study), *kd_candidates(study)]
 
@@ -123,7 +124,7 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
         for seed in study.seeds(m):
             r = study.student(m, seed=seed)
             extra = study.extra_flops(m)  # a teacher correction or a logit cache, charged to the variant
-            at_tf = val_ppl_at_flops(r, tf_total - extra, nan_outside=True)
+            at_tf = val_ppl_at_flops(r, tf_total - extra)
             rows.append({"variant": cfg.label(m), "seed": seed, "val ppl at TF's FLOPs": at_tf,
                          "val ppl at the end": [e for e in r.metrics() if "val_ppl" in e][-1]["val_ppl"],
                          "test ppl": study.headline(r)["ppl"],
@@ -229,7 +230,7 @@ if swept:
         for seed in (s for s in study.seeds(tf_m) if s in study.seeds(kd_m)):
             tf_run, kd_run = study.student(tf_m, seed=seed), study.student(kd_m, seed=seed)
             flops = tf_run.summary["summary"]["flops"] + study.extra_flops(tf_m) - study.extra_flops(kd_m)
-            pairs.append((val_ppl_at_flops(kd_run, flops, nan_outside=True),
+            pairs.append((val_ppl_at_flops(kd_run, flops),
                           [e for e in tf_run.metrics() if "val_ppl" in e][-1]["val_ppl"]))
         return {"KD - TF, equal FLOPs, mid-run (nats)": float(np.mean([np.log(k / t) for k, t in pairs])),
                 "KD - TF, equal FLOPs, mid-run (ppl)": float(np.mean([k - t for k, t in pairs])),

@@ -23,7 +23,7 @@ from IPython.display import Markdown, display
 from matplotlib.ticker import EngFormatter
 
 from distill_lib import plots
-from distill_lib.claims import val_ppl_at_flops
+from distill_lib.analysis import val_ppl_at_flops
 from distill_lib.plots import format_value
 from distill_lib.study import curves
 
@@ -152,7 +152,7 @@ if healers:
     for label, runs in groups.items():
         for r in runs:
             summary = r.summary["summary"]
-            at = val_ppl_at_flops(r, cheapest, nan_outside=True)
+            at = val_ppl_at_flops(r, cheapest)
             rows.append({"healing": label, "seed": r.config.train.seed,
                          "trainable parameters": summary.get("trainable_parameters", np.nan),
                          "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,

@@ -1,0 +1,163 @@
+"""What the study's notebooks read from records and draw, written once, so that every notebook is a
+question, a call here, a figure or table, and its reading.
+
+- **Curves.** One interpolation rule (`interpolate`): linear, NaN outside the measured curve (a
+  reading beyond a run's last evaluation would be a guess). `val_ppl_at_flops` and
+  `final_val_ppl` read a run's validation curve with it; the claims (`distill_lib.claims`) read the
+  same functions.
+- **Per-seed tables.** One row per run: its label, its seed, its headline evaluation (test
+  perplexity, bits per byte, the zero-shot suite; accuracies in percent) and what else a notebook
+  asks of the run; `plots.summary_table` turns it into mean ± 95% interval.
+- **Figures** that several notebooks draw alike: the grid of the layers each truncation keeps,
+  curves against tokens or compute.
+
+Functions take a `Study` (`distill_lib.study`) and its recorded runs; none of them trains.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from distill_lib import plots
+
+
+# --- curves ----------------------------------------------------------------------------------------
+def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """The curve (xs increasing) read at `x`, linearly between its points; NaN outside [xs[0],
+    xs[-1]]: the study never extends a curve beyond what was measured."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if len(xs) == 0 or not xs.min() <= x <= xs.max():
+        return math.nan
+    return float(np.interp(x, xs, ys))
+
+
+def val_ppl_at_flops(run, flops: float) -> float:
+    """`run`'s validation perplexity when it had spent `flops` training FLOPs, interpolated linearly
+    in loss (the unit the curve is smooth in); NaN outside its curve. Compute spent before the run
+    (a teacher correction, a logit cache) is the caller's to subtract."""
+    points = [(m["flops"], m["val_loss"]) for m in run.metrics() if "val_loss" in m]
+    return math.exp(interpolate([p[0] for p in points], [p[1] for p in points], flops))
+
+
+def final_val_ppl(run) -> float:
+    """Validation perplexity at a run's last evaluation (what a choice made on validation reads)."""
+    return [m for m in run.metrics() if "val_loss" in m][-1]["val_ppl"]
+
+
+def median_tokens_per_s(run) -> float:
+    """The median over a run's logged steps: robust to the first steps' warm-up and to pauses."""
+    return float(np.median([m["tokens_per_s"] for m in run.metrics()]))
+
+
+def seed_runs(study, method: str, strategy: str | None = None) -> list:
+    """The recorded runs of `method` (or variant), one per seed the profile trains it with."""
+    return [study.student(method, strategy=strategy, seed=s) for s in study.seeds(method)]
+
+
+def method_runs(study, methods: Sequence[str]) -> dict[str, list]:
+    """Display label -> runs of every seed, for those of `methods` the profile trains."""
+    return {study.cfg.label(m): seed_runs(study, m) for m in methods if m in study.cfg.methods}
+
+
+def charge_extra_flops(study, df: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """Curves (`outputs.curves`, labelled by `cfg.label`) with what each of `methods` spends before
+    its first step (a teacher correction, a logit cache: `Study.extra_flops`) added to its FLOPs, so
+    that against compute its curve starts late. In place; returns `df`."""
+    for m in methods:
+        if m in study.cfg.methods:
+            df.loc[df.method == study.cfg.label(m), "flops"] += study.extra_flops(m)
+    return df
+
+
+def last_evaluations(df: pd.DataFrame) -> pd.DataFrame:
+    """Each label's mean over seeds of its runs' last evaluation (curves as `outputs.curves` gives
+    them): where each method ends at equal tokens."""
+    ends = df.sort_values("step").groupby(["method", "seed"]).last()
+    return ends.groupby("method", sort=False).mean(numeric_only=True)
+
+
+# --- per-seed tables -------------------------------------------------------------------------------
+def accuracy_columns(table: pd.DataFrame, tasks: bool = True) -> list[str]:
+    """The accuracy columns of a headline table: the suite's average, and with `tasks` each task's."""
+    return [c for c in table.columns if c == "avg_acc" or (tasks and "/acc" in c)]
+
+
+def headline_table(rows: Sequence[dict], tasks_in_percent: bool = False) -> pd.DataFrame:
+    """Rows of headline scores as a table: the average accuracy in percent, as in every table of the
+    study (with `tasks_in_percent`, each task's accuracy too), its standard error left out (the
+    seeds' interval is the study's)."""
+    table = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
+    accuracy = accuracy_columns(table, tasks=tasks_in_percent)
+    table[accuracy] = table[accuracy] * 100
+    return table
+
+
+def per_seed_table(study, runs: dict[str, list], by: str = "method", extra: Callable[[object], dict] | None = None,
+                   tasks_in_percent: bool = False) -> pd.DataFrame:
+    """One row per run of `runs` (label -> runs): the label (column `by`), the seed, the run's
+    headline evaluation and `extra(run)`: the table every comparison of methods starts from."""
+    return headline_table([{by: label, "seed": run.config.train.seed, **study.headline(run), **(extra(run) if extra else {})}
+                           for label, group in runs.items() for run in group], tasks_in_percent)
+
+
+def wall_clock(run) -> dict:
+    """A run's wall-clock as a table column (only where the profile's runs were timed alike)."""
+    return {"wall-clock s": run.summary["summary"]["wall_seconds"]}
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def layer_grid(kept: dict[str, Sequence[int]], n: int, title: str):
+    """The layers (0..n-1) each truncation keeps, one row per truncation, kept layers dark."""
+    import matplotlib.pyplot as plt
+
+    order = list(kept)
+    grid = np.array([[1 if i in kept[s] else 0 for i in range(n)] for s in order])
+    fig, ax = plt.subplots(figsize=(0.32 * n + 2.5, 0.38 * len(order) + 1.2))
+    ax.imshow(grid, cmap="Greys", vmin=-0.3, vmax=1.2, aspect="auto")
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([str(i) if n <= 16 or i % 5 == 0 or i == n - 1 else "" for i in range(n)])
+    ax.set(xlabel="teacher layer (0 = first)", title=title)
+    ax.grid(False)
+    return fig
+
+
+def token_curves(df: pd.DataFrame, title: str, figsize=(8, 4.5), log_x: bool = False, ncol: int | None = None, **draw):
+    """Validation perplexity against training tokens on one panel (log scale), mean and 95% band over
+    seeds; `draw` goes to `plots.draw_curves` (colours, order, markers)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    plots.draw_curves(ax, df, "tokens", "val_ppl", **draw)
+    plots.log_axis(ax)
+    if log_x:
+        plots.log_axis(ax, "x")
+    plots.eng_axis(ax)
+    plots.label_axes(ax, "tokens", "val_ppl")
+    ax.set_title(title)
+    plots.figure_legend(fig, ax, ncol=ncol)
+    return fig
+
+
+def curve_panels(parts: Sequence[pd.DataFrame], xs: Sequence[str], panel=(6, 4.2), titles: Sequence[str] = (), **draw):
+    """Validation perplexity (log scale) against each of `xs` (tokens, FLOPs, wall-clock), one row of
+    panels per frame of `parts`, the y axis shared along a row, one legend; `titles` go to the first
+    panel of each row, `draw` to `plots.draw_curves`. Returns (figure, axes)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(parts), len(xs), figsize=(panel[0] * len(xs), panel[1] * len(parts)), sharey="row",
+                             squeeze=False)
+    for row, part in zip(axes, parts):
+        for ax, x in zip(row, xs):
+            plots.draw_curves(ax, part, x, "val_ppl", **draw)
+            plots.log_axis(ax)
+            if x != "wall_seconds":
+                plots.eng_axis(ax)
+            plots.label_axes(ax, x, "val_ppl")
+    for row, title in zip(axes, titles):
+        row[0].set_title(title)
+    plots.figure_legend(fig, axes)
+    return fig, axes
