@@ -103,9 +103,57 @@ def per_seed_table(study, runs: dict[str, list], by: str = "method", extra: Call
                            for label, group in runs.items() for run in group], tasks_in_percent)
 
 
-def wall_clock(run) -> dict:
-    """A run's wall-clock as a table column (only where the profile's runs were timed alike)."""
-    return {"wall-clock s": run.summary["summary"]["wall_seconds"]}
+def wall_clock(cfg, run) -> dict:
+    """A run's wall-clock as a table column, where the profile's runs were timed alike
+    (`timings_comparable`); elsewhere it is no cost, and no column."""
+    return {"wall-clock s": run.summary["summary"]["wall_seconds"]} if cfg.timings_comparable else {}
+
+
+# --- pruned against from scratch (C6) ------------------------------------------------------------
+def gap_over_tokens(df: pd.DataFrame, pruned: str, scratch: str) -> pd.DataFrame:
+    """Mean validation perplexity of the two curves (labels `pruned`, `scratch`) at each number of
+    tokens, the gap between them and the gap relative to the pruned model: C6 asks it to close."""
+    gap = df.pivot_table(index="tokens", columns="method", values="val_ppl", aggfunc="mean").reset_index()
+    gap["gap (scratch − pruned)"] = gap[scratch] - gap[pruned]
+    gap["gap / pruned"] = gap["gap (scratch − pruned)"] / gap[pruned]
+    return gap
+
+
+def budget_pairs(study, a: str, b: str) -> list[tuple[float, str, str, list[int]]]:
+    """(budget, a's variant, b's variant, the seeds both have) for each budget at which the profile
+    trains variants of `a` and of `b` that change the token budget and nothing else, so that the two
+    stay comparable at a longer budget; budgets without a shared seed are left out."""
+    cfg = study.cfg
+
+    def budget_only(m, base):
+        v = cfg.variants.get(m, {})
+        return v.get("method") == base and set(v) == {"method", "budget"}
+
+    found = {}
+    for m in cfg.methods:
+        if budget_only(m, b):
+            pair = next((t for t in cfg.methods if budget_only(t, a) and cfg.budget_of(t) == cfg.budget_of(m)), None)
+            if pair:
+                found[cfg.budget_of(m)] = (pair, m)
+    pairs = [(budget, a_m, b_m, [s for s in study.seeds(b_m) if s in study.seeds(a_m)])
+             for budget, (a_m, b_m) in sorted(found.items())]
+    return [pair for pair in pairs if pair[3]]
+
+
+def gap_by_budget(curves: pd.DataFrame, model_of: dict[str, str]) -> pd.DataFrame:
+    """The final validation perplexity of the pruned model and of the one from scratch at each
+    budget (`curves` with a `budget` column; `model_of`: curve label -> 'pruned' or 'scratch'),
+    means over seeds, and the gap between them."""
+    ends = curves.sort_values("tokens").groupby(["budget", "method", "seed"]).tail(1)
+    ends = ends.assign(model=ends.method.map(model_of))
+    table = ends.pivot_table(index="budget", columns="model", values="val_ppl", aggfunc="mean")
+    table["tokens"] = ends.groupby("budget").tokens.max()
+    table["seeds"] = ends[ends.model == "scratch"].groupby("budget").seed.nunique()
+    table["gap (scratch − pruned)"] = table["scratch"] - table["pruned"]
+    table["gap / pruned"] = table["gap (scratch − pruned)"] / table["pruned"]
+    table = table.reset_index().rename(columns={"pruned": "pruned val ppl", "scratch": "from scratch val ppl"})
+    return table[["budget", "tokens", "seeds", "pruned val ppl", "from scratch val ppl", "gap (scratch − pruned)",
+                  "gap / pruned"]]
 
 
 # --- figures ---------------------------------------------------------------------------------------

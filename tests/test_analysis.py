@@ -99,13 +99,15 @@ SCORES = {0: {"ppl": 40.0, "bits_per_byte": 1.2, "a/acc": 0.5, "b/acc_norm": 0.2
 def test_the_per_seed_table_has_a_row_per_run_with_its_label_seed_headline_and_extras():
     study = Study(SCORES)
     runs = {"TF": [Run(seed=0), Run(seed=1)], "KD": [Run(seed=1)]}
-    table = analysis.per_seed_table(study, runs, by="schedule", extra=analysis.wall_clock)
+    timed = SimpleNamespace(timings_comparable=True)
+    table = analysis.per_seed_table(study, runs, by="schedule", extra=lambda run: analysis.wall_clock(timed, run))
     assert list(table.columns) == ["schedule", "seed", "ppl", "bits_per_byte", "a/acc", "b/acc_norm",
                                    "c/bits_per_byte", "avg_acc", "wall-clock s"]
     assert table.schedule.tolist() == ["TF", "TF", "KD"] and table.seed.tolist() == [0, 1, 1]
     assert table.avg_acc.tolist() == pytest.approx([37.5, 57.5, 57.5])  # the average in percent
     assert table["a/acc"].tolist() == [0.5, 0.7, 0.7]  # each task's own column stays a fraction
     assert table["wall-clock s"].tolist() == [5.0, 6.0, 6.0]
+    assert analysis.wall_clock(SimpleNamespace(timings_comparable=False), Run()) == {}  # no cost where timed apart
 
 
 def test_tasks_in_percent_turns_every_accuracy_and_nothing_else_into_percent():
