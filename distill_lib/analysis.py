@@ -109,6 +109,45 @@ def wall_clock(cfg, run) -> dict:
     return {"wall-clock s": run.summary["summary"]["wall_seconds"]} if cfg.timings_comparable else {}
 
 
+# --- which layers to remove (notebooks 01 and 08) ------------------------------------------------
+def same_layers(kept: dict[str, Sequence[int]]) -> list[list[str]]:
+    """Groups of truncations that keep the same layers: their students are the same model."""
+    same = {}
+    for s, layers in kept.items():
+        same.setdefault(tuple(layers), []).append(s)
+    return [g for g in same.values() if len(g) > 1]
+
+
+def configurations_table(study, trained: dict[str, list], truncated: dict[str, dict], influence: Sequence[float]):
+    """One row per truncation configuration (`trained`: configuration -> its TF runs): the layers it
+    keeps, the block influence of those it removes, test perplexity right after truncation and after
+    continued pretraining, and the average accuracy (mean and 95% half-width over seeds): Table 6."""
+    from distill_lib.stats import mean_ci
+
+    rows = []
+    for s, runs in trained.items():
+        after = [study.headline(run) for run in runs]
+        ppl_m, ppl_h = mean_ci([a["ppl"] for a in after])
+        acc_m, acc_h = mean_ci([100 * a.get("avg_acc", float("nan")) for a in after])
+        kept = truncated[s]["kept"]
+        rows.append({"configuration": s, "kept layers": " ".join(map(str, kept)),
+                     "removed block influence": sum(influence[i] for i in range(len(influence)) if i not in kept),
+                     "ppl right after truncation": truncated[s]["ppl_after_truncation"],
+                     "ppl": ppl_m, "ppl_ci95": ppl_h, "avg acc %": acc_m, "avg_acc_ci95": acc_h, "seeds": len(after)})
+    return pd.DataFrame(rows)
+
+
+def recovery_curves(trained: dict[str, list], truncated: dict[str, dict]) -> pd.DataFrame:
+    """Validation perplexity of each configuration's runs from step 0 (right after truncation, on
+    the loop's validation blocks) to the end of continued pretraining."""
+    from distill_lib.outputs import curves
+
+    start = pd.DataFrame([{"method": s, "seed": r.config.train.seed, "step": 0, "tokens": 0,
+                           "val_ppl": truncated[s]["val_ppl_at_step_0"]} for s, runs in trained.items() for r in runs])
+    df = curves(trained)[["method", "seed", "step", "tokens", "val_ppl"]]
+    return pd.concat([start, df], ignore_index=True).rename(columns={"method": "configuration"})
+
+
 # --- pruned against from scratch (C6) ------------------------------------------------------------
 def gap_over_tokens(df: pd.DataFrame, pruned: str, scratch: str) -> pd.DataFrame:
     """Mean validation perplexity of the two curves (labels `pruned`, `scratch`) at each number of
@@ -170,6 +209,62 @@ def layer_grid(kept: dict[str, Sequence[int]], n: int, title: str):
     ax.set_xticklabels([str(i) if n <= 16 or i % 5 == 0 or i == n - 1 else "" for i in range(n)])
     ax.set(xlabel="teacher layer (0 = first)", title=title)
     ax.grid(False)
+    return fig
+
+
+def importance_figure(influence: Sequence[float], angular: Sequence[float], block: int):
+    """The teacher's layer scores: block influence per layer, angular distance per block of `block`
+    layers (by its first layer)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    axes[0].bar(range(len(influence)), influence, color="tab:blue")
+    axes[0].set(title="Block influence of each layer", xlabel="teacher layer (0 = first)", ylabel="1 − cos(input, output)")
+    axes[1].bar(range(len(angular)), angular, color="tab:orange")
+    axes[1].set(title=f"Angular distance across a block of {block} layers", xlabel="first layer of the block",
+                ylabel="angular distance / π")
+    for ax in axes:
+        plots.integer_axis(ax)
+    fig.tight_layout()
+    return fig
+
+
+def recovery_figure(recovery: pd.DataFrame, order: Sequence[str]):
+    """`recovery_curves` against steps: the whole run on a log scale, and its last two thirds on a
+    linear one, where the configurations' ends can be told apart."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    late = recovery[recovery.step >= recovery.step.max() / 3]
+    for ax, part in zip(axes, [recovery, late]):
+        plots.draw_curves(ax, part, "step", "val_ppl", hue="configuration", order=order, marker="o")
+        plots.label_axes(ax, "step", "val_ppl")
+        plots.integer_axis(ax)
+    plots.log_axis(axes[0])
+    axes[0].set_title("From truncation to the end of training (log scale)")
+    axes[1].set_title(f"From step {int(late.step.min())} on (linear scale)")
+    plots.figure_legend(fig, axes, ncol=5)
+    return fig
+
+
+def table6_figure(ours: pd.DataFrame, paper: pd.DataFrame, profile: str):
+    """Our configurations' test perplexity (`ours`: by configuration, ppl and ppl_ci95) next to the
+    paper's Table 6 at 300M and 1.1B, each on its own axis: only the order can be compared."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].errorbar(ours.index, ours.ppl, yerr=ours.ppl_ci95.fillna(0), fmt="o", color="tab:blue", capsize=4)
+    axes[0].set(title=f"Ours ({profile}): test perplexity", ylabel="perplexity")
+    for ax, col, title in [(axes[1], "paper 300M ppl", "Paper, 300M base: C4 perplexity"),
+                           (axes[2], "paper 1.1B ppl", "Paper, 1.1B base: C4 perplexity")]:
+        ax.plot(paper.index, paper[col], "o", color="tab:red")
+        ax.set(title=title, ylabel="perplexity")
+    for ax in axes:  # dots, not bars: an axis that does not start at 0 then exaggerates nothing
+        ax.tick_params(axis="x", rotation=30)
+        low, high = ax.get_ylim()
+        pad = 0.15 * (high - low)
+        ax.set_ylim(low - pad, high + pad)
+    fig.tight_layout()
     return fig
 
 
