@@ -148,6 +148,52 @@ def recovery_curves(trained: dict[str, list], truncated: dict[str, dict]) -> pd.
     return pd.concat([start, df], ignore_index=True).rename(columns={"method": "configuration"})
 
 
+def healed_table(study, truncations: dict[str, dict], selectors: Sequence[str]) -> pd.DataFrame:
+    """One row per truncation and seed of `selector_seeds` (`truncations`: name -> its kept layers
+    and perplexity right after truncation): that perplexity next to the test perplexity and average
+    accuracy after healing by TF, selectors told from the paper's configurations (H1)."""
+    rows = []
+    for s, truncated in truncations.items():
+        for seed in study.selector_seeds():
+            after = study.headline(study.student("tf", strategy=s, seed=seed))
+            rows.append({"selection": s, "seed": seed, "kind": "selector" if s in selectors else "paper configuration",
+                         "kept layers": " ".join(map(str, truncated["kept"])),
+                         "ppl right after truncation": truncated["ppl_after_truncation"],
+                         "test ppl after healing": after["ppl"], "avg acc % after healing": 100 * after.get("avg_acc", np.nan)})
+    return pd.DataFrame(rows)
+
+
+# --- how to heal (notebook 08) --------------------------------------------------------------------
+def healing_runs(study, healers: Sequence[str]) -> dict[str, list]:
+    """Healing method -> its runs on `healing_strategy`: `full` (TF, on every seed a healing method
+    has) and each of `healers` (variants with `healing`), under its method's name."""
+    cfg, on = study.cfg, study.cfg.healing_strategy
+    seeds = sorted({s for m in healers for s in study.seeds(m)})
+    return {"full": [study.student("tf", strategy=on, seed=s) for s in seeds],
+            **{cfg.variants[m]["healing"]["method"]: seed_runs(study, m, strategy=on) for m in healers}}
+
+
+def mean_training_flops(groups: dict[str, list]) -> pd.Series:
+    """Label -> the mean training FLOPs of its runs: the cheapest is where healing methods are compared."""
+    return pd.Series({label: np.mean([r.summary["summary"]["flops"] for r in runs]) for label, runs in groups.items()})
+
+
+def healing_table(study, groups: dict[str, list], at_flops: float) -> pd.DataFrame:
+    """One row per healing run: what it trains (parameters, optimizer state), its speed and compute,
+    its validation perplexity at `at_flops` (NaN beyond its curve) and its test perplexity at the end."""
+    rows = []
+    for label, runs in groups.items():
+        for r in runs:
+            summary = r.summary["summary"]
+            rows.append({"healing": label, "seed": r.config.train.seed,
+                         "trainable parameters": summary.get("trainable_parameters", np.nan),
+                         "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,
+                         "tokens/s": summary.get("tokens_per_s", np.nan), "tokens": summary["tokens"],
+                         "TFLOPs": summary["flops"] / 1e12, "val ppl at equal FLOPs": val_ppl_at_flops(r, at_flops),
+                         "test ppl at the end": study.headline(r)["ppl"]})
+    return pd.DataFrame(rows)
+
+
 # --- pruned against from scratch (C6) ------------------------------------------------------------
 def gap_over_tokens(df: pd.DataFrame, pruned: str, scratch: str) -> pd.DataFrame:
     """Mean validation perplexity of the two curves (labels `pruned`, `scratch`) at each number of
@@ -265,6 +311,50 @@ def table6_figure(ours: pd.DataFrame, paper: pd.DataFrame, profile: str):
         pad = 0.15 * (high - low)
         ax.set_ylim(low - pad, high + pad)
     fig.tight_layout()
+    return fig
+
+
+def layer_scores_figure(scores: dict[str, Sequence[float]]):
+    """Per-layer scores of the selectors that have them (`ppl-removal`: calibration perplexity without
+    the layer, log scale where one layer breaks the model; `taylor`: Σ |θ·∂L/∂θ|), one panel each."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(5.5 * len(scores), 3.4), squeeze=False)
+    for ax, (s, values) in zip(axes[0], scores.items()):
+        ax.bar(range(len(values)), values, color="tab:blue" if s == "ppl-removal" else "tab:orange")
+        ax.set(title=s, xlabel="teacher layer (0 = first)",
+               ylabel="calibration ppl without the layer" if s == "ppl-removal" else "Σ |θ·∂L/∂θ| over the layer")
+        if s == "ppl-removal" and max(values) > 10 * min(values):  # a layer whose removal breaks the model
+            plots.log_axis(ax)
+        plots.integer_axis(ax)
+    fig.tight_layout()
+    return fig
+
+
+def healing_figure(curve: pd.DataFrame, healing: pd.DataFrame, mean_flops: pd.Series, xs: Sequence[str]):
+    """Healing methods' validation curves against each of `xs`, and a last panel of test perplexity
+    against mean training compute, each point's area its optimizer-state memory."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(xs) + 1, figsize=(5.4 * (len(xs) + 1), 4.5))
+    for ax, x in zip(axes[:-1], xs):
+        plots.draw_curves(ax, curve, x, "val_ppl", order=list(mean_flops.index))
+        plots.log_axis(ax)
+        if x == "flops":
+            plots.eng_axis(ax)
+        plots.label_axes(ax, x, "val_ppl")
+    means = healing.groupby("healing", sort=False).mean(numeric_only=True)
+    rank = mean_flops.rank(method="first").astype(int)  # order in compute, for the label offsets
+    for label, row in means.iterrows():
+        axes[-1].scatter(mean_flops[label], row["test ppl at the end"],
+                         s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(), alpha=0.7, label=label)
+        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (mean_flops[label], row["test ppl at the end"]),
+                          # neighbours in compute alternate above and below, so close points keep apart labels
+                          textcoords="offset points", xytext=(6, 6 if rank[label] % 2 else -14), fontsize=8)
+    plots.eng_axis(axes[-1])
+    axes[-1].margins(0.25)
+    axes[-1].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity", title="Area: optimizer-state memory")
+    plots.figure_legend(fig, axes[:-1])
     return fig
 
 
