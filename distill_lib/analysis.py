@@ -1,5 +1,5 @@
-"""What the study's notebooks read from records and draw, written once, so that every notebook is a
-question, a call here, a figure or table, and its reading.
+"""What the study's notebooks read from records, written once, so that every notebook is a question,
+a call here (or a figure of `distill_lib.plots`), a figure or table, and its reading.
 
 - **Curves.** One interpolation rule (`interpolate`): linear, NaN outside the measured curve (a
   reading beyond a run's last evaluation would be a guess). `val_ppl_at_flops` and
@@ -8,10 +8,10 @@ question, a call here, a figure or table, and its reading.
 - **Per-seed tables.** One row per run: its label, its seed, its headline evaluation (test
   perplexity, bits per byte, the zero-shot suite; accuracies in percent) and what else a notebook
   asks of the run; `plots.summary_table` turns it into mean ± 95% interval.
-- **Figures** that several notebooks draw alike: the grid of the layers each truncation keeps,
-  curves against tokens or compute.
+- **A notebook's own tables** (Table 6, the healing methods, the budget sweep, costs): built here
+  from runs, so that the notebook shows and reads them.
 
-Functions take a `Study` (`distill_lib.study`) and its recorded runs; none of them trains.
+Functions take a `Study` (`distill_lib.study`) and its recorded runs; none of them trains or draws.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from distill_lib import plots
 
 
 # --- curves ----------------------------------------------------------------------------------------
@@ -239,158 +238,3 @@ def gap_by_budget(curves: pd.DataFrame, model_of: dict[str, str]) -> pd.DataFram
     table = table.reset_index().rename(columns={"pruned": "pruned val ppl", "scratch": "from scratch val ppl"})
     return table[["budget", "tokens", "seeds", "pruned val ppl", "from scratch val ppl", "gap (scratch − pruned)",
                   "gap / pruned"]]
-
-
-# --- figures ---------------------------------------------------------------------------------------
-def layer_grid(kept: dict[str, Sequence[int]], n: int, title: str):
-    """The layers (0..n-1) each truncation keeps, one row per truncation, kept layers dark."""
-    import matplotlib.pyplot as plt
-
-    order = list(kept)
-    grid = np.array([[1 if i in kept[s] else 0 for i in range(n)] for s in order])
-    fig, ax = plt.subplots(figsize=(0.32 * n + 2.5, 0.38 * len(order) + 1.2))
-    ax.imshow(grid, cmap="Greys", vmin=-0.3, vmax=1.2, aspect="auto")
-    ax.set_yticks(range(len(order)), order)
-    ax.set_xticks(range(n))
-    ax.set_xticklabels([str(i) if n <= 16 or i % 5 == 0 or i == n - 1 else "" for i in range(n)])
-    ax.set(xlabel="teacher layer (0 = first)", title=title)
-    ax.grid(False)
-    return fig
-
-
-def importance_figure(influence: Sequence[float], angular: Sequence[float], block: int):
-    """The teacher's layer scores: block influence per layer, angular distance per block of `block`
-    layers (by its first layer)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-    axes[0].bar(range(len(influence)), influence, color="tab:blue")
-    axes[0].set(title="Block influence of each layer", xlabel="teacher layer (0 = first)", ylabel="1 − cos(input, output)")
-    axes[1].bar(range(len(angular)), angular, color="tab:orange")
-    axes[1].set(title=f"Angular distance across a block of {block} layers", xlabel="first layer of the block",
-                ylabel="angular distance / π")
-    for ax in axes:
-        plots.integer_axis(ax)
-    fig.tight_layout()
-    return fig
-
-
-def recovery_figure(recovery: pd.DataFrame, order: Sequence[str]):
-    """`recovery_curves` against steps: the whole run on a log scale, and its last two thirds on a
-    linear one, where the configurations' ends can be told apart."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    late = recovery[recovery.step >= recovery.step.max() / 3]
-    for ax, part in zip(axes, [recovery, late]):
-        plots.draw_curves(ax, part, "step", "val_ppl", hue="configuration", order=order, marker="o")
-        plots.label_axes(ax, "step", "val_ppl")
-        plots.integer_axis(ax)
-    plots.log_axis(axes[0])
-    axes[0].set_title("From truncation to the end of training (log scale)")
-    axes[1].set_title(f"From step {int(late.step.min())} on (linear scale)")
-    plots.figure_legend(fig, axes, ncol=5)
-    return fig
-
-
-def table6_figure(ours: pd.DataFrame, paper: pd.DataFrame, profile: str):
-    """Our configurations' test perplexity (`ours`: by configuration, ppl and ppl_ci95) next to the
-    paper's Table 6 at 300M and 1.1B, each on its own axis: only the order can be compared."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].errorbar(ours.index, ours.ppl, yerr=ours.ppl_ci95.fillna(0), fmt="o", color="tab:blue", capsize=4)
-    axes[0].set(title=f"Ours ({profile}): test perplexity", ylabel="perplexity")
-    for ax, col, title in [(axes[1], "paper 300M ppl", "Paper, 300M base: C4 perplexity"),
-                           (axes[2], "paper 1.1B ppl", "Paper, 1.1B base: C4 perplexity")]:
-        ax.plot(paper.index, paper[col], "o", color="tab:red")
-        ax.set(title=title, ylabel="perplexity")
-    for ax in axes:  # dots, not bars: an axis that does not start at 0 then exaggerates nothing
-        ax.tick_params(axis="x", rotation=30)
-        low, high = ax.get_ylim()
-        pad = 0.15 * (high - low)
-        ax.set_ylim(low - pad, high + pad)
-    fig.tight_layout()
-    return fig
-
-
-def layer_scores_figure(scores: dict[str, Sequence[float]]):
-    """Per-layer scores of the selectors that have them (`ppl-removal`: calibration perplexity without
-    the layer, log scale where one layer breaks the model; `taylor`: Σ |θ·∂L/∂θ|), one panel each."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(scores), figsize=(5.5 * len(scores), 3.4), squeeze=False)
-    for ax, (s, values) in zip(axes[0], scores.items()):
-        ax.bar(range(len(values)), values, color="tab:blue" if s == "ppl-removal" else "tab:orange")
-        ax.set(title=s, xlabel="teacher layer (0 = first)",
-               ylabel="calibration ppl without the layer" if s == "ppl-removal" else "Σ |θ·∂L/∂θ| over the layer")
-        if s == "ppl-removal" and max(values) > 10 * min(values):  # a layer whose removal breaks the model
-            plots.log_axis(ax)
-        plots.integer_axis(ax)
-    fig.tight_layout()
-    return fig
-
-
-def healing_figure(curve: pd.DataFrame, healing: pd.DataFrame, mean_flops: pd.Series, xs: Sequence[str]):
-    """Healing methods' validation curves against each of `xs`, and a last panel of test perplexity
-    against mean training compute, each point's area its optimizer-state memory."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(xs) + 1, figsize=(5.4 * (len(xs) + 1), 4.5))
-    for ax, x in zip(axes[:-1], xs):
-        plots.draw_curves(ax, curve, x, "val_ppl", order=list(mean_flops.index))
-        plots.log_axis(ax)
-        if x == "flops":
-            plots.eng_axis(ax)
-        plots.label_axes(ax, x, "val_ppl")
-    means = healing.groupby("healing", sort=False).mean(numeric_only=True)
-    rank = mean_flops.rank(method="first").astype(int)  # order in compute, for the label offsets
-    for label, row in means.iterrows():
-        axes[-1].scatter(mean_flops[label], row["test ppl at the end"],
-                         s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(), alpha=0.7, label=label)
-        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (mean_flops[label], row["test ppl at the end"]),
-                          # neighbours in compute alternate above and below, so close points keep apart labels
-                          textcoords="offset points", xytext=(6, 6 if rank[label] % 2 else -14), fontsize=8)
-    plots.eng_axis(axes[-1])
-    axes[-1].margins(0.25)
-    axes[-1].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity", title="Area: optimizer-state memory")
-    plots.figure_legend(fig, axes[:-1])
-    return fig
-
-
-def token_curves(df: pd.DataFrame, title: str, figsize=(8, 4.5), log_x: bool = False, ncol: int | None = None, **draw):
-    """Validation perplexity against training tokens on one panel (log scale), mean and 95% band over
-    seeds; `draw` goes to `plots.draw_curves` (colours, order, markers)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize)
-    plots.draw_curves(ax, df, "tokens", "val_ppl", **draw)
-    plots.log_axis(ax)
-    if log_x:
-        plots.log_axis(ax, "x")
-    plots.eng_axis(ax)
-    plots.label_axes(ax, "tokens", "val_ppl")
-    ax.set_title(title)
-    plots.figure_legend(fig, ax, ncol=ncol)
-    return fig
-
-
-def curve_panels(parts: Sequence[pd.DataFrame], xs: Sequence[str], panel=(6, 4.2), titles: Sequence[str] = (), **draw):
-    """Validation perplexity (log scale) against each of `xs` (tokens, FLOPs, wall-clock), one row of
-    panels per frame of `parts`, the y axis shared along a row, one legend; `titles` go to the first
-    panel of each row, `draw` to `plots.draw_curves`. Returns (figure, axes)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(parts), len(xs), figsize=(panel[0] * len(xs), panel[1] * len(parts)), sharey="row",
-                             squeeze=False)
-    for row, part in zip(axes, parts):
-        for ax, x in zip(row, xs):
-            plots.draw_curves(ax, part, x, "val_ppl", **draw)
-            plots.log_axis(ax)
-            if x != "wall_seconds":
-                plots.eng_axis(ax)
-            plots.label_axes(ax, x, "val_ppl")
-    for row, title in zip(axes, titles):
-        row[0].set_title(title)
-    plots.figure_legend(fig, axes)
-    return fig, axes

@@ -55,7 +55,7 @@ plots.table(sizes)
 trained = ({"teacher": teacher} if teacher else {}) | ({"from scratch": scratch} if scratch else {})
 if trained:
     df = curves(trained)
-    study.save_figure(analysis.token_curves(df, "Training from scratch", figsize=(7, 4), marker="o"), "00_base_training")
+    study.save_figure(plots.token_curves(df, "Training from scratch", figsize=(7, 4), marker="o"), "00_base_training")
     final = df.sort_values("step").groupby("method").val_ppl.last()
     display(Markdown("Final validation perplexity: " + ", ".join(f"{m} {plots.format_value(v)}" for m, v in final.items())
                      + " (last evaluation of each run; several seeds are averaged in the curve)."))

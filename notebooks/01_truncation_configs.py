@@ -40,7 +40,7 @@ strategies = list(dict.fromkeys(cfg.configs + cfg.extra_strategies))
 scores = teacher_layer_scores(study, calibration_blocks=16)
 bi, ang = scores["block-influence"], scores["angular"]
 removed = drop_count(n, cfg.drop)
-study.save_figure(analysis.importance_figure(bi, ang, removed), "01_importance")
+study.save_figure(plots.importance_figure(bi, ang, removed), "01_importance")
 low = sorted(range(n), key=lambda i: bi[i])[:removed]
 display(Markdown(f"The {removed} layers of lowest block influence are {', '.join(map(str, sorted(low)))}; the first layer "
                  f"scores {bi[0]:.3g} and the last {bi[-1]:.3g} (median over layers {np.median(bi):.3g}). The block of lowest "
@@ -53,7 +53,7 @@ display(Markdown(f"The {removed} layers of lowest block influence are {', '.join
 # %%
 truncated = {s: study.truncation(s) for s in strategies}
 kept = {s: truncated[s]["kept"] for s in strategies}
-study.save_figure(analysis.layer_grid(kept, n, "Layers kept (dark) by each configuration"), "01_configs")
+study.save_figure(plots.layer_grid(kept, n, "Layers kept (dark) by each configuration"), "01_configs")
 groups = analysis.same_layers(kept)
 if groups:
     display(Markdown("Configurations that keep the same layers (their students are the same model, so their "
@@ -90,7 +90,7 @@ plots.table(shown[["configuration", "kept layers", "removed block influence", "p
 # %%
 recovery = analysis.recovery_curves(trained, truncated)
 study.save_table(recovery, "01_recovery")
-study.save_figure(analysis.recovery_figure(recovery, strategies), "01_recovery")
+study.save_figure(plots.recovery_figure(recovery, strategies), "01_recovery")
 ends = recovery.groupby(["configuration", "step"]).val_ppl.mean().unstack()
 first_eval = sorted(recovery.step.unique())[1]
 display(Markdown(f"Mean validation perplexity right after truncation, after the first evaluation (step {first_eval}) and "
@@ -120,7 +120,7 @@ plots.table(before_after.rename(columns={"avg_acc": "avg_acc %"}), percent=[c fo
 # %%
 paper = paper_table6()
 five = table6[table6.configuration.isin(paper.index)].set_index("configuration")
-study.save_figure(analysis.table6_figure(five, paper, cfg.name), "01_table6")
+study.save_figure(plots.table6_figure(five, paper, cfg.name), "01_table6")
 display(Markdown(f"Worst configuration: ours `{five.ppl.idxmax()}`, the paper's `output` at both sizes."))
 plots.table(paper.join(five[["ppl", "ppl_ci95", "avg acc %"]].rename(columns=lambda c: f"ours {c}"), how="left")
             .rename_axis("configuration").reset_index())

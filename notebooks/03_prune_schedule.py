@@ -33,7 +33,7 @@ for k in cfg.gradual_every_tokens:
 # perplexity is not comparable.
 
 # %%
-fig = analysis.token_curves(curves(runs), "One-shot vs gradual layer removal", ncol=1, marker="o",
+fig = plots.token_curves(curves(runs), "One-shot vs gradual layer removal", ncol=1, marker="o",
                             colors={"one-shot (TF)": "tab:blue"})
 study.save_figure(fig, "03_schedule")
 

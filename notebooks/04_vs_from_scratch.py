@@ -29,7 +29,7 @@ runs = {pruned: analysis.seed_runs(study, "tf"), scratch: analysis.seed_runs(stu
 
 # %%
 df = curves(runs)
-fig = analysis.token_curves(df, "Pruned + continued vs the same architecture from scratch", log_x=True, marker="o",
+fig = plots.token_curves(df, "Pruned + continued vs the same architecture from scratch", log_x=True, marker="o",
                             colors={pruned: "tab:blue"})
 study.save_figure(fig, "04_vs_scratch")
 
@@ -60,7 +60,7 @@ if long_runs:
     df_long = curves(long_runs)
     df_long["budget"] = df_long.method.map(budget_of_line)
     both = pd.concat([df.assign(budget=1.0), df_long])
-    fig = analysis.token_curves(both, "The same comparison with more tokens", log_x=True, colors=colors)
+    fig = plots.token_curves(both, "The same comparison with more tokens", log_x=True, colors=colors)
     study.save_figure(fig, "04_vs_scratch_longer")
     table = analysis.gap_by_budget(both, model_of)
     study.save_table(table, "04_gap_by_budget")

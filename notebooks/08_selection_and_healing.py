@@ -41,7 +41,7 @@ reference = study.selection_reference_configs()
 chosen = {s: selection(study, s) for s in selectors}
 truncations = {**chosen, **{s: study.truncation(s) for s in reference}}  # selectors, then the paper's configurations
 kept = {s: t["kept"] for s, t in truncations.items()}
-study.save_figure(analysis.layer_grid(kept, n, "Layers kept (dark): selectors, then the paper's configurations"), "08_kept")
+study.save_figure(plots.layer_grid(kept, n, "Layers kept (dark): selectors, then the paper's configurations"), "08_kept")
 
 # %% [markdown]
 # ## Per-layer scores: is there a U-shape?
@@ -52,7 +52,7 @@ study.save_figure(analysis.layer_grid(kept, n, "Layers kept (dark): selectors, t
 # %%
 profiles = {s: chosen[s]["scores"] for s in ("ppl-removal", "taylor") if s in chosen and chosen[s]["scores"]}
 if profiles:
-    study.save_figure(analysis.layer_scores_figure(profiles), "08_layer_scores")
+    study.save_figure(plots.layer_scores_figure(profiles), "08_layer_scores")
     lines = []
     for s, values in profiles.items():
         middle = float(np.median(values[1:-1]))
@@ -102,7 +102,7 @@ if healers:
     healing = analysis.healing_table(study, groups, at_flops=cheapest)
     study.save_table(healing, "08_healing")
     xs = nb.x_axes(cfg, "flops", "wall_seconds")
-    study.save_figure(analysis.healing_figure(curves(groups), healing, mean_flops, xs), "08_healing")
+    study.save_figure(plots.healing_figure(curves(groups), healing, mean_flops, xs), "08_healing")
     nb.wall_clock_caveat(cfg)
     means = healing.groupby("healing", sort=False).mean(numeric_only=True)
     best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None

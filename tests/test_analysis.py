@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill_lib import analysis
+from distill_lib import analysis, plots
 
 matplotlib.use("Agg")
 
@@ -143,7 +143,7 @@ def test_last_evaluations_average_each_seed_s_last_point():
 
 # --- figures ---------------------------------------------------------------------------------------------
 def test_the_layer_grid_draws_one_row_per_truncation_kept_layers_dark():
-    fig = analysis.layer_grid({"max-gap": [0, 2, 4, 7], "output": [0, 1, 2, 7]}, 8, "kept")
+    fig = plots.layer_grid({"max-gap": [0, 2, 4, 7], "output": [0, 1, 2, 7]}, 8, "kept")
     ax = fig.axes[0]
     grid = ax.images[0].get_array()
     assert grid.tolist() == [[1, 0, 1, 0, 1, 0, 0, 1], [1, 1, 1, 0, 0, 0, 0, 1]]
