@@ -61,10 +61,13 @@ def method_runs(study, methods: Sequence[str]) -> dict[str, list]:
     return {study.cfg.label(m): seed_runs(study, m) for m in methods if m in study.cfg.methods}
 
 
-def charge_extra_flops(study, df: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """Curves (`outputs.curves`, labelled by `cfg.label`) with what each of `methods` spends before
-    its first step (a teacher correction, a logit cache: `Study.extra_flops`) added to its FLOPs, so
-    that against compute its curve starts late. In place; returns `df`."""
+def charged_curves(study, runs: dict[str, list], methods: Sequence[str]) -> pd.DataFrame:
+    """Validation curves of `runs` (labels as `cfg.label` spells them), what each of `methods`
+    spends before its first step (a teacher correction, a logit cache: `Study.extra_flops`) added to
+    its FLOPs, so that against compute its curve starts late."""
+    from distill_lib.outputs import curves
+
+    df = curves(runs)
     for m in methods:
         if m in study.cfg.methods:
             df.loc[df.method == study.cfg.label(m), "flops"] += study.extra_flops(m)
@@ -238,3 +241,188 @@ def gap_by_budget(curves: pd.DataFrame, model_of: dict[str, str]) -> pd.DataFram
     table = table.reset_index().rename(columns={"pruned": "pruned val ppl", "scratch": "from scratch val ppl"})
     return table[["budget", "tokens", "seeds", "pruned val ppl", "from scratch val ppl", "gap (scratch − pruned)",
                   "gap / pruned"]]
+
+
+# --- teacher-free against KD (notebook 02) -----------------------------------------------------------
+#: Offline KD's one-off cost outside its FLOPs: the teacher cache on disk and its build time.
+CACHE_COLUMNS = ("teacher cache MiB", "cache build s")
+
+
+def teacher_cache_cost(run) -> dict:
+    """A run's teacher cache (offline KD) as table columns: its size and build time, NaN without one."""
+    cache = run.summary["summary"].get("teacher_cache")
+    return dict(zip(CACHE_COLUMNS, (cache["bytes"] / 2**20, cache["build_seconds"]) if cache else (np.nan, np.nan)))
+
+
+def variants_table(study, candidates: Sequence[str], tf_flops: float) -> pd.DataFrame:
+    """One row per seed of every TF and KD variant C2 chooses from (`candidates`): validation ppl at
+    TF's total FLOPs (what a variant spends before its first step charged to it; NaN where its curve
+    ends before), at its end, test ppl, FLOPs against TF's; the cache columns where a run has one."""
+    rows = []
+    for m in candidates:
+        extra = study.extra_flops(m)  # a teacher correction or a logit cache, charged to the variant
+        for r in seed_runs(study, m):
+            rows.append({"variant": study.cfg.label(m), "seed": r.config.train.seed,
+                         "val ppl at TF's FLOPs": val_ppl_at_flops(r, tf_flops - extra),
+                         "val ppl at the end": final_val_ppl(r), "test ppl": study.headline(r)["ppl"],
+                         "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_flops, **teacher_cache_cost(r)})
+    variants = pd.DataFrame(rows)
+    return variants.drop(columns=[c for c in CACHE_COLUMNS if variants[c].isna().all()])
+
+
+def _base(cfg, m: str) -> str:
+    return cfg.variants.get(m, {"method": m})["method"]
+
+
+def budget_line(cfg, m: str) -> str:
+    """A method or variant without its budget (its whole definition otherwise): the line of the
+    budget sweep a budget point belongs to."""
+    import json
+
+    v = {k: x for k, x in cfg.variants.get(m, {"method": m}).items() if k != "budget"}
+    return json.dumps({"train": {}, "teacher_correction_steps": 0, "healing": None, **v}, sort_keys=True)
+
+
+def sweep_runs(study) -> tuple[pd.DataFrame, dict]:
+    """TF's and KD's lines of budget points (variants with a `budget`; from scratch at a longer
+    budget is notebook 04's): one row per point and seed (line, base method, budget, learning rate,
+    tokens, FLOPs with what the variant spends before its first step, test ppl), and (line, budget)
+    -> the variant, to read its runs again. Empty where the profile sweeps no budget."""
+    cfg = study.cfg
+    swept = {budget_line(cfg, m) for m in cfg.methods if cfg.budget_of(m) != 1 and _base(cfg, m) in ("tf", "kd")}
+    rows, members = [], {}
+    for m in (m for m in cfg.methods if budget_line(cfg, m) in swept):
+        # the line is named after its 1x member; without one, after this point's name less its budget
+        name = next((x for x in cfg.methods if budget_line(cfg, x) == budget_line(cfg, m) and cfg.budget_of(x) == 1), None)
+        line = cfg.label(name) if name else cfg.label(m, with_budget=False)
+        members[(line, cfg.budget_of(m))] = m
+        for r in seed_runs(study, m):
+            rows.append({"line": line, "base": _base(cfg, m), "budget": cfg.budget_of(m), "seed": r.config.train.seed,
+                         "lr": r.config.train.lr, "tokens": r.summary["summary"]["tokens"],
+                         "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
+    return pd.DataFrame(rows), members
+
+
+def budget_sweep(study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The budget sweep as notebook 02 shows it: its runs (`sweep_runs`), its points (`sweep_points`)
+    and KD minus TF at each budget by both equal-FLOPs estimators (`sweep_differences`,
+    `with_mid_run`); three empty tables where the profile sweeps no budget."""
+    sweep, members = sweep_runs(study)
+    if not len(sweep):
+        return sweep, sweep, sweep
+    points = sweep_points(sweep)
+    return sweep, points, with_mid_run(study, sweep_differences(points), members)
+
+
+def sweep_points(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The budget sweep's points: means over each point's seeds, and how many."""
+    return sweep.groupby(["line", "base", "lr", "budget"], sort=False).agg(
+        tokens=("tokens", "mean"), flops=("flops", "mean"), **{"test ppl": ("test ppl", "mean")},
+        seeds=("seed", "count")).reset_index()
+
+
+def sweep_differences(points: pd.DataFrame) -> pd.DataFrame:
+    """The budget sweep read as C2 reads one budget: for every TF line and KD line (`points`: one row
+    per line and budget, columns line, base ('tf' / 'kd'), budget, flops, test ppl) and every budget
+    both have, KD's test ppl minus TF's at equal tokens, and at equal FLOPs: KD's line interpolated
+    (log ppl against log FLOPs, between its own budget points, never beyond) at TF's FLOPs; in nats
+    (log of the ppl ratio: the primary unit) and in ppl. Positive = TF ahead, the paper's direction. Points are means over their own seeds (a `seeds` column in
+    `points` is shown with each difference): unpaired where the seed sets differ. With an `lr`
+    column, a TF line meets only the KD lines at its learning rate (a tuned KD against an untuned
+    TF, or the reverse, is not a comparison)."""
+    rows = []
+    for tf_line in points[points.base == "tf"].line.unique():
+        tf = points[points.line == tf_line].set_index("budget")
+        for kd_line in points[points.base == "kd"].line.unique():
+            kd = points[points.line == kd_line].sort_values("flops").set_index("budget")
+            if "lr" in points and set(tf.lr) != set(kd.lr):
+                continue
+            for budget in sorted(set(tf.index) & set(kd.index)):
+                at = np.exp(interpolate(np.log(kd.flops), np.log(kd["test ppl"]), np.log(tf.flops[budget])))
+                row = {"TF line": tf_line, "KD line": kd_line, "budget": budget,
+                       "KD - TF, equal tokens (nats)": float(np.log(kd["test ppl"][budget] / tf["test ppl"][budget])),
+                       "KD - TF, equal FLOPs (nats)": float(np.log(at / tf["test ppl"][budget])),
+                       "KD - TF, equal tokens (ppl)": float(kd["test ppl"][budget] - tf["test ppl"][budget]),
+                       "KD - TF, equal FLOPs (ppl)": float(at - tf["test ppl"][budget])}
+                if "seeds" in points:  # each point is a mean over its own seeds: how many, side by side
+                    row["seeds TF / KD"] = f"{tf.seeds[budget]} / {kd.seeds[budget]}"
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mid_run_difference(study, tf_m: str, kd_m: str) -> dict:
+    """C2's estimator at one budget: KD's validation ppl read on its own run's curve at TF's total
+    FLOPs (what KD spends before its first step counted), minus TF's final validation ppl, paired
+    over the seeds both have; in nats (mean log ratio) and in ppl."""
+    pairs = []
+    for seed in (s for s in study.seeds(tf_m) if s in study.seeds(kd_m)):
+        tf_run, kd_run = study.student(tf_m, seed=seed), study.student(kd_m, seed=seed)
+        flops = tf_run.summary["summary"]["flops"] + study.extra_flops(tf_m) - study.extra_flops(kd_m)
+        pairs.append((val_ppl_at_flops(kd_run, flops), final_val_ppl(tf_run)))
+    return {"KD - TF, equal FLOPs, mid-run (nats)": float(np.mean([np.log(k / t) for k, t in pairs])),
+            "KD - TF, equal FLOPs, mid-run (ppl)": float(np.mean([k - t for k, t in pairs])),
+            "paired seeds, mid-run": len(pairs)}
+
+
+def with_mid_run(study, differences: pd.DataFrame, members: dict) -> pd.DataFrame:
+    """`sweep_differences` with C2's mid-run estimator beside it at each budget."""
+    if not len(differences):
+        return differences
+    mid = [mid_run_difference(study, members[(row["TF line"], row["budget"])], members[(row["KD line"], row["budget"])])
+           for _, row in differences.iterrows()]
+    return pd.concat([differences, pd.DataFrame(mid)], axis=1)
+
+
+#: What the two equal-FLOPs estimators of the budget sweep read (`sweep_differences`, `with_mid_run`).
+SWEEP_ESTIMATORS = (
+    "KD minus TF at each budget (positive: TF ahead). At equal tokens: test perplexity of the finished runs. "
+    "At equal FLOPs, two estimators of the same pair, side by side: **finished runs** (`KD - TF, equal "
+    "FLOPs`, from the sweep): test perplexity of runs that ended at their budget, KD's line (means over its seeds, log "
+    "perplexity against log FLOPs) interpolated at TF's FLOPs between KD's own budget points, unpaired "
+    "(empty where KD has no point that low or that high); **mid-run** (`KD - TF, equal FLOPs, mid-run`: C2's "
+    "reading in notebook 99): "
+    "KD's *validation* perplexity read on its own run's curve at TF's total FLOPs, before its "
+    "learning-rate schedule has finished, minus TF's final validation perplexity, paired over seeds. "
+    "The two read different splits (the test split; the validation blocks the training loop reads) and "
+    "different runs, so their numbers differ; nats = log of the perplexity ratio.")
+
+
+def cost_table(study, runs: dict[str, list]) -> pd.DataFrame:
+    """Per method (label -> runs), means over seeds: analytic FLOPs per token and, where the profile's
+    runs were timed alike, median tokens/s and wall-clock; each against TF's."""
+    cfg, tf = study.cfg, study.cfg.label("tf")
+    cost = pd.DataFrame([{"method": m, "seed": r.config.train.seed,
+                          "FLOPs per token": r.summary["summary"]["flops_per_token"]["total"],
+                          "tokens/s": median_tokens_per_s(r), "wall-clock s": r.summary["summary"]["wall_seconds"]}
+                         for m, group in runs.items() for r in group])
+    cost = cost.groupby("method", sort=False).mean(numeric_only=True).drop(columns="seed")
+    cost["FLOPs ratio vs TF"] = cost["FLOPs per token"] / cost.loc[tf, "FLOPs per token"]
+    cost["time ratio vs TF"] = cost.loc[tf, "tokens/s"] / cost["tokens/s"]
+    if not cfg.timings_comparable:  # the runs' own timings are no cost here (the side-by-side timing is)
+        cost = cost.drop(columns=["tokens/s", "wall-clock s", "time ratio vs TF"])
+    return cost.reset_index()
+
+
+def step_rates_table(study) -> pd.DataFrame | None:
+    """Tokens/s of TF, KD and width pruning timed side by side, per round, and each one's mean time
+    per token against TF's (C3, C7); None where the profile's runs were timed alike (their own
+    timings are the cost). MissingRecord where it is not recorded yet."""
+    rates = study.step_rates() if not study.cfg.timings_comparable else None
+    if not rates:
+        return None
+    rates = {m: rates[m] for m in ("tf", "kd", "width") if m in rates}  # the record keeps its keys sorted
+    timing = pd.DataFrame({"method": [study.cfg.label(m) for m in rates],
+                           **{f"tokens/s, round {i + 1}": [v[i] for v in rates.values()] for i in range(len(rates["tf"]))}})
+    timing["time per token vs TF (mean)"] = [float(np.mean(study.time_ratios(m)[0])) for m in rates]
+    return timing
+
+
+def memory_plan(cards_gib: Sequence[float]) -> pd.DataFrame:
+    """Whether TF and KD fit on each card for the paper's model sizes, halved (`flops.plan_memory`:
+    bf16 mixed precision, AdamW, batch 4 x 2048 tokens, flash attention, no sharding)."""
+    from distill_lib.flops import PAPER_MODELS, halved, plan_memory
+
+    plan = pd.DataFrame([row for shape in PAPER_MODELS.values() for card in cards_gib
+                         for row in plan_memory(shape, halved(shape), batch=4, seq_len=2048, card_gib=card)])
+    return plan[["teacher", "student", "method", "card_gib", "student_state_gib", "activations_gib",
+                 "teacher_extra_gib", "total_gib", "fits"]]

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from distill_lib.analysis import final_val_ppl, interpolate, val_ppl_at_flops
+from distill_lib.analysis import final_val_ppl, val_ppl_at_flops
 from distill_lib.records import MissingRecord
 from distill_lib.stats import (
     C3_MIN_RATIO, C7_MIN_RATIO, EQUIVALENCE, INCONCLUSIVE, MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, NOT_TESTED,
@@ -188,6 +188,12 @@ def tf_candidates(study) -> list[str]:
     return candidates(study, ("tf",))
 
 
+def candidate_families(study) -> tuple[list[str], list[str], list[str]]:
+    """C2's candidates by family: TF and its variants, online KD's, offline KD's (figures tell them apart)."""
+    online = kd_candidates(study, online_only=True)
+    return tf_candidates(study), online, [m for m in kd_candidates(study) if m not in online]
+
+
 def _recorded(study, method: str, seeds, read) -> dict[int, float]:
     """`read(run, seed)` for each of `seeds` whose run is recorded (a study in parts: one missing seed
     leaves the others in); a reading outside the run's curve (ValueError) is left out too."""
@@ -250,37 +256,6 @@ def best_kd(study, tf: str = "tf") -> Choice:
         readings[m] = _recorded(study, m, [s for s in study.seeds(m) if s in tf_flops],
                                 lambda run, s, extra=extra: _at_flops(run, tf_flops[s] - extra))
     return _lowest_on_shared_seeds(readings, "KD")
-
-
-def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
-    """The budget sweep read as C2 reads one budget: for every TF line and KD line (`points`: one row
-    per line and budget, columns line, base ('tf' / 'kd'), budget, flops, test ppl) and every budget
-    both have, KD's test ppl minus TF's at equal tokens, and at equal FLOPs: KD's line interpolated
-    (log ppl against log FLOPs, between its own budget points, never beyond) at TF's FLOPs; in nats
-    (log of the ppl ratio: the primary unit) and in ppl. Positive = TF ahead, the paper's direction. Points are means over their own seeds (a `seeds` column in
-    `points` is shown with each difference): unpaired where the seed sets differ. With an `lr`
-    column, a TF line meets only the KD lines at its learning rate (a tuned KD against an untuned
-    TF, or the reverse, is not a comparison)."""
-    import pandas as pd
-
-    rows = []
-    for tf_line in points[points.base == "tf"].line.unique():
-        tf = points[points.line == tf_line].set_index("budget")
-        for kd_line in points[points.base == "kd"].line.unique():
-            kd = points[points.line == kd_line].sort_values("flops").set_index("budget")
-            if "lr" in points and set(tf.lr) != set(kd.lr):
-                continue
-            for budget in sorted(set(tf.index) & set(kd.index)):
-                at = np.exp(interpolate(np.log(kd.flops), np.log(kd["test ppl"]), np.log(tf.flops[budget])))
-                row = {"TF line": tf_line, "KD line": kd_line, "budget": budget,
-                       "KD - TF, equal tokens (nats)": float(np.log(kd["test ppl"][budget] / tf["test ppl"][budget])),
-                       "KD - TF, equal FLOPs (nats)": float(np.log(at / tf["test ppl"][budget])),
-                       "KD - TF, equal tokens (ppl)": float(kd["test ppl"][budget] - tf["test ppl"][budget]),
-                       "KD - TF, equal FLOPs (ppl)": float(at - tf["test ppl"][budget])}
-                if "seeds" in points:  # each point is a mean over its own seeds: how many, side by side
-                    row["seeds TF / KD"] = f"{tf.seeds[budget]} / {kd.seeds[budget]}"
-                rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def claims_summary(table, key: str = "claim") -> "pd.DataFrame":

@@ -328,4 +328,61 @@ def curve_panels(parts: Sequence[pd.DataFrame], xs: Sequence[str], panel=(6, 4.2
     for row, title in zip(axes, titles):
         row[0].set_title(title)
     figure_legend(fig, axes)
-    return fig, axes
+    return fig
+
+
+def family_styles(families: dict[str, Sequence[str]]) -> tuple[dict, dict]:
+    """(colour, line style) per label, for several families of variants drawn together
+    (`families`: colormap name -> labels): each family in shades of its colormap, and since
+    neighbouring shades are hard to tell apart, each member also the next of four line styles."""
+    shades, styles = {}, {}
+    for cmap, family in families.items():
+        shades.update({label: mpl.colormaps[cmap](0.45 + 0.5 * i / (len(family) - 1) if len(family) > 1 else 0.75)
+                       for i, label in enumerate(family)})
+        styles.update({label: ["-", "--", ":", "-."][i % 4] for i, label in enumerate(family)})
+    return shades, styles
+
+
+def variants_figure(curves: pd.DataFrame, families: Sequence[Sequence[str]], emphasis: Sequence[str]):
+    """Validation curves of variants against tokens and FLOPs, the three `families` of labels (TF's,
+    online KD's, offline KD's) in blues, oranges and greens (`family_styles`), `emphasis` thick."""
+    shades, styles = family_styles(dict(zip(("Blues", "Oranges", "Greens"), families)))
+    return curve_panels([curves], ["tokens", "flops"], panel=(6, 4.5), colors=shades, styles=styles, emphasis=emphasis)
+
+
+def budget_sweep_figure(points: pd.DataFrame):
+    """Test perplexity of each line of the budget sweep (`analysis.sweep_points`) against training
+    tokens and against FLOPs, both axes logarithmic, each point labelled with its budget."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, x in zip(axes, ["tokens", "flops"]):
+        for line, group in points.groupby("line", sort=False):
+            group = group.sort_values(x)
+            ax.plot(group[x], group["test ppl"], marker="o", label=line)
+            for _, p in group.iterrows():
+                ax.annotate(f"{p.budget:g}x", (p[x], p["test ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        log_axis(ax)
+        log_axis(ax, "x")
+        eng_axis(ax)
+        label_axes(ax, x, "test_ppl")
+    figure_legend(fig, axes)
+    return fig
+
+
+def out_of_domain_figure(probed: pd.DataFrame):
+    """Each student's out-of-domain loss minus the teacher's (`probes.probe_table`), mean and 95%
+    t-interval over its seeds, one row per model."""
+    import matplotlib.pyplot as plt
+
+    students = probed[probed.method != "teacher"].groupby("model", sort=False).ood_nats_vs_teacher.apply(list)
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(students) + 1.2))
+    for y, (model, values) in enumerate(students.items()):
+        mean, half = mean_ci(values)
+        ax.errorbar(mean, y, xerr=half, fmt="o", capsize=4, color=f"C{y}")
+        ax.annotate(f"n={len(values)}", (mean, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.set_yticks(range(len(students)), students.index)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("out-of-domain loss minus the teacher's (nats per token; mean, 95% t-interval)")
+    return fig

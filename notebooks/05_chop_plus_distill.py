@@ -29,7 +29,7 @@ runs = {labels[m]: analysis.seed_runs(study, m) for m in labels}
 # Mean and 95% t-interval over seeds against compute; each seed's own line against wall-clock.
 
 # %%
-fig, _ = plots.curve_panels([curves(runs)], nb.x_axes(cfg, "flops", "wall_seconds"), order=list(runs))
+fig = plots.curve_panels([curves(runs)], nb.x_axes(cfg, "flops", "wall_seconds"), order=list(runs))
 study.save_figure(fig, "05_chop_distill")
 nb.wall_clock_caveat(cfg)
 

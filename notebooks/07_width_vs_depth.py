@@ -32,7 +32,7 @@ display(Markdown(f"DimCHOP prunes {study.width_target:.1%} of the FFN units of e
 # While it trains, the width-pruned model is the whole teacher with masked units.
 
 # %%
-fig, _ = plots.curve_panels([curves(runs)], nb.x_axes(cfg, "flops", "wall_seconds"), order=list(runs))
+fig = plots.curve_panels([curves(runs)], nb.x_axes(cfg, "flops", "wall_seconds"), order=list(runs))
 study.save_figure(fig, "07_width_vs_depth")
 nb.wall_clock_caveat(cfg)
 

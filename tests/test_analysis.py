@@ -78,15 +78,30 @@ def test_final_val_ppl_and_median_tokens_per_s():
     assert analysis.median_tokens_per_s(run) == 250.0  # every logged step, the first's warm-up included
 
 
-def test_the_budget_sweep_reads_kd_between_its_own_points_only():
-    from distill_lib.claims import sweep_differences
-
-    points = pd.DataFrame({"line": ["TF"] * 2 + ["KD"] * 2, "base": ["tf"] * 2 + ["kd"] * 2, "budget": [1, 2, 1, 2],
-                           "flops": [100, 200, 150, 300], "test ppl": [50.0, 40.0, 45.0, 36.0]})
-    diff = sweep_differences(points).set_index("budget")
-    assert math.isnan(diff.loc[1, "KD - TF, equal FLOPs (nats)"])  # TF's 100 FLOPs: below KD's cheapest point
-    assert diff.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(
-        math.exp(np.interp(math.log(200), np.log([150, 300]), np.log([45.0, 36.0]))) - 40.0)
+def test_the_budget_sweep_is_read_at_equal_tokens_and_by_interpolation_at_equal_flops():
+    # TF: 1 FLOP per token; KD: 2 (its teacher). KD's test ppl falls 100 -> 50 -> 25 as FLOPs double.
+    points = pd.DataFrame([
+        {"line": "TF", "base": "tf", "budget": b, "flops": 100 * b, "test ppl": p} for b, p in [(0.5, 80), (1, 60), (2, 40)]
+    ] + [{"line": "KD", "base": "kd", "budget": b, "flops": 200 * b, "test ppl": p} for b, p in [(0.5, 100), (1, 50), (2, 25)]])
+    table = analysis.sweep_differences(points).set_index("budget")
+    assert table["KD - TF, equal tokens (ppl)"].tolist() == [20, -10, -15]
+    assert table["KD - TF, equal tokens (nats)"].tolist() == pytest.approx([math.log(100 / 80), math.log(50 / 60),
+                                                                            math.log(25 / 40)])
+    # at TF's 50 FLOPs KD has no point (its line starts at 100): no reading; at TF's 100 FLOPs KD's
+    # 0.5x point (100 ppl); at TF's 200 FLOPs KD's 1x point (50 ppl)
+    assert math.isnan(table.loc[0.5, "KD - TF, equal FLOPs (ppl)"])
+    assert table.loc[1, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(100 - 60)
+    assert table.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(50 - 40)
+    assert table.loc[2, "KD - TF, equal FLOPs (nats)"] == pytest.approx(math.log(50 / 40))
+    points.loc[points.line == "KD", "flops"] = [150, 300, 600]  # between points: geometric interpolation
+    table = analysis.sweep_differences(points).set_index("budget")
+    # TF's 200 FLOPs lie log(200/150)/log(2) of the way from KD's 150 to its 300 (100 -> 50 ppl)
+    assert table.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(100 * 0.5 ** (math.log(200 / 150) / math.log(2)) - 40)
+    # with learning rates, a TF line meets only the KD lines at its rate
+    tuned = pd.DataFrame([{"line": "KD, lr 4x", "base": "kd", "budget": 1, "flops": 200, "test ppl": 30, "lr": 4.0}])
+    points["lr"] = 1.0
+    lines = analysis.sweep_differences(pd.concat([points, tuned]))[["TF line", "KD line"]].drop_duplicates()
+    assert lines.values.tolist() == [["TF", "KD"]]
 
 
 # --- per-seed tables -------------------------------------------------------------------------------------
@@ -123,13 +138,10 @@ def test_a_headline_table_without_accuracies_is_left_as_it_is():
 
 
 def test_charged_curves_start_late_by_the_method_s_extra_flops():
-    from distill_lib.outputs import curves
-
     study = Study(SCORES, methods=("tf", "kd"))
-    df = curves({"TF": [Run()], "KD": [Run()], "X": [Run()]})
-    analysis.charge_extra_flops(study, df, ["kd", "offline-kd"])  # offline-kd: not in the profile
-    assert df[df.method == "KD"].flops.tolist() == [15.0, 25.0, 35.0]
-    assert df[df.method == "TF"].flops.tolist() == [10, 20, 30]
+    df = analysis.charged_curves(study, {"TF": [Run()], "KD": [Run()], "X": [Run()]}, ["kd", "offline-kd"])
+    assert df[df.method == "KD"].flops.tolist() == [15.0, 25.0, 35.0]  # offline-kd: not in the profile, no charge
+    assert df[df.method == "TF"].flops.tolist() == [10, 20, 30] and df[df.method == "X"].flops.tolist() == [10, 20, 30]
 
 
 def test_last_evaluations_average_each_seed_s_last_point():
