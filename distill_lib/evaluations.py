@@ -210,6 +210,35 @@ def selection(study, strategy: str) -> dict:
     return study.result("08_selection", {"strategy": strategy, "drop": study.cfg.drop, **calibration}, compute)
 
 
+def latency(study, student) -> dict:
+    """Generation and forward speed of the teacher and the truncated `student` (a TF run), same
+    device, threads and settings (`latency` of the profile; notebook 06, recorded as `06_latency`
+    with the machine it ran on). Without the student's weights its architecture right after
+    truncation is timed: generating exactly N tokens is the same work whatever the weights."""
+    cfg = study.cfg.latency
+
+    def compute():
+        import numpy as np
+        import torch
+
+        from distill_lib.evaluate import latency as timed
+        from distill_lib.models import load_causal_lm
+        from distill_lib.records import MissingRecord
+        from distill_lib.runs import environment_record
+
+        prompts = torch.from_numpy(study.data.blocks("test")[: cfg.batch, : cfg.prompt_length].astype(np.int64))
+        try:
+            trained, weights = student.load_model(), "trained"
+        except MissingRecord:  # weights are a cache: the same architecture does the same work (exactly N tokens)
+            trained, weights = study.truncated_untrained(study.cfg.strategy)[0], "truncated, untrained"
+        models = {"teacher": load_causal_lm(study.teacher_dir()), "student": trained}
+        return {name: {**timed(m, prompts, new_tokens=cfg.new_tokens, repeats=cfg.repeats),
+                       "layers": m.config.num_hidden_layers} for name, m in models.items()} | {
+            "hardware": environment_record()["hardware"], "student_weights": weights}
+
+    return study.result("06_latency", {"latency": cfg.__dict__, "student": student.dir.name}, compute)
+
+
 def truncated_untrained(study, strategy: str, calibration_split: str | None = None):
     """The truncated model before any training (for 'perplexity right after truncation'), chosen
     exactly as a run's `init` chooses it: a scored strategy calibrates on `calibration_split`
