@@ -396,3 +396,22 @@ def test_healing_methods_are_compared_at_the_cheapest_one_s_flops():
     assert table.loc["lora", "val ppl at equal FLOPs"] == pytest.approx(math.exp(2.4))
     assert table.loc["lora", "optimizer state MiB"] == 1.0 and math.isnan(table.loc["lora", "tokens/s"])
     assert table.loc["lora", "test ppl at the end"] == 44.0
+
+
+# --- the notebooks stay thin ---------------------------------------------------------------------------
+def _code_lines(path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_every_notebook_is_a_question_a_library_call_a_figure_and_its_reading():
+    """At most 80 lines of code each (what they compute from records is in `analysis`, what they draw
+    in `plots`), and none reads a method, a model or a budget back out of a display label."""
+    import re
+
+    from distill_lib.runner import NOTEBOOKS
+
+    parsing = re.compile(r"\.(rsplit|split|removesuffix|removeprefix|startswith|endswith|partition)\(|\.str\.")
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+        code = _code_lines(path)
+        assert len(code) <= 80, f"{path.name}: {len(code)} lines of code"
+        assert not [line for line in code if parsing.search(line)], path.name
