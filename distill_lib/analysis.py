@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 
-
 # --- curves ----------------------------------------------------------------------------------------
 def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     """The curve (xs increasing) read at `x`, linearly between its points; NaN outside [xs[0],
@@ -100,9 +99,11 @@ def headline_table(rows: Sequence[dict], tasks_in_percent: bool = False) -> pd.D
 def per_seed_table(study, runs: dict[str, list], by: str = "method", extra: Callable[[object], dict] | None = None,
                    tasks_in_percent: bool = False) -> pd.DataFrame:
     """One row per run of `runs` (label -> runs): the label (column `by`), the seed, the run's
-    headline evaluation and `extra(run)`: the table every comparison of methods starts from."""
-    return headline_table([{by: label, "seed": run.config.train.seed, **study.headline(run), **(extra(run) if extra else {})}
-                           for label, group in runs.items() for run in group], tasks_in_percent)
+    headline evaluation and `extra(run)`: the table every comparison of methods starts from.
+    `tasks_in_percent`: notebook 02's tables show each task's accuracy in percent too."""
+    return headline_table([{by: label, "seed": run.config.train.seed, **study.headline(run),
+                            **(extra(run) if extra else {})} for label, group in runs.items() for run in group],
+                          tasks_in_percent)
 
 
 def wall_clock(cfg, run) -> dict:
