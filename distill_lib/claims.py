@@ -15,38 +15,31 @@ import math
 
 import numpy as np
 
+from distill_lib.analysis import final_val_ppl, val_ppl_at_flops
 from distill_lib.records import MissingRecord
 from distill_lib.stats import (
     C3_MIN_RATIO, C7_MIN_RATIO, EQUIVALENCE, INCONCLUSIVE, MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, NOT_TESTED,
-    REPRODUCED, SUPERIORITY, ClaimTest, fmt, holm_verdicts, log_ratios, mean_ci, value_at,
+    REPRODUCED, SUPERIORITY, ClaimTest, fmt, holm_verdicts, log_ratios, mean_ci,
 )
 
 NATS = "nats"
 
 
-def val_ppl_at_flops(run, flops: float, nan_outside: bool = False) -> float:
-    """`run`'s validation perplexity when it had spent `flops` training FLOPs, interpolated linearly
-    in loss on its validation curve. Outside the curve: ValueError, or NaN with `nan_outside`
-    (tables). Compute spent before the run (a teacher correction) is the caller's to subtract."""
-    points = [(m["flops"], m["val_loss"]) for m in run.metrics() if "val_loss" in m]
-    try:
-        return math.exp(value_at([p[0] for p in points], [p[1] for p in points], flops))
-    except ValueError:
-        if nan_outside:
-            return math.nan
-        raise
-
-
-def _final_val_ppl(run) -> float:
-    return [m for m in run.metrics() if "val_loss" in m][-1]["val_ppl"]
+def _at_flops(run, flops: float) -> float:
+    """`analysis.val_ppl_at_flops`, refused (ValueError) outside the run's curve: a claim never reads
+    beyond what was measured, and a NaN would pass unseen into a verdict."""
+    value = val_ppl_at_flops(run, flops)
+    if math.isnan(value):
+        raise ValueError(f"{flops:.3g} FLOPs is outside the run's validation curve")
+    return value
 
 
 def _against_tf(other: dict, tf: dict, ppl, seeds, extra_flops: float = 0.0) -> dict[str, tuple[list, list]]:
     """Per seed, `other`'s and TF's perplexities at equal FLOPs (validation ppl with `other` read at
     TF's total FLOPs; `extra_flops` spent before `other`'s run, e.g. a teacher correction, count
     against it) and at equal tokens (test ppl at the end)."""
-    return {"equal FLOPs": ([val_ppl_at_flops(other[s], tf[s].summary["summary"]["flops"] - extra_flops) for s in seeds],
-                            [_final_val_ppl(tf[s]) for s in seeds]),
+    return {"equal FLOPs": ([_at_flops(other[s], tf[s].summary["summary"]["flops"] - extra_flops) for s in seeds],
+                            [final_val_ppl(tf[s]) for s in seeds]),
             "equal tokens": ([ppl(other[s]) for s in seeds], [ppl(tf[s]) for s in seeds])}
 
 
@@ -195,6 +188,12 @@ def tf_candidates(study) -> list[str]:
     return candidates(study, ("tf",))
 
 
+def candidate_families(study) -> tuple[list[str], list[str], list[str]]:
+    """C2's candidates by family: TF and its variants, online KD's, offline KD's (figures tell them apart)."""
+    online = kd_candidates(study, online_only=True)
+    return tf_candidates(study), online, [m for m in kd_candidates(study) if m not in online]
+
+
 def _recorded(study, method: str, seeds, read) -> dict[int, float]:
     """`read(run, seed)` for each of `seeds` whose run is recorded (a study in parts: one missing seed
     leaves the others in); a reading outside the run's curve (ValueError) is left out too."""
@@ -239,7 +238,7 @@ def best_tf(study) -> Choice:
     *validation* perplexity at the end (all spend the same FLOPs), never chosen on test; compared on
     the seeds they share."""
     return _lowest_on_shared_seeds(
-        {m: _recorded(study, m, study.seeds(m), lambda run, s: _final_val_ppl(run)) for m in tf_candidates(study)}, "TF")
+        {m: _recorded(study, m, study.seeds(m), lambda run, s: final_val_ppl(run)) for m in tf_candidates(study)}, "TF")
 
 
 def best_kd(study, tf: str = "tf") -> Choice:
@@ -255,40 +254,8 @@ def best_kd(study, tf: str = "tf") -> Choice:
         except MissingRecord:
             continue  # its teacher correction is not recorded yet: not a candidate this time
         readings[m] = _recorded(study, m, [s for s in study.seeds(m) if s in tf_flops],
-                                lambda run, s, extra=extra: val_ppl_at_flops(run, tf_flops[s] - extra))
+                                lambda run, s, extra=extra: _at_flops(run, tf_flops[s] - extra))
     return _lowest_on_shared_seeds(readings, "KD")
-
-
-def sweep_differences(points: "pd.DataFrame") -> "pd.DataFrame":
-    """The budget sweep read as C2 reads one budget: for every TF line and KD line (`points`: one row
-    per line and budget, columns line, base ('tf' / 'kd'), budget, flops, test ppl) and every budget
-    both have, KD's test ppl minus TF's at equal tokens, and at equal FLOPs: KD's line interpolated
-    (log ppl against log FLOPs, between its own budget points, never beyond) at TF's FLOPs; in nats
-    (log of the ppl ratio: the primary unit) and in ppl. Positive = TF ahead, the paper's direction. Points are means over their own seeds (a `seeds` column in
-    `points` is shown with each difference): unpaired where the seed sets differ. With an `lr`
-    column, a TF line meets only the KD lines at its learning rate (a tuned KD against an untuned
-    TF, or the reverse, is not a comparison)."""
-    import pandas as pd
-
-    rows = []
-    for tf_line in points[points.base == "tf"].line.unique():
-        tf = points[points.line == tf_line].set_index("budget")
-        for kd_line in points[points.base == "kd"].line.unique():
-            kd = points[points.line == kd_line].sort_values("flops").set_index("budget")
-            if "lr" in points and set(tf.lr) != set(kd.lr):
-                continue
-            for budget in sorted(set(tf.index) & set(kd.index)):
-                at = np.exp(np.interp(np.log(tf.flops[budget]), np.log(kd.flops), np.log(kd["test ppl"]),
-                                      left=np.nan, right=np.nan))
-                row = {"TF line": tf_line, "KD line": kd_line, "budget": budget,
-                       "KD - TF, equal tokens (nats)": float(np.log(kd["test ppl"][budget] / tf["test ppl"][budget])),
-                       "KD - TF, equal FLOPs (nats)": float(np.log(at / tf["test ppl"][budget])),
-                       "KD - TF, equal tokens (ppl)": float(kd["test ppl"][budget] - tf["test ppl"][budget]),
-                       "KD - TF, equal FLOPs (ppl)": float(at - tf["test ppl"][budget])}
-                if "seeds" in points:  # each point is a mean over its own seeds: how many, side by side
-                    row["seeds TF / KD"] = f"{tf.seeds[budget]} / {kd.seeds[budget]}"
-                rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def claims_summary(table, key: str = "claim") -> "pd.DataFrame":
@@ -476,7 +443,7 @@ def best_depth(study) -> Choice:
         readings[c] = {}
         for s in on:
             try:
-                readings[c][s] = _final_val_ppl(study.student("tf", strategy=c, seed=s))
+                readings[c][s] = final_val_ppl(study.student("tf", strategy=c, seed=s))
             except MissingRecord:  # a study in parts: a configuration not recorded yet is no candidate
                 continue
     return _lowest_on_shared_seeds(readings, "depth")

@@ -75,9 +75,8 @@ def time_ratios(study, method: str, seeds: list[int] | None = None,
         rates = study.step_rates()  # tokens/s per round: TF's over the method's
         ratios = [t / m for t, m in zip(rates["tf"], rates[method])]
         return ratios, f"timed side by side, {len(ratios)} rounds"
-    import numpy as np
+    from distill_lib.analysis import median_tokens_per_s as median_rate
 
-    median_rate = lambda run: float(np.median([m["tokens_per_s"] for m in run.metrics()]))  # noqa: E731
     wall = lambda run: run.summary["summary"]["wall_seconds"]  # noqa: E731
     if seeds is None:  # the seeds both are trained with
         seeds = [s for s in study.seeds(method) if s in study.seeds("tf")]

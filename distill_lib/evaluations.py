@@ -175,6 +175,71 @@ def truncation(study, strategy: str) -> dict:
     return study.result("01_truncation", inputs, compute)
 
 
+def teacher_layer_scores(study, calibration_blocks: int = 16) -> dict:
+    """The teacher's layers scored before anything is removed (notebook 01, recorded as
+    `01_importance`): the block influence of each layer (1 - cos of its input and output) and the
+    angular distance across each block of `drop` layers, on the validation split's first blocks.
+    Whether a score tells which layers matter is read against the perplexity right after truncation."""
+    def compute():
+        import numpy as np
+        import torch
+
+        from distill_lib.models import load_causal_lm
+        from distill_lib.truncate import layer_importance
+
+        teacher = load_causal_lm(study.teacher_dir())
+        calib = torch.from_numpy(study.data.blocks("validation")[:calibration_blocks].astype(np.int64))
+        return {"block-influence": [float(v) for v in layer_importance(teacher, calib, "block-influence")],
+                "angular": [float(v) for v in layer_importance(teacher, calib, "angular", study.cfg.drop)]}
+
+    return study.result("01_importance", {"drop": study.cfg.drop, "calibration_blocks": calibration_blocks}, compute)
+
+
+def selection(study, strategy: str) -> dict:
+    """A layer selector's choice (notebook 08, recorded as `08_selection`): the layers it keeps, its
+    per-layer scores and the test perplexity right after truncation, on the profile's calibration
+    split."""
+    def compute():
+        from distill_lib.truncate import layer_selection
+
+        model, keep = study.truncated_untrained(strategy)
+        record = layer_selection(model) or {}
+        return {"kept": [int(i) for i in keep], "scores": record.get("scores"),
+                "ppl_after_truncation": study.perplexity_of(model)["ppl"]}
+
+    calibration = {"calibration_split": study.cfg.calibration_split} if study.cfg.calibration_split else {}
+    return study.result("08_selection", {"strategy": strategy, "drop": study.cfg.drop, **calibration}, compute)
+
+
+def latency(study, student) -> dict:
+    """Generation and forward speed of the teacher and the truncated `student` (a TF run), same
+    device, threads and settings (`latency` of the profile; notebook 06, recorded as `06_latency`
+    with the machine it ran on). Without the student's weights its architecture right after
+    truncation is timed: generating exactly N tokens is the same work whatever the weights."""
+    cfg = study.cfg.latency
+
+    def compute():
+        import numpy as np
+        import torch
+
+        from distill_lib.evaluate import latency as timed
+        from distill_lib.models import load_causal_lm
+        from distill_lib.records import MissingRecord
+        from distill_lib.runs import environment_record
+
+        prompts = torch.from_numpy(study.data.blocks("test")[: cfg.batch, : cfg.prompt_length].astype(np.int64))
+        try:
+            trained, weights = student.load_model(), "trained"
+        except MissingRecord:  # weights are a cache: the same architecture does the same work (exactly N tokens)
+            trained, weights = study.truncated_untrained(study.cfg.strategy)[0], "truncated, untrained"
+        models = {"teacher": load_causal_lm(study.teacher_dir()), "student": trained}
+        return {name: {**timed(m, prompts, new_tokens=cfg.new_tokens, repeats=cfg.repeats),
+                       "layers": m.config.num_hidden_layers} for name, m in models.items()} | {
+            "hardware": environment_record()["hardware"], "student_weights": weights}
+
+    return study.result("06_latency", {"latency": cfg.__dict__, "student": student.dir.name}, compute)
+
+
 def truncated_untrained(study, strategy: str, calibration_split: str | None = None):
     """The truncated model before any training (for 'perplexity right after truncation'), chosen
     exactly as a run's `init` chooses it: a scored strategy calibrates on `calibration_split`

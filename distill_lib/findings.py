@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from distill_lib.claims import (
-    NATS, _final_val_ppl, _lowest_on_shared_seeds, _ppls, _recorded, _row, _with_holm, candidates, val_ppl_at_flops,
-)
+from distill_lib.analysis import final_val_ppl, val_ppl_at_flops
+from distill_lib.claims import NATS, _at_flops, _lowest_on_shared_seeds, _ppls, _recorded, _row, _with_holm, candidates
 from distill_lib.records import MissingRecord
 from distill_lib.stats import (
     MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, NOT_TESTED, REPRODUCED, SUPERIORITY, ClaimTest, log_ratios,
@@ -74,8 +73,8 @@ def _h2(study, add, lora):
     seeds = study.seeds(lora)
     full = {s: study.student("tf", strategy=strategy, seed=s) for s in seeds}
     adapters = {s: study.student(lora, strategy=strategy, seed=s) for s in seeds}
-    at_lora = [val_ppl_at_flops(full[s], adapters[s].summary["summary"]["flops"]) for s in seeds]
-    lora_ppl = [_final_val_ppl(adapters[s]) for s in seeds]
+    at_lora = [_at_flops(full[s], adapters[s].summary["summary"]["flops"]) for s in seeds]
+    lora_ppl = [final_val_ppl(adapters[s]) for s in seeds]
     add("H2", f"non-inferiority: the interval of log val ppl(full at LoRA's total FLOPs) - log val ppl(LoRA) lies above "
               f"-{MARGIN_NATS} nats",
         f"on `{strategy}`, val ppl at LoRA's total FLOPs: " + _ppls(at_lora, lora_ppl, "full", "LoRA"),
@@ -91,14 +90,17 @@ def kd_then_tf_runs(cfg) -> list[str]:
 
 def matched_baselines(study, switched: str) -> tuple[str, str]:
     """The KD run a kd-then-tf run starts as and the TF run it ends as: the profile's online-KD and
-    TF runs (methods or tuning variants) with its training settings, KD share aside (e.g. its
-    learning rate). A comparison at other settings would mix the switch with the tuning."""
-    own = study.run_config(switched, seed=0).train
-    kd_settings = dataclasses.replace(own, kd_fraction=None)
-    tf_settings = dataclasses.replace(kd_settings, objective="lm")
+    TF runs (methods or tuning variants) with its student, teacher and training settings, KD share
+    aside (e.g. its learning rate; not a KD variant with a corrected teacher). A comparison at other
+    settings would mix the switch with the tuning."""
+    own = study.run_config(switched, seed=0)
+    kd_train = dataclasses.replace(own.train, kd_fraction=None)
+    # the same student, teacher (not a corrected one) and healing; training as its KD phase, then its LM phase
+    settings = lambda run, train: (run.init, run.teacher, run.healing, train)  # noqa: E731
     found = {}
-    for base, settings in (("kd", kd_settings), ("tf", tf_settings)):
-        same = [m for m in candidates(study, (base,)) if study.run_config(m, seed=0).train == settings]
+    for base, train in (("kd", kd_train), ("tf", dataclasses.replace(kd_train, objective="lm"))):
+        same = [m for m in candidates(study, (base,))
+                if settings(study.run_config(m, seed=0), study.run_config(m, seed=0).train) == settings(own, train)]
         if not same:
             raise MissingRecord(f"no {base} run at {switched}'s settings",
                                 f"a {base} run with {switched}'s training settings")
@@ -127,9 +129,30 @@ def kd_then_tf_comparison(study) -> tuple[dict, "pd.DataFrame"]:
             tf_flops = group[tf][s].summary["summary"]["flops"] if s in group[tf] else math.nan
             rows.append({"method": label(m), "seed": s, "KD share": share,
                          "test ppl": study.headline(run)["ppl"],
-                         "val ppl at TF's FLOPs": val_ppl_at_flops(run, tf_flops, nan_outside=True),
+                         "val ppl at TF's FLOPs": val_ppl_at_flops(run, tf_flops),  # NaN outside its curve
                          "FLOPs / TF's": run.summary["summary"]["flops"] / tf_flops})
     return {label(m): list(runs.values()) for m, runs in group.items()}, pd.DataFrame(rows)
+
+
+def kd_then_tf_section(study) -> tuple[str, "pd.DataFrame | None"]:
+    """Notebook 02's H3 section: saves the per-run table and the curves against tokens and FLOPs
+    (`02_kd_then_tf`) and returns what to show: a reading, and the table's means over seeds (None,
+    with the reason as the reading, where the profile has no kd-then-tf run or a study in parts has
+    not recorded them)."""
+    try:
+        runs, table = kd_then_tf_comparison(study)
+    except MissingRecord as missing:
+        return f"Not recorded yet ({missing.what}).", None
+    if not runs:
+        return f"Profile {study.cfg.name} trains no `kd-then-tf` run.", None
+    from distill_lib import plots
+    from distill_lib.outputs import curves
+
+    study.save_table(table, "02_kd_then_tf")
+    study.save_figure(plots.curve_panels([curves(runs)], ["tokens", "flops"], order=list(runs)), "02_kd_then_tf")
+    return ("Mean ± 95% t-interval over seeds. KD share: the fraction of the tokens distilled; FLOPs / TF's: the "
+            "run's training FLOPs over TF's at the same seed, the teacher's forward included while it distils."), \
+        plots.summary_table(table, "method", list(table.columns[2:]))
 
 
 def _h3(study, add, switched: list[str]):
@@ -147,7 +170,7 @@ def _h3(study, add, switched: list[str]):
     # several shares: chosen on the first seed they share, so the verdict has the others to read
     first = shared[:1] if len(switched) > 1 else shared
     choice = _lowest_on_shared_seeds(
-        {m: _recorded(study, m, first, lambda run, s: val_ppl_at_flops(run, tf_flops[s])) for m in switched},
+        {m: _recorded(study, m, first, lambda run, s: _at_flops(run, tf_flops[s])) for m in switched},
         "kd-then-tf")
     method = choice.method
     choice_seeds = choice.seeds if len(choice.scores) > 1 else []
@@ -160,8 +183,8 @@ def _h3(study, add, switched: list[str]):
     chose = ("" if not choice_seeds else f"; {method} chosen on validation ppl at TF's FLOPs among "
              + ", ".join(f"{m} {v:.4g}" for m, v in sorted(choice.scores.items(), key=lambda kv: kv[1]))
              + f" ({choice.on_seeds})")
-    at_flops = [val_ppl_at_flops(runs[method][s], runs[tf][s].summary["summary"]["flops"]) for s in seeds]
-    tf_val = [_final_val_ppl(runs[tf][s]) for s in seeds]
+    at_flops = [_at_flops(runs[method][s], runs[tf][s].summary["summary"]["flops"]) for s in seeds]
+    tf_val = [final_val_ppl(runs[tf][s]) for s in seeds]
     add("H3", "superiority: the interval of log val ppl(TF) - log val ppl(KD then TF, read at TF's total FLOPs) lies "
               "above 0", f"KD for {share:.0%} of tokens; val ppl at TF's total FLOPs: "
         + _ppls(at_flops, tf_val, method, tf) + chose,

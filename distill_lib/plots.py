@@ -5,6 +5,9 @@ and every table shows the same interval as the figure next to it.
   of figures alike; one seed draws a line without a band.
 - One legend per figure, human axis labels with units, no offset notation, integer ticks for layer
   indices, engineering prefixes for tokens and FLOPs (`1.2M`, `30T`).
+- The study's figures are built here and returned (the layer grid of notebooks 01 and 08, curves
+  against tokens or compute, ...): a notebook saves and shows them, and draws none itself. The data
+  they draw comes from records through `distill_lib.analysis`.
 """
 from __future__ import annotations
 
@@ -171,3 +174,215 @@ def summary_table(per_seed: pd.DataFrame, by: str, columns: Sequence[str], digit
         row["seeds"] = len(group)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- the study's figures: each drawn the same way wherever a notebook shows it -------------------------
+def layer_grid(kept: dict[str, Sequence[int]], n: int, title: str):
+    """The layers (0..n-1) each truncation keeps, one row per truncation, kept layers dark."""
+    import matplotlib.pyplot as plt
+
+    order = list(kept)
+    grid = np.array([[1 if i in kept[s] else 0 for i in range(n)] for s in order])
+    fig, ax = plt.subplots(figsize=(0.32 * n + 2.5, 0.38 * len(order) + 1.2))
+    ax.imshow(grid, cmap="Greys", vmin=-0.3, vmax=1.2, aspect="auto")
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([str(i) if n <= 16 or i % 5 == 0 or i == n - 1 else "" for i in range(n)])
+    ax.set(xlabel="teacher layer (0 = first)", title=title)
+    ax.grid(False)
+    return fig
+
+
+def importance_figure(influence: Sequence[float], angular: Sequence[float], block: int):
+    """The teacher's layer scores: block influence per layer, angular distance per block of `block`
+    layers (by its first layer)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    axes[0].bar(range(len(influence)), influence, color="tab:blue")
+    axes[0].set(title="Block influence of each layer", xlabel="teacher layer (0 = first)", ylabel="1 − cos(input, output)")
+    axes[1].bar(range(len(angular)), angular, color="tab:orange")
+    axes[1].set(title=f"Angular distance across a block of {block} layers", xlabel="first layer of the block",
+                ylabel="angular distance / π")
+    for ax in axes:
+        integer_axis(ax)
+    fig.tight_layout()
+    return fig
+
+
+def recovery_figure(recovery: pd.DataFrame, order: Sequence[str]):
+    """`recovery_curves` against steps: the whole run on a log scale, and its last two thirds on a
+    linear one, where the configurations' ends can be told apart."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    late = recovery[recovery.step >= recovery.step.max() / 3]
+    for ax, part in zip(axes, [recovery, late]):
+        draw_curves(ax, part, "step", "val_ppl", hue="configuration", order=order, marker="o")
+        label_axes(ax, "step", "val_ppl")
+        integer_axis(ax)
+    log_axis(axes[0])
+    axes[0].set_title("From truncation to the end of training (log scale)")
+    axes[1].set_title(f"From step {int(late.step.min())} on (linear scale)")
+    figure_legend(fig, axes, ncol=5)
+    return fig
+
+
+def table6_figure(ours: pd.DataFrame, paper: pd.DataFrame, profile: str):
+    """Our configurations' test perplexity (`ours`: by configuration, ppl and ppl_ci95) next to the
+    paper's Table 6 at 300M and 1.1B, each on its own axis: only the order can be compared."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].errorbar(ours.index, ours.ppl, yerr=ours.ppl_ci95.fillna(0), fmt="o", color="tab:blue", capsize=4)
+    axes[0].set(title=f"Ours ({profile}): test perplexity", ylabel="perplexity")
+    for ax, col, title in [(axes[1], "paper 300M ppl", "Paper, 300M base: C4 perplexity"),
+                           (axes[2], "paper 1.1B ppl", "Paper, 1.1B base: C4 perplexity")]:
+        ax.plot(paper.index, paper[col], "o", color="tab:red")
+        ax.set(title=title, ylabel="perplexity")
+    for ax in axes:  # dots, not bars: an axis that does not start at 0 then exaggerates nothing
+        ax.tick_params(axis="x", rotation=30)
+        low, high = ax.get_ylim()
+        pad = 0.15 * (high - low)
+        ax.set_ylim(low - pad, high + pad)
+    fig.tight_layout()
+    return fig
+
+
+def layer_scores_figure(scores: dict[str, Sequence[float]]):
+    """Per-layer scores of the selectors that have them (`ppl-removal`: calibration perplexity without
+    the layer, log scale where one layer breaks the model; `taylor`: Σ |θ·∂L/∂θ|), one panel each."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(5.5 * len(scores), 3.4), squeeze=False)
+    for ax, (s, values) in zip(axes[0], scores.items()):
+        ax.bar(range(len(values)), values, color="tab:blue" if s == "ppl-removal" else "tab:orange")
+        ax.set(title=s, xlabel="teacher layer (0 = first)",
+               ylabel="calibration ppl without the layer" if s == "ppl-removal" else "Σ |θ·∂L/∂θ| over the layer")
+        if s == "ppl-removal" and max(values) > 10 * min(values):  # a layer whose removal breaks the model
+            log_axis(ax)
+        integer_axis(ax)
+    fig.tight_layout()
+    return fig
+
+
+def healing_figure(curve: pd.DataFrame, healing: pd.DataFrame, mean_flops: pd.Series, xs: Sequence[str]):
+    """Healing methods' validation curves against each of `xs`, and a last panel of test perplexity
+    against mean training compute, each point's area its optimizer-state memory."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(xs) + 1, figsize=(5.4 * (len(xs) + 1), 4.5))
+    for ax, x in zip(axes[:-1], xs):
+        draw_curves(ax, curve, x, "val_ppl", order=list(mean_flops.index))
+        log_axis(ax)
+        if x == "flops":
+            eng_axis(ax)
+        label_axes(ax, x, "val_ppl")
+    means = healing.groupby("healing", sort=False).mean(numeric_only=True)
+    rank = mean_flops.rank(method="first").astype(int)  # order in compute, for the label offsets
+    for label, row in means.iterrows():
+        axes[-1].scatter(mean_flops[label], row["test ppl at the end"],
+                         s=40 + 400 * row["optimizer state MiB"] / means["optimizer state MiB"].max(), alpha=0.7, label=label)
+        axes[-1].annotate(f"{label}: {row['optimizer state MiB']:.3g} MiB", (mean_flops[label], row["test ppl at the end"]),
+                          # neighbours in compute alternate above and below, so close points keep apart labels
+                          textcoords="offset points", xytext=(6, 6 if rank[label] % 2 else -14), fontsize=8)
+    eng_axis(axes[-1])
+    axes[-1].margins(0.25)
+    axes[-1].set(xlabel="training compute (FLOPs, analytic)", ylabel="test perplexity", title="Area: optimizer-state memory")
+    figure_legend(fig, axes[:-1])
+    return fig
+
+
+def token_curves(df: pd.DataFrame, title: str, figsize=(8, 4.5), log_x: bool = False, ncol: int | None = None, **draw):
+    """Validation perplexity against training tokens on one panel (log scale), mean and 95% band over
+    seeds; `draw` goes to `draw_curves` (colours, order, markers)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    draw_curves(ax, df, "tokens", "val_ppl", **draw)
+    log_axis(ax)
+    if log_x:
+        log_axis(ax, "x")
+    eng_axis(ax)
+    label_axes(ax, "tokens", "val_ppl")
+    ax.set_title(title)
+    figure_legend(fig, ax, ncol=ncol)
+    return fig
+
+
+def curve_panels(parts: Sequence[pd.DataFrame], xs: Sequence[str], panel=(6, 4.2), titles: Sequence[str] = (), **draw):
+    """Validation perplexity (log scale) against each of `xs` (tokens, FLOPs, wall-clock), one row of
+    panels per frame of `parts`, the y axis shared along a row, one legend; `titles` go to the first
+    panel of each row, `draw` to `draw_curves`. Returns (figure, axes)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(parts), len(xs), figsize=(panel[0] * len(xs), panel[1] * len(parts)), sharey="row",
+                             squeeze=False)
+    for row, part in zip(axes, parts):
+        for ax, x in zip(row, xs):
+            draw_curves(ax, part, x, "val_ppl", **draw)
+            log_axis(ax)
+            if x != "wall_seconds":
+                eng_axis(ax)
+            label_axes(ax, x, "val_ppl")
+    for row, title in zip(axes, titles):
+        row[0].set_title(title)
+    figure_legend(fig, axes)
+    return fig
+
+
+def family_styles(families: dict[str, Sequence[str]]) -> tuple[dict, dict]:
+    """(colour, line style) per label, for several families of variants drawn together
+    (`families`: colormap name -> labels): each family in shades of its colormap, and since
+    neighbouring shades are hard to tell apart, each member also the next of four line styles."""
+    shades, styles = {}, {}
+    for cmap, family in families.items():
+        shades.update({label: mpl.colormaps[cmap](0.45 + 0.5 * i / (len(family) - 1) if len(family) > 1 else 0.75)
+                       for i, label in enumerate(family)})
+        styles.update({label: ["-", "--", ":", "-."][i % 4] for i, label in enumerate(family)})
+    return shades, styles
+
+
+def variants_figure(curves: pd.DataFrame, families: Sequence[Sequence[str]], emphasis: Sequence[str]):
+    """Validation curves of variants against tokens and FLOPs, the three `families` of labels (TF's,
+    online KD's, offline KD's) in blues, oranges and greens (`family_styles`), `emphasis` thick."""
+    shades, styles = family_styles(dict(zip(("Blues", "Oranges", "Greens"), families)))
+    return curve_panels([curves], ["tokens", "flops"], panel=(6, 4.5), colors=shades, styles=styles, emphasis=emphasis)
+
+
+def budget_sweep_figure(points: pd.DataFrame):
+    """Test perplexity of each line of the budget sweep (`analysis.sweep_points`) against training
+    tokens and against FLOPs, both axes logarithmic, each point labelled with its budget."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, x in zip(axes, ["tokens", "flops"]):
+        for line, group in points.groupby("line", sort=False):
+            group = group.sort_values(x)
+            ax.plot(group[x], group["test ppl"], marker="o", label=line)
+            for _, p in group.iterrows():
+                ax.annotate(f"{p.budget:g}x", (p[x], p["test ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        log_axis(ax)
+        log_axis(ax, "x")
+        eng_axis(ax)
+        label_axes(ax, x, "test_ppl")
+    figure_legend(fig, axes)
+    return fig
+
+
+def out_of_domain_figure(probed: pd.DataFrame):
+    """Each student's out-of-domain loss minus the teacher's (`probes.probe_table`), mean and 95%
+    t-interval over its seeds, one row per model."""
+    import matplotlib.pyplot as plt
+
+    students = probed[probed.method != "teacher"].groupby("model", sort=False).ood_nats_vs_teacher.apply(list)
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(students) + 1.2))
+    for y, (model, values) in enumerate(students.items()):
+        mean, half = mean_ci(values)
+        ax.errorbar(mean, y, xerr=half, fmt="o", capsize=4, color=f"C{y}")
+        ax.annotate(f"n={len(values)}", (mean, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.set_yticks(range(len(students)), students.index)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("out-of-domain loss minus the teacher's (nats per token; mean, 95% t-interval)")
+    return fig

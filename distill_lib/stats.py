@@ -223,16 +223,6 @@ def holm_verdicts(verdicts: Sequence[str], p_values: Sequence[float], alpha: flo
     return adjusted, out
 
 
-def value_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """Linear interpolation of a curve (e.g. validation loss against FLOPs) at x; refuses to
-    extrapolate beyond the curve's range."""
-    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    if len(xs) == 0 or x < xs.min() or x > xs.max():
-        raise ValueError(f"x={x:.3g} is outside the curve's range [{xs.min() if len(xs) else 'empty'}, "
-                         f"{xs.max() if len(xs) else 'empty'}]")
-    return float(np.interp(x, xs, ys))
-
-
 def format_value(mean: float, half: float | None = None, digits: int = 3) -> str:
     """`mean ± half`: the mean to `digits` significant digits, both rounded to the same decimal,
     which is never finer than two significant digits of the half-width (`47.8 ± 0.6`, `0.3 ± 1.9`,

@@ -13,11 +13,10 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from distill_lib import plots
+from distill_lib import analysis, plots
 from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
@@ -43,7 +42,7 @@ plots.table(splits)
 
 # %%
 teacher = None if cfg.teacher_path else study.teacher()
-scratch = [study.student("scratch", seed=s) for s in study.seeds("scratch")] if "scratch" in cfg.methods else []
+scratch = analysis.seed_runs(study, "scratch") if "scratch" in cfg.methods else []
 info = study.teacher_model_info
 sizes = pd.DataFrame([{"model": "teacher", "source": cfg.teacher_path or "trained here", **info}]
                      + [{"model": f"half-depth from scratch (seed {r.config.train.seed})", "source": "trained here",
@@ -56,14 +55,7 @@ plots.table(sizes)
 trained = ({"teacher": teacher} if teacher else {}) | ({"from scratch": scratch} if scratch else {})
 if trained:
     df = curves(trained)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    plots.draw_curves(ax, df, "tokens", "val_ppl", marker="o")
-    plots.log_axis(ax)
-    plots.eng_axis(ax)
-    plots.label_axes(ax, "tokens", "val_ppl")
-    ax.set_title("Training from scratch")
-    plots.figure_legend(fig, ax)
-    study.save_figure(fig, "00_base_training")
+    study.save_figure(plots.token_curves(df, "Training from scratch", figsize=(7, 4), marker="o"), "00_base_training")
     final = df.sort_values("step").groupby("method").val_ppl.last()
     display(Markdown("Final validation perplexity: " + ", ".join(f"{m} {plots.format_value(v)}" for m, v in final.items())
                      + " (last evaluation of each run; several seeds are averaged in the curve)."))
@@ -84,9 +76,7 @@ untrained = headline(study.evaluate_model("00_untrained-evaluation", {"model": t
 rows = [{"model": "untrained (random weights)", **untrained},
         {"model": "teacher", **study.teacher_headline()},
         *[{"model": f"half-depth from scratch (seed {r.config.train.seed})", **study.headline(r)} for r in scratch]]
-base = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
-if "avg_acc" in base:  # in percent, as in every other table (the tasks' own columns stay fractions)
-    base["avg_acc"] *= 100
+base = analysis.headline_table(rows)  # the average accuracy in percent (the tasks' own columns stay fractions)
 study.save_table(base, "00_base_models")
 t = base.set_index("model").loc["teacher"]
 display(Markdown(f"The teacher's test perplexity is {plots.format_value(t.ppl)} against "

@@ -12,11 +12,9 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown, display
 
-from distill_lib import plots
+from distill_lib import analysis, plots
 from distill_lib.plots import format_value
 from distill_lib.stats import paired_difference
 from distill_lib.study import curves
@@ -24,7 +22,7 @@ from distill_lib.study import curves
 study = nb.open_study(profile, train)
 cfg = study.cfg
 gradual_seeds = study.seeds("gradual")
-runs = {"one-shot (TF)": [study.student("tf", seed=s) for s in study.seeds("tf")]}
+runs = {"one-shot (TF)": analysis.seed_runs(study, "tf")}
 for k in cfg.gradual_every_tokens:
     runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=s, every_tokens=k)
                                                       for s in gradual_seeds]
@@ -35,34 +33,20 @@ for k in cfg.gradual_every_tokens:
 # perplexity is not comparable.
 
 # %%
-df = curves(runs)
-fig, ax = plt.subplots(figsize=(8, 4.5))
-plots.draw_curves(ax, df, "tokens", "val_ppl", marker="o", colors={"one-shot (TF)": "tab:blue"})
-plots.log_axis(ax)
-plots.eng_axis(ax)
-plots.label_axes(ax, "tokens", "val_ppl")
-ax.set_title("One-shot vs gradual layer removal")
-plots.figure_legend(fig, ax, ncol=1)
+fig = plots.token_curves(curves(runs), "One-shot vs gradual layer removal", ncol=1, marker="o",
+                            colors={"one-shot (TF)": "tab:blue"})
 study.save_figure(fig, "03_schedule")
 
 # %%
-wall = ["wall-clock s"] if cfg.timings_comparable else []  # elsewhere the runs' wall-clock is no cost
-rows = []
-for name, group in runs.items():
-    for r in group:
-        rows.append({"schedule": name, "seed": r.config.train.seed, **study.headline(r),
-                     "layers at end": r.metrics()[-1]["layers"],
-                     **({"wall-clock s": r.summary["summary"]["wall_seconds"]} if wall else {})})
-per_seed = pd.DataFrame(rows).drop(columns=["avg_acc_stderr"], errors="ignore")
-if "avg_acc" in per_seed:  # in percent, as in every other table
-    per_seed["avg_acc"] *= 100
-table = plots.summary_table(per_seed, "schedule", ["ppl", "bits_per_byte", *(["avg_acc"] if "avg_acc" in per_seed else []),
-                                                   "layers at end", *wall])
+per_seed = analysis.per_seed_table(study, runs, by="schedule", extra=lambda r: {
+    "layers at end": r.metrics()[-1]["layers"], **analysis.wall_clock(cfg, r)})
+table = plots.summary_table(per_seed, "schedule", [c for c in per_seed.columns if c in (
+    "ppl", "bits_per_byte", "avg_acc", "layers at end", "wall-clock s")])
 study.save_table(per_seed, "03_schedule")
 one_shot = per_seed[per_seed.schedule == "one-shot (TF)"].set_index("seed").ppl
 
 
-def gradual_minus_one_shot(group: pd.DataFrame) -> str:
+def gradual_minus_one_shot(group) -> str:
     """Paired over the gradual seeds (mean ± 95% t-interval with several)."""
     d, h = paired_difference(list(group.ppl), [one_shot[s] for s in group.seed])
     return format_value(d, h) if h is not None else f"{d:+.3g}"

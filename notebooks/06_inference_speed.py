@@ -17,35 +17,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from distill_lib import plots
+from distill_lib.evaluations import latency
 from distill_lib.paper import GENERATION_SPEEDUP
 
 study = nb.open_study(profile, train)
 cfg = study.cfg.latency
 student = study.student("tf", seed=study.seeds("tf")[0])
-
-
-def measure():
-    import numpy as np
-    import torch
-
-    from distill_lib.evaluate import latency
-    from distill_lib.models import load_causal_lm
-    from distill_lib.runs import environment_record
-
-    from distill_lib.records import MissingRecord
-
-    prompts = torch.from_numpy(study.data.blocks("test")[: cfg.batch, : cfg.prompt_length].astype(np.int64))
-    try:
-        trained, weights = student.load_model(), "trained"
-    except MissingRecord:  # weights are a cache: the same architecture does the same work (exactly N tokens)
-        trained, weights = study.truncated_untrained(study.cfg.strategy)[0], "truncated, untrained"
-    models = {"teacher": load_causal_lm(study.teacher_dir()), "student": trained}
-    return {name: {**latency(m, prompts, new_tokens=cfg.new_tokens, repeats=cfg.repeats),
-                   "layers": m.config.num_hidden_layers} for name, m in models.items()} | {
-        "hardware": environment_record()["hardware"], "student_weights": weights}
-
-
-results = study.result("06_latency", {"latency": cfg.__dict__, "student": student.dir.name}, measure)
+results = latency(study, student)
 
 # %%
 base = results["teacher"]

@@ -15,19 +15,16 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 
-from distill_lib import plots
+from distill_lib import analysis, plots
 from distill_lib.records import MissingRecord
 from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-runs = {"depth (LayerCHOP)": [study.student("tf", seed=s) for s in study.seeds("tf")],
-        "width (DimCHOP)": [study.student("width", seed=s) for s in study.seeds("width")]}
+runs = {"depth (LayerCHOP)": analysis.seed_runs(study, "tf"), "width (DimCHOP)": analysis.seed_runs(study, "width")}
 display(Markdown(f"DimCHOP prunes {study.width_target:.1%} of the FFN units of every layer."))
 
 # %% [markdown]
@@ -35,33 +32,20 @@ display(Markdown(f"DimCHOP prunes {study.width_target:.1%} of the FFN units of e
 # While it trains, the width-pruned model is the whole teacher with masked units.
 
 # %%
-df = curves(runs)
-xs = nb.x_axes(cfg, "flops", "wall_seconds")
-fig, axes = plt.subplots(1, len(xs), figsize=(6 * len(xs), 4.2), sharey=True, squeeze=False)
-axes = axes[0]
-for ax, x in zip(axes, xs):
-    plots.draw_curves(ax, df, x, "val_ppl", order=list(runs))
-    plots.log_axis(ax)
-    plots.label_axes(ax, x, "val_ppl")
-plots.eng_axis(axes[0])
-plots.figure_legend(fig, axes)
+fig = plots.curve_panels([curves(runs)], nb.x_axes(cfg, "flops", "wall_seconds"), order=list(runs))
 study.save_figure(fig, "07_width_vs_depth")
 nb.wall_clock_caveat(cfg)
 
 # %%
-wall = ["wall-clock s"] if cfg.timings_comparable else []  # elsewhere the runs' wall-clock is no cost
-per_seed = pd.DataFrame([{"method": m, "seed": r.config.train.seed, **study.headline(r),
-                          "non-embedding params": r.record["model"]["non_embedding"],
-                          "wall-clock s": r.summary["summary"]["wall_seconds"], "training FLOPs": r.summary["summary"]["flops"]}
-                         for m, group in runs.items() for r in group]).drop(columns=["avg_acc_stderr"], errors="ignore")
-per_seed = per_seed.drop(columns=[] if wall else ["wall-clock s"])
-per_seed["avg_acc"] *= 100
-table = plots.summary_table(per_seed, "method", ["ppl", "bits_per_byte", "avg_acc", "non-embedding params",
-                                                 *wall, "training FLOPs"])
+per_seed = analysis.per_seed_table(study, runs, extra=lambda r: {
+    "non-embedding params": r.record["model"]["non_embedding"], **analysis.wall_clock(cfg, r),
+    "training FLOPs": r.summary["summary"]["flops"]})
+table = plots.summary_table(per_seed, "method", [c for c in per_seed.columns if c in (
+    "ppl", "bits_per_byte", "avg_acc", "non-embedding params", "wall-clock s", "training FLOPs")])
 study.save_table(per_seed, "07_width_vs_depth")
 mean = per_seed.groupby("method", sort=False).mean(numeric_only=True)
 w, d = mean.loc["width (DimCHOP)"], mean.loc["depth (LayerCHOP)"]
-if wall:
+if "wall-clock s" in mean:
     timed = f"{w['wall-clock s'] / d['wall-clock s']:.2f}x the wall-clock and "
 else:  # the side-by-side timing of notebook 02, where recorded
     try:

@@ -297,36 +297,6 @@ def test_c2_pairs_the_best_kd_with_the_best_tf_chosen_on_validation_not_test():
     assert one(table, "C2", "equal tokens")["diff"] == pytest.approx(math.log(42 / 61))
 
 
-def test_the_budget_sweep_is_read_at_equal_tokens_and_by_interpolation_at_equal_flops():
-    import pandas as pd
-
-    from distill_lib.claims import sweep_differences
-
-    # TF: 1 FLOP per token; KD: 2 (its teacher). KD's test ppl falls 100 -> 50 -> 25 as FLOPs double.
-    points = pd.DataFrame([
-        {"line": "TF", "base": "tf", "budget": b, "flops": 100 * b, "test ppl": p} for b, p in [(0.5, 80), (1, 60), (2, 40)]
-    ] + [{"line": "KD", "base": "kd", "budget": b, "flops": 200 * b, "test ppl": p} for b, p in [(0.5, 100), (1, 50), (2, 25)]])
-    table = sweep_differences(points).set_index("budget")
-    assert table["KD - TF, equal tokens (ppl)"].tolist() == [20, -10, -15]
-    assert table["KD - TF, equal tokens (nats)"].tolist() == pytest.approx([math.log(100 / 80), math.log(50 / 60),
-                                                                            math.log(25 / 40)])
-    # at TF's 50 FLOPs KD has no point (its line starts at 100): no reading; at TF's 100 FLOPs KD's
-    # 0.5x point (100 ppl); at TF's 200 FLOPs KD's 1x point (50 ppl)
-    assert math.isnan(table.loc[0.5, "KD - TF, equal FLOPs (ppl)"])
-    assert table.loc[1, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(100 - 60)
-    assert table.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(50 - 40)
-    assert table.loc[2, "KD - TF, equal FLOPs (nats)"] == pytest.approx(math.log(50 / 40))
-    points.loc[points.line == "KD", "flops"] = [150, 300, 600]  # between points: geometric interpolation
-    table = sweep_differences(points).set_index("budget")
-    # TF's 200 FLOPs lie log(200/150)/log(2) of the way from KD's 150 to its 300 (100 -> 50 ppl)
-    assert table.loc[2, "KD - TF, equal FLOPs (ppl)"] == pytest.approx(100 * 0.5 ** (math.log(200 / 150) / math.log(2)) - 40)
-    # with learning rates, a TF line meets only the KD lines at its rate
-    tuned = pd.DataFrame([{"line": "KD, lr 4x", "base": "kd", "budget": 1, "flops": 200, "test ppl": 30, "lr": 4.0}])
-    points["lr"] = 1.0
-    lines = sweep_differences(pd.concat([points, tuned]))[["TF line", "KD line"]].drop_duplicates()
-    assert lines.values.tolist() == [["TF", "KD"]]
-
-
 def _lr_check_cfg(**seeds):
     import dataclasses
 

@@ -145,6 +145,9 @@ class SwitchStudy(FakeStudy):
 
     train, teacher_ref = False, "run:teacher"
 
+    def corrected_teacher_ref(self, variant):
+        return "run:teacher-corrected"
+
     def run_config(self, method, strategy=None, seed=0, every_tokens=None):
         from distill_lib.method_runs import run_config
 
@@ -152,9 +155,10 @@ class SwitchStudy(FakeStudy):
 
 
 SWITCH_CFG = StudyConfig(
-    methods=["tf", "kd", "kd-lr-2x", "kd-then-tf-25", "kd-then-tf-50"], seeds=[0, 1, 2, 3],
+    methods=["tf", "kd-corrected", "kd", "kd-lr-2x", "kd-then-tf-25", "kd-then-tf-50"], seeds=[0, 1, 2, 3],
     seeds_by_method={m: [0, 1, 2, 3] for m in ("kd-then-tf-25", "kd-then-tf-50")},
     variants={"kd-lr-2x": {"method": "kd", "train": {"lr": 6e-4}},
+              "kd-corrected": {"method": "kd", "teacher_correction_steps": 2},  # the same training, another teacher
               "kd-then-tf-25": {"method": "kd-then-tf", "train": {"kd_fraction": 0.25}},
               "kd-then-tf-50": {"method": "kd-then-tf", "train": {"kd_fraction": 0.5}}})
 
@@ -178,7 +182,7 @@ def test_h3_chooses_the_share_on_seed_0_and_judges_it_on_the_others_against_its_
     from distill_lib.findings import findings, matched_baselines
 
     study = SwitchStudy(SWITCH_CFG, switch_runs(end_25))
-    assert matched_baselines(study, "kd-then-tf-25") == ("kd", "tf")  # not kd-lr-2x: other settings
+    assert matched_baselines(study, "kd-then-tf-25") == ("kd", "tf")  # not kd-lr-2x nor kd-corrected
     h3 = findings(study).set_index("comparison").loc[["vs TF, equal FLOPs", "vs KD, equal tokens"]]
     assert list(h3["verdict"]) == [vs_tf, vs_kd]
     assert set(h3["verdict seeds"]) == {"1, 2, 3"}

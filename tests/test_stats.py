@@ -6,7 +6,7 @@ import pytest
 from distill_lib.stats import (
     ALPHA, BETTER, EQUIVALENCE, EQUIVALENT, INCONCLUSIVE, MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, REPRODUCED,
     SUPERIORITY, WORSE, ClaimTest, holm, holm_verdicts, log_ratios, mean_ci, minimum_detectable_difference,
-    paired_difference, value_at,
+    paired_difference,
 )
 
 
@@ -104,12 +104,6 @@ def test_holm_adjusts_step_down_and_turns_what_does_not_survive_inconclusive():
 
 def test_log_ratios_are_nats():
     assert log_ratios([math.e, 10.0], [1.0, 10.0]) == pytest.approx([1.0, 0.0])
-
-
-def test_value_at_interpolates_and_refuses_to_extrapolate():
-    assert value_at([0, 10, 20], [5.0, 3.0, 2.0], 15) == pytest.approx(2.5)
-    with pytest.raises(ValueError, match="outside the curve's range"):
-        value_at([0, 10], [1.0, 2.0], 11)
 
 
 def test_catalog_declares_every_notebook_on_disk():
