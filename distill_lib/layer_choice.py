@@ -5,12 +5,15 @@ removal's order, the half-depth model's size) and a notebook's drawing of the co
 5) need no model. `distill_lib.truncate` scores layers and builds the truncated model."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
 from distill_lib.names import IMPORTANCE_STRATEGIES, PAPER_STRATEGIES, STRATEGIES  # noqa: F401
 from distill_lib.run_config import check_drop
 from distill_lib.schema import ConfigError
+from distill_lib.storage import write_json_atomic
 
 
 def drop_count(n_layers: int, drop: int | float) -> int:
@@ -151,3 +154,53 @@ def _check_indices(indices: Sequence[int], n_layers: int, name: str) -> None:
     if len(set(indices)) != len(indices):
         dup = sorted({i for i in indices if list(indices).count(i) > 1})
         raise ConfigError(f"{name}: duplicate layer index {dup[0]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The selection record: which layers a student kept and why
+# ---------------------------------------------------------------------------------------------
+def selection_record(strategy: str, n_layers: int, keep: Sequence[int], drop: int | float | None = None,
+                     scored: dict | None = None, keep_ends: bool = True,
+                     calibration_ids=None) -> dict:
+    """What a student's layers are and why, as plain JSON: the teacher's depth, the kept and removed
+    teacher layers (0-based, see truncate.LAYER_NUMBERING), the strategy, and for importance strategies the
+    scores, what they mean, the full model's calibration perplexity and the calibration size.
+    `truncate_by_strategy` stores it as the student's `config.layer_selection` (so it is saved in
+    its config.json); `write_layer_selection` puts it in a run folder."""
+    keep = list(keep)
+    record = {"strategy": strategy, "drop": drop, "teacher_layers": n_layers, "keep": keep,
+              "removed": [i for i in range(n_layers) if i not in set(keep)],
+              "keep_ends": keep_ends, "numbering": "0-based teacher layer indices; first = 0, last = n - 1"}
+    if scored is not None:
+        record.update(scores=scored["scores"], score_meaning=scored["meaning"])
+        if "full_ppl" in scored:
+            record["full_ppl"] = scored["full_ppl"]
+        if "order" in scored:
+            record["removal_order"] = scored["order"]
+    if calibration_ids is not None:
+        record["calibration"] = {"blocks": int(calibration_ids.shape[0]), "block_length": int(calibration_ids.shape[1])}
+    return record
+
+
+#: File name of the selection record in a run folder (`write_layer_selection`).
+LAYER_SELECTION_FILE = "layer_selection.json"
+
+
+def layer_selection(model_or_folder) -> dict | None:
+    """The selection record of a student (a model, or an HF folder: read from its config.json
+    without loading weights); None when it was not made by `truncate_by_strategy`."""
+    if hasattr(model_or_folder, "config"):  # a model (its config is an HF config object)
+        return getattr(model_or_folder.config, "layer_selection", None)
+    config = Path(model_or_folder) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"model: {str(model_or_folder)!r} is not an HF model folder (no config.json)")
+    return json.loads(config.read_text()).get("layer_selection")
+
+
+def write_layer_selection(run_dir: Path | str, model_or_folder) -> Path | None:
+    """Write the student's selection record to `run_dir/layer_selection.json` (atomic); returns the
+    path, or None (nothing written) when the student has no record."""
+    record = layer_selection(model_or_folder)
+    if record is None:
+        return None
+    return write_json_atomic(Path(run_dir) / LAYER_SELECTION_FILE, record)

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -42,12 +41,14 @@ from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError
     CHECKPOINT, CheckpointError, load_resume_checkpoint, restore_optimizer, save_checkpoint, shrunk_model,
 )
 from distill_lib.config import ConfigError, RunConfig, to_dict
-from distill_lib.run_config import is_run_reference, teacher_location  # noqa: F401  (teacher_location: read from here too)
 from distill_lib.data import PreparedData, has_tokenizer, prepare_data
 from distill_lib.env import LAYER_SCORES_CACHE
 from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
 from distill_lib.healing import (
     check_replace_block, fit_replacement, healing_summary, method_of, prepare, replacement_student, step_flops,
+)
+from distill_lib.launch import (  # noqa: F401  (PEAK_FLOPS_ENV, peak_flops_from_env: read from here too)
+    PEAK_FLOPS_ENV, make_accelerator, peak_flops_from_env,
 )
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
 from distill_lib.names import TEACHER_FORWARD_OBJECTIVES, TEACHER_OBJECTIVES
@@ -55,6 +56,7 @@ from distill_lib.objectives import (
     ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
 )
 from distill_lib.optim import Lion
+from distill_lib.run_config import is_run_reference, teacher_location  # noqa: F401  (teacher_location: read from here too)
 from distill_lib.truncate import truncate_by_strategy
 
 
@@ -243,28 +245,6 @@ def _validation_loss(student, blocks: np.ndarray, micro: int, device, accelerato
 _PLAIN_LM = LMObjective()
 
 
-def make_accelerator(precision: str = "fp32"):
-    """The run's `Accelerator`. Several processes started by a launcher (`torchrun --nproc_per_node
-    N`, `accelerate launch --multi_gpu --num_processes N`) join one DDP group; on a machine without
-    GPU that group is a CPU one (gloo), which accelerate forms only when told to use the CPU. A
-    launch that asked for several processes but got one, or whose processes did not join, is
-    refused: each process would train alone, all of them writing into the same run folder."""
-    from accelerate import Accelerator
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cpu = world > 1 and not torch.cuda.is_available()
-    if world == 1 and os.environ.get("MASTER_ADDR") and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
-        raise ConfigError("launch: `accelerate launch --cpu --num_processes N` starts one process (without mpirun); "
-                          "start N CPU processes with `accelerate launch --multi_gpu --num_processes N` or "
-                          "`torchrun --nproc_per_node N`")
-    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=cpu)
-    if accelerator.num_processes != world:
-        raise ConfigError(f"launch: {world} processes were started (WORLD_SIZE) but accelerate joined "
-                          f"{accelerator.num_processes} ({accelerator.distributed_type}); start N processes with "
-                          "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
-    return accelerator
-
-
 # ---------------------------------------------------------------------------------------------
 # Set-up
 # ---------------------------------------------------------------------------------------------
@@ -386,27 +366,6 @@ def _build(run: RunConfig, run_dir: Path, data: PreparedData, student, saved: di
     if saved is not None:  # after prepare: under FSDP each process loads its shard of the state
         restore_optimizer(wrapped, optimizer, saved["optimizer"])
     return teacher, wrapped, optimizer, pruner
-
-
-#: The MFU denominator (FLOP/s of one device) for every run of this process, instead of the matmul
-#: rate each run measures at set-up: processes that share one GPU would each measure it under
-#: contention (MFU above 1 in a GPU campaign of 12 processes), so one rate measured alone is passed
-#: to all of them (bench/gpu_campaign.sh). It only changes the logged `mfu`, never the training.
-PEAK_FLOPS_ENV = "DISTILL_PEAK_FLOPS"
-
-
-def peak_flops_from_env() -> float | None:
-    """The FLOP/s given in DISTILL_PEAK_FLOPS (e.g. `6.2e13`), or None when it is unset or empty."""
-    value = os.environ.get(PEAK_FLOPS_ENV, "").strip()
-    if not value:
-        return None
-    try:
-        peak = float(value)
-    except ValueError:
-        peak = float("nan")
-    if not (math.isfinite(peak) and peak > 0):
-        raise ConfigError(f"{PEAK_FLOPS_ENV}: {value!r} is not a positive number of FLOP/s (e.g. 6.2e13)")
-    return peak
 
 
 def set_up(run: RunConfig, run_dir: Path, data: PreparedData | None, log, peak_flops: float | None) -> Trainer:

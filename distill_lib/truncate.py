@@ -27,8 +27,9 @@ from torch import nn
 # The strategy names are the config's (config.Strategy): PAPER_STRATEGIES are the paper's five
 # configurations (v3 Fig 5 / Table 6), which keep the first and the last layer.
 from distill_lib.config import IMPORTANCE_STRATEGIES, PAPER_STRATEGIES, STRATEGIES, ConfigError, check_drop  # noqa: F401
-from distill_lib.layer_choice import (  # noqa: F401  (drop_count, select_layers: imported from here too)
-    _check_indices, _check_interior, _check_scores, drop_count, keep_from_removed, select_layers,
+from distill_lib.layer_choice import (  # noqa: F401  (the selection's names: imported from here too)
+    LAYER_SELECTION_FILE, _check_indices, _check_interior, _check_scores, drop_count, keep_from_removed,
+    layer_selection, select_layers, selection_record, write_layer_selection,
 )
 from distill_lib.models import check_causal_decoder, decoder_layers, load_causal_lm, set_decoder_layers
 from distill_lib.storage import write_json_atomic
@@ -345,53 +346,6 @@ def _taylor_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
             scores.append(float(sum((p.float() * grads[i + j] / tokens).abs().sum() for j, p in enumerate(params))))
             i += len(params)
     return scores
-
-
-def selection_record(strategy: str, n_layers: int, keep: Sequence[int], drop: int | float | None = None,
-                     scored: dict | None = None, keep_ends: bool = True,
-                     calibration_ids: torch.Tensor | None = None) -> dict:
-    """What a student's layers are and why, as plain JSON: the teacher's depth, the kept and removed
-    teacher layers (0-based, see LAYER_NUMBERING), the strategy, and for importance strategies the
-    scores, what they mean, the full model's calibration perplexity and the calibration size.
-    `truncate_by_strategy` stores it as the student's `config.layer_selection` (so it is saved in
-    its config.json); `write_layer_selection` puts it in a run folder."""
-    keep = list(keep)
-    record = {"strategy": strategy, "drop": drop, "teacher_layers": n_layers, "keep": keep,
-              "removed": [i for i in range(n_layers) if i not in set(keep)],
-              "keep_ends": keep_ends, "numbering": "0-based teacher layer indices; first = 0, last = n - 1"}
-    if scored is not None:
-        record.update(scores=scored["scores"], score_meaning=scored["meaning"])
-        if "full_ppl" in scored:
-            record["full_ppl"] = scored["full_ppl"]
-        if "order" in scored:
-            record["removal_order"] = scored["order"]
-    if calibration_ids is not None:
-        record["calibration"] = {"blocks": int(calibration_ids.shape[0]), "block_length": int(calibration_ids.shape[1])}
-    return record
-
-
-#: File name of the selection record in a run folder (`write_layer_selection`).
-LAYER_SELECTION_FILE = "layer_selection.json"
-
-
-def layer_selection(model_or_folder) -> dict | None:
-    """The selection record of a student (a model, or an HF folder: read from its config.json
-    without loading weights); None when it was not made by `truncate_by_strategy`."""
-    if isinstance(model_or_folder, nn.Module):
-        return getattr(model_or_folder.config, "layer_selection", None)
-    config = Path(model_or_folder) / "config.json"
-    if not config.is_file():
-        raise ConfigError(f"model: {str(model_or_folder)!r} is not an HF model folder (no config.json)")
-    return json.loads(config.read_text()).get("layer_selection")
-
-
-def write_layer_selection(run_dir: Path | str, model_or_folder) -> Path | None:
-    """Write the student's selection record to `run_dir/layer_selection.json` (atomic); returns the
-    path, or None (nothing written) when the student has no record."""
-    record = layer_selection(model_or_folder)
-    if record is None:
-        return None
-    return write_json_atomic(Path(run_dir) / LAYER_SELECTION_FILE, record)
 
 
 # ---------------------------------------------------------------------------------------------
