@@ -68,8 +68,8 @@ display(Markdown(field_context(table)))
 
 # %% [markdown]
 # ## Beyond the paper: the study's own hypotheses
-# Stated with their rules before the numbers were seen (notebook 08), tested like the claims (their own
-# Holm family).
+# Stated with their rules before the numbers were seen (H1, H2: notebook 08; H3, distilling only early:
+# notebook 02), tested like the claims (their own Holm family).
 
 # %%
 own = findings(study)
