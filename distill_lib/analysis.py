@@ -271,10 +271,6 @@ def variants_table(study, candidates: Sequence[str], tf_flops: float) -> pd.Data
     return variants.drop(columns=[c for c in CACHE_COLUMNS if variants[c].isna().all()])
 
 
-def _base(cfg, m: str) -> str:
-    return cfg.variants.get(m, {"method": m})["method"]
-
-
 def budget_line(cfg, m: str) -> str:
     """A method or variant without its budget (its whole definition otherwise): the line of the
     budget sweep a budget point belongs to."""
@@ -290,7 +286,7 @@ def sweep_runs(study) -> tuple[pd.DataFrame, dict]:
     tokens, FLOPs with what the variant spends before its first step, test ppl), and (line, budget)
     -> the variant, to read its runs again. Empty where the profile sweeps no budget."""
     cfg = study.cfg
-    swept = {budget_line(cfg, m) for m in cfg.methods if cfg.budget_of(m) != 1 and _base(cfg, m) in ("tf", "kd")}
+    swept = {budget_line(cfg, m) for m in cfg.methods if cfg.budget_of(m) != 1 and cfg.base_method(m) in ("tf", "kd")}
     rows, members = [], {}
     for m in (m for m in cfg.methods if budget_line(cfg, m) in swept):
         # the line is named after its 1x member; without one, after this point's name less its budget
@@ -298,7 +294,7 @@ def sweep_runs(study) -> tuple[pd.DataFrame, dict]:
         line = cfg.label(name) if name else cfg.label(m, with_budget=False)
         members[(line, cfg.budget_of(m))] = m
         for r in seed_runs(study, m):
-            rows.append({"line": line, "base": _base(cfg, m), "budget": cfg.budget_of(m), "seed": r.config.train.seed,
+            rows.append({"line": line, "base": cfg.base_method(m), "budget": cfg.budget_of(m), "seed": r.config.train.seed,
                          "lr": r.config.train.lr, "tokens": r.summary["summary"]["tokens"],
                          "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     return pd.DataFrame(rows), members

@@ -20,7 +20,7 @@ def extra_flops(study, method: str) -> float:
     corrected = study.correction(method)
     if corrected is not None:
         extra += float(corrected.summary["summary"]["flops"])
-    base = study.cfg.variants.get(method, {"method": method})["method"]
+    base = study.cfg.base_method(method)
     return extra + methods.get(base).extra_flops(study, method)
 
 

@@ -85,7 +85,7 @@ def _h2(study, add, lora):
 # --- H3: KD first, then teacher-free (method kd-then-tf) ------------------------------------------
 def kd_then_tf_runs(cfg) -> list[str]:
     """The profile's kd-then-tf method and variants (one per KD share)."""
-    return [m for m in cfg.methods if cfg.variants.get(m, {"method": m})["method"] == "kd-then-tf"]
+    return [m for m in cfg.methods if cfg.base_method(m) == "kd-then-tf"]
 
 
 def matched_baselines(study, switched: str) -> tuple[str, str]:
@@ -96,11 +96,11 @@ def matched_baselines(study, switched: str) -> tuple[str, str]:
     own = study.run_config(switched, seed=0)
     kd_train = dataclasses.replace(own.train, kd_fraction=None)
     # the same student, teacher (not a corrected one) and healing; training as its KD phase, then its LM phase
-    settings = lambda run, train: (run.init, run.teacher, run.healing, train)  # noqa: E731
     found = {}
     for base, train in (("kd", kd_train), ("tf", dataclasses.replace(kd_train, objective="lm"))):
-        same = [m for m in candidates(study, (base,))
-                if settings(study.run_config(m, seed=0), study.run_config(m, seed=0).train) == settings(own, train)]
+        wanted = (own.init, own.teacher, own.healing, train)
+        configs = {m: study.run_config(m, seed=0) for m in candidates(study, (base,))}
+        same = [m for m, rc in configs.items() if (rc.init, rc.teacher, rc.healing, rc.train) == wanted]
         if not same:
             raise MissingRecord(f"no {base} run at {switched}'s settings",
                                 f"a {base} run with {switched}'s training settings")

@@ -191,7 +191,7 @@ def _method_runs(cfg) -> dict[str, int]:
           + len(set(cfg.seeds_of("tf")) - set(config_seeds)))
     runs = {} if cfg.teacher_path else {"teacher": 1}
     for m in cfg.methods:
-        base = methods.get(cfg.variants.get(m, {}).get("method", m))
+        base = methods.get(cfg.base_method(m))
         runs[m] = tf if m == "tf" else len(base.schedules(cfg)) * len(cfg.seeds_of(m))
     return runs
 

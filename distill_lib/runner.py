@@ -129,7 +129,7 @@ def _schedules(study, method: str) -> list:
     """The runs a seed of `method` (or variant) makes: one, or one per schedule (gradual removal)."""
     if method not in methods.METHODS and method not in study.cfg.variants:
         return [None]  # run_config names the valid ones
-    return methods.get(study.cfg.variants.get(method, {}).get("method", method)).schedules(study.cfg) or [None]
+    return methods.get(study.cfg.base_method(method)).schedules(study.cfg) or [None]
 
 
 def train_runs(profile: str, specs: list[str], log=print) -> int:

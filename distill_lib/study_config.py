@@ -99,6 +99,10 @@ class StudyConfig:
         variant: the first seed)."""
         return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
 
+    def base_method(self, name: str) -> str:
+        """The method a name of `methods` stands for: itself, or a variant's `method`."""
+        return self.variants.get(name, {"method": name})["method"]
+
     def budget_of(self, method: str) -> float:
         """The factor on the token budget of a method (1) or variant (its `budget`, default 1)."""
         return self.variants.get(method, {}).get("budget", 1)
