@@ -152,7 +152,8 @@ def rebuild_run(study, run) -> None:
     if abs(rebuilt - recorded) > 1e-4 * abs(recorded):
         raise ConfigError(f"rebuild: run {run.dir.name} rebuilt to final validation loss {rebuilt:.6f}, its record "
                           f"says {recorded:.6f}; the code or machine trains it differently, so what is measured on "
-                          "it or trained from it would concern another model (the rebuilt weights stay in the run store)")
+                          "it or trained from it would concern another model (the rebuilt weights stay in the run store; "
+                          "records made before commit df71c57 need their own code: bench/rebuild_teacher_at_commit.sh)")
     if study.log:
         study.log(f"run {run.dir.name}: rebuilt, final validation loss {rebuilt:.6f} as recorded")
 
