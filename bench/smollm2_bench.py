@@ -178,7 +178,8 @@ def case_profile() -> dict:
 
 def case_profile_loop(method: str) -> dict:
     """Top ops of this project's step (`train.train_step`) for `method`."""
-    from distill_lib.train import set_up, train_step
+    from distill_lib.loop import train_step
+    from distill_lib.train import set_up
 
     s = study()
     run = s.run_config(method, seed=0)

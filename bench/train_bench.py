@@ -137,7 +137,8 @@ def case_profile(loop: bool) -> dict:
         student, batches = _student_and_batches()
         opt = torch.optim.AdamW(student.parameters(), lr=1e-3, foreach=False)
         return top_ops(lambda: bare_step(student, opt, batches[0]), steps=4)
-    from distill_lib.train import set_up, train_step
+    from distill_lib.loop import train_step
+    from distill_lib.train import set_up
 
     run, folder = loop_run("lm")
     t = set_up(run, folder, None, None, 1e12)

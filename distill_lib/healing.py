@@ -12,9 +12,10 @@ made ready for it (`healing` in the config; None or 'full' trains everything, as
   saved model keeps its tying. The input side of the matrix moves with the head.
 - `replace` (LLM-Streamline, Chen et al., ICLR 2025): the removed layers must be one contiguous block
   [s, e). The student gets one new layer in its place, a copy of teacher layer e - 1. Stage 1
-  (`fit_replacement`, at initialisation) trains only that layer to map the block's input to the
-  block's output (MSE against the teacher's hidden states) on training blocks; stage 2 is the loop,
-  every parameter training with the run's objective. The new layer's parameters are the extra ones.
+  (`train.fit_replacement`, at initialisation, through the one loop with `ReplacementFit` as its
+  objective and `stage1_train_config` as its settings) trains only that layer to map the block's
+  input to the block's output (MSE against the teacher's hidden states) on training blocks; stage 2
+  is the run itself, every parameter training with the run's objective. The new layer's parameters are the extra ones.
 
 Each run's summary gets `healing_summary`: trainable parameters, optimizer-state bytes (the tensors of
 the optimizer state, this process's), mean tokens/s, and the method's own record.
@@ -22,9 +23,7 @@ the optimizer state, this process's), mean tokens/s, and the method's own record
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -115,56 +114,45 @@ def layer_output(model: nn.Module, index: int, input_ids: torch.Tensor) -> torch
     return box["hidden"]
 
 
-def fit_replacement(teacher: nn.Module, student: nn.Module, block: list[int], run: RunConfig, batches,
-                    device, log=None) -> dict:
-    """Stage 1 of `replace`: train only the new layer (student layer block[0]) so that its output
-    matches the teacher's output of the block, on the token-id batches `batches` (one per step). The
-    student's layers below it are the teacher's, frozen, so both see the same input. AdamW, peak lr
-    healing.replace_lr (or train.lr), cosine to train.min_lr_ratio, gradients clipped as the run's;
-    dropout (if any) drawn from its own generator seeded with train.seed, outside the run's stream.
-    Returns its record: per-step MSE, tokens, FLOPs, seconds, optimizer-state bytes."""
-    from distill_lib.callbacks import outside_the_run_rng
-
-    with outside_the_run_rng(device):
-        torch.manual_seed(run.train.seed)
-        return _fit_replacement(teacher, student, block, run, batches, device, log)
+def stage1_train_config(run: RunConfig):
+    """Stage 1's training settings, the run's own except: healing.replace_steps steps at peak lr
+    healing.replace_lr (or train.lr), no weight decay, no warm-up (its schedule: `stage1_lr_schedule`)."""
+    h = run.healing
+    return dataclasses.replace(run.train, max_steps=h.replace_steps, lr=h.replace_lr or run.train.lr, weight_decay=0.0,
+                               warmup_steps=0, kd_fraction=None, remove_every_tokens=None, removal_order=[])
 
 
-def _fit_replacement(teacher, student, block, run: RunConfig, batches, device, log) -> dict:
-    cfg, steps = run.train, run.healing.replace_steps
-    position, new = block[0], decoder_layers(student)[block[0]]
-    teacher.to(device).eval()
-    student.to(device).train().requires_grad_(False)
-    new.requires_grad_(True)
-    lr = run.healing.replace_lr or cfg.lr
-    optimizer = torch.optim.AdamW(new.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr * cfg.min_lr_ratio)
-    micro = cfg.micro_batch_size or cfg.batch_size
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")  # noqa: E731
-    losses, tokens, started = [], 0, time.perf_counter()
-    for ids in itertools.islice(batches, steps):
-        total = 0.0
-        for chunk in ids.split(micro):
-            chunk = chunk.to(device)
-            with autocast():
-                with torch.no_grad():
-                    target = layer_output(teacher, block[-1], chunk)
-                loss = torch.nn.functional.mse_loss(layer_output(student, position, chunk).float(), target.float())
-            (loss * len(chunk) / len(ids)).backward()
-            total += float(loss.detach()) * len(chunk) / len(ids)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(new.parameters(), cfg.grad_clip)
+def stage1_lr_schedule(cfg) -> list[float]:
+    """The lr of each stage-1 step: torch's `CosineAnnealingLR` from cfg.lr to cfg.lr·min_lr_ratio
+    over cfg.max_steps (its recursive form, so the recorded `replace` runs' stage 1 is reproduced bit
+    for bit)."""
+    probe = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([probe], lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+    lrs = []
+    for _ in range(cfg.max_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         schedule.step()
-        losses.append(total)
-        tokens += ids.numel()
-    student.requires_grad_(True)
-    if log:
-        log(f"healing: replace stage 1, layers {block} -> one layer, MSE {losses[0]:.4g} -> {losses[-1]:.4g}")
-    return {"block": list(block), "position": position, "steps": len(losses), "losses": losses, "tokens": tokens,
-            "flops": tokens * stage1_flops_per_token(teacher, student, block, ids.shape[1]),
-            "wall_seconds": time.perf_counter() - started, "optimizer_state_bytes": optimizer_state_bytes(optimizer)}
+    return lrs
+
+
+class ReplacementFit(nn.Module):
+    """Stage 1's objective: the MSE between the student's output of its new layer (`block[0]`) and
+    the teacher's output of the removed block's last layer. The student's layers below it are the
+    teacher's, frozen, so both see the same input. The teacher is held outside the module's
+    parameters (it never trains, and no optimizer or clipping should see it)."""
+
+    def __init__(self, teacher: nn.Module, block: list[int]):
+        super().__init__()
+        self.__dict__["teacher"] = teacher  # not registered: not a parameter of the training module
+        self.block = list(block)
+
+    def forward(self, student: nn.Module, input_ids: torch.Tensor, block_index=None):
+        with torch.no_grad():
+            target = layer_output(self.teacher, self.block[-1], input_ids)
+        loss = torch.nn.functional.mse_loss(layer_output(student, self.block[0], input_ids).float(), target.float())
+        return loss, {}
 
 
 def _layer_forward_flops(layer: nn.Module, seq_len: int, d_attn: int) -> float:

@@ -147,6 +147,17 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
 
+def parameter_counts_of_folder(folder: Path | str) -> dict[str, int]:
+    """`parameter_counts` (and the depth) of the model an HF folder's config.json describes, built on
+    the meta device: no weight is read (what a record of a run needs to say about its model)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {"layers": config.num_hidden_layers, **parameter_counts(model)}
+
+
 def compare_parameters(teacher: nn.Module, student: nn.Module) -> dict[str, float]:
     """Parameter counts of both models and the fraction the student keeps."""
     t, s = parameter_counts(teacher), parameter_counts(student)

@@ -88,12 +88,11 @@ class RecordStore:
     def save_run(self, stored) -> dict:
         """Record a complete run of the run store (`runs.Run`): its config, summary, metrics and
         the size of its final model. Evaluations already recorded for it are kept."""
-        from distill_lib.models import load_causal_lm, parameter_counts
+        from distill_lib.models import parameter_counts_of_folder
 
         complete = stored.summary  # complete.json: name, hash, config, summary, versions, hardware
-        model = load_causal_lm(stored.model_dir)
         record = {**complete, "record_version": RECORD_VERSION, "metrics": stored.metrics(),
-                  "model": {"layers": model.config.num_hidden_layers, **parameter_counts(model)},
+                  "model": parameter_counts_of_folder(stored.model_dir),
                   "evaluations": (self.run(stored.dir.name) or {}).get("evaluations", {})}
         record = portable(record)
         write_json_atomic(self.run_path(stored.dir.name), record, record=True)

@@ -23,7 +23,6 @@ one process, or killed and resumed in a new process, ends with the same weights 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -43,60 +42,24 @@ from distill_lib.checkpoint import (  # noqa: F401  (CHECKPOINT, CheckpointError
 from distill_lib.config import ConfigError, RunConfig, to_dict
 from distill_lib.data import PreparedData, has_tokenizer, prepare_data
 from distill_lib.env import LAYER_SCORES_CACHE
-from distill_lib.flops import StepFlops, measure_matmul_peak, peak_memory_bytes, training_flops_per_token
+from distill_lib.flops import StepFlops, measure_matmul_peak, training_flops_per_token
 from distill_lib.healing import (
-    check_replace_block, fit_replacement, healing_summary, method_of, prepare, replacement_student, step_flops,
+    ReplacementFit, check_replace_block, healing_summary, method_of, optimizer_state_bytes, prepare,
+    replacement_student, stage1_flops_per_token, stage1_lr_schedule, stage1_train_config, step_flops,
 )
 from distill_lib.launch import (  # noqa: F401  (PEAK_FLOPS_ENV, peak_flops_from_env: read from here too)
     PEAK_FLOPS_ENV, make_accelerator, peak_flops_from_env,
+)
+from distill_lib.loop import (  # noqa: F401  (lr_at, TrainingDiverged: imported from here too)
+    OneProcess, Trainer, TrainingDiverged, block_order, lr_at, make_optimizer, run_steps,
 )
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
 from distill_lib.names import TEACHER_FORWARD_OBJECTIVES, TEACHER_OBJECTIVES
 from distill_lib.objectives import (
     ChopDistillObjective, KDObjective, LMObjective, OfflineKDObjective, TrainingModule, check_same_vocabulary,
 )
-from distill_lib.optim import Lion
 from distill_lib.run_config import is_run_reference, teacher_location  # noqa: F401  (teacher_location: read from here too)
 from distill_lib.truncate import truncate_by_strategy
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/Inf; the last good checkpoint is kept and the run is not complete."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Schedule, optimizer, data order
-# ---------------------------------------------------------------------------------------------
-def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up to `peak`, then cosine decay to `min_ratio`·peak at the last step."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup - 1)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def make_optimizer(module: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """AdamW or Lion; weight decay only on matrices (not on norms and biases)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    if cfg.optimizer == "lion":
-        return Lion(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-
-
-def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:
-    """Blocks `start .. start+count` of an endless stream of seeded permutations (one per epoch).
-    A pure function of its arguments, so a resumed run reads the same blocks as an uninterrupted one."""
-    out = []
-    position = start
-    while len(out) < count:
-        epoch, offset = divmod(position, n_blocks)
-        perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        take = perm[offset: offset + count - len(out)].numpy()
-        out.extend(take.tolist())
-        position += len(take)
-    return np.asarray(out, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,17 +86,50 @@ def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print, 
         log(f"init: {init.kind} with {init.strategy}, kept layers {keep} of {len(decoder_layers(teacher))}")
     if method_of(run) == "replace":  # LLM-Streamline: one new layer for the removed block, fitted to it
         student, block = replacement_student(teacher, student, keep, init.strategy)
-        return student, keep, fit_replacement(teacher, student, block, run, _stage1_batches(run, data),
-                                              torch.device(device), log)
+        return student, keep, fit_replacement(teacher, student, block, run, data, device, log)
     return student, keep, None
 
 
-def _stage1_batches(run: RunConfig, data: PreparedData):
-    """Replacement stage 1 reads the training blocks the loop starts with, batch_size per step."""
-    blocks, cfg = data.blocks("train"), run.train
-    for step in range(run.healing.replace_steps):
-        order = block_order(len(blocks), cfg.seed, step * cfg.batch_size, cfg.batch_size)
-        yield torch.from_numpy(blocks[order].astype(np.int64))
+class _Losses(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def end_of_step(self, t, entry: dict) -> None:
+        self.losses.append(entry["loss"])
+
+
+def fit_replacement(teacher, student, block: list[int], run: RunConfig, data: PreparedData, device,
+                    log=None) -> dict:
+    """Stage 1 of `replace` through the one loop: only the new layer (student layer block[0]) trains,
+    its output fitted to the teacher's output of the removed block (`healing.ReplacementFit`), on the
+    training blocks the run starts with, under `healing.stage1_train_config` (AdamW without weight
+    decay, torch's cosine annealing, the run's clipping). Every process fits it alike, outside the
+    process group (`OneProcess`); dropout (if any) draws from its own generator seeded with
+    train.seed, outside the run's stream. Returns its record: per-step MSE, tokens, FLOPs, seconds,
+    optimizer-state bytes."""
+    cfg, device = stage1_train_config(run), torch.device(device)
+    teacher.to(device).eval()
+    student.to(device).train().requires_grad_(False)
+    decoder_layers(student)[block[0]].requires_grad_(True)
+    module = TrainingModule(student, ReplacementFit(teacher, block))
+    optimizer = make_optimizer(module, cfg)
+    blocks = data.blocks("train")
+    per_token = stage1_flops_per_token(teacher, student, block, blocks.shape[1])
+    lrs = stage1_lr_schedule(cfg)
+    t = Trainer(dataclasses.replace(run, train=cfg), None, OneProcess(device, cfg.precision),
+                cfg.micro_batch_size or cfg.batch_size, cfg.batch_size // (cfg.micro_batch_size or cfg.batch_size),
+                blocks, blocks[:0], teacher, module, optimizer, None, StepFlops(per_token, 0.0), math.inf,
+                {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0}, None, schedule=lrs.__getitem__)
+    losses, started = _Losses(), time.perf_counter()
+    with outside_the_run_rng(device):
+        torch.manual_seed(cfg.seed)
+        run_steps(t, [losses])
+    student.requires_grad_(True)
+    if log:
+        log(f"healing: replace stage 1, layers {block} -> one layer, MSE {losses.losses[0]:.4g} -> {losses.losses[-1]:.4g}")
+    return {"block": list(block), "position": block[0], "steps": len(losses.losses), "losses": losses.losses,
+            "tokens": t.state["tokens"], "flops": t.state["tokens"] * per_token,
+            "wall_seconds": time.perf_counter() - started, "optimizer_state_bytes": optimizer_state_bytes(optimizer)}
 
 
 def _teacher_for(run: RunConfig, run_dir: Path, step: int = 0):
@@ -248,61 +244,6 @@ _PLAIN_LM = LMObjective()
 # ---------------------------------------------------------------------------------------------
 # Set-up
 # ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Trainer:
-    """What one step and the callbacks work on. `wrapped` (the prepared student + objective) and
-    `flops` change when gradual removal drops a layer; `state` is what a checkpoint saves."""
-
-    run: RunConfig
-    run_dir: Path
-    accelerator: object
-    micro: int  # rows per forward
-    accum: int  # micro-batches per optimizer step and process
-    blocks: np.ndarray  # the training blocks
-    valid: np.ndarray  # the validation blocks
-    teacher: torch.nn.Module | None
-    wrapped: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    pruner: torch.nn.Module | None
-    flops: StepFlops  # per token of a training step
-    peak: float  # peak FLOP/s of one device, for MFU
-    state: dict  # step, tokens, flops, wall_seconds, layers_removed (+ healing: replacement stage 1, counted in)
-    rng: dict | None  # the checkpoint's generator states, restored just before the first step
-    step_started: float = 0.0
-    stop: bool = False  # set by a callback: end this process's work now (StopAfter)
-
-    @property
-    def cfg(self):
-        return self.run.train
-
-    @property
-    def device(self):
-        return self.accelerator.device
-
-    @property
-    def procs(self) -> int:
-        return self.accelerator.num_processes
-
-    @property
-    def length(self) -> int:
-        return self.blocks.shape[1]
-
-    @property
-    def last_step(self) -> bool:
-        return self.state["step"] == self.cfg.max_steps
-
-    def start_run_rng(self) -> None:
-        """The run's own random stream (dropout) starts here, after all set-up: fresh from the
-        seed, or exactly where the checkpoint left it; nothing else draws from it (see
-        `outside_the_run_rng`)."""
-        if self.rng is not None:
-            torch.set_rng_state(self.rng["torch"])
-            if self.rng["cuda"]:
-                torch.cuda.set_rng_state_all(self.rng["cuda"])
-        else:
-            torch.manual_seed(self.cfg.seed)
-
-
 def _step_flops(run: RunConfig, student, length: int, teacher) -> StepFlops:
     online = teacher is not None and run.train.objective in TEACHER_FORWARD_OBJECTIVES
     flops = training_flops_per_token(student, length, teacher if online else None)
@@ -416,70 +357,6 @@ def default_callbacks(t: Trainer, log, stop_after: int | None) -> list[Callback]
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
-def _forward_backward(t: Trainer, step: int) -> dict[str, float]:
-    """This step's gradients (this process's share of the batch, in micro-batches) and its loss
-    terms, averaged over the batch and the processes."""
-    cfg = t.cfg
-    order = block_order(len(t.blocks), cfg.seed, step * cfg.batch_size, cfg.batch_size)
-    mine = order.reshape(t.procs, t.accum, t.micro)[t.accelerator.process_index]
-    sums: dict[str, torch.Tensor] = {}
-    for m in range(t.accum):
-        index = torch.from_numpy(mine[m])
-        ids = torch.from_numpy(t.blocks[mine[m]].astype(np.int64)).to(t.device)
-        # gradients are all-reduced once per optimizer step, on the last micro-batch only
-        sync = t.accelerator.no_sync(t.wrapped) if m < t.accum - 1 else contextlib.nullcontext()
-        with sync, t.accelerator.autocast():
-            loss, terms = t.wrapped(ids, index)
-            t.accelerator.backward(loss / t.accum)
-        for k, v in {"loss": loss.detach(), **terms}.items():
-            sums[k] = sums.get(k, 0.0) + v.float() / t.accum
-    return {k: float(t.accelerator.reduce(v.to(t.device), reduction="mean")) for k, v in sums.items()}
-
-
-def train_step(t: Trainer, callbacks: list[Callback]) -> tuple[dict[str, float], float, float | None]:
-    """One optimizer step: lr, gradients, divergence check, `before_optimizer_step` hooks, clip,
-    update. Returns the loss terms, the lr and the gradient norm (None without clipping)."""
-    cfg, step = t.cfg, t.state["step"]
-    lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-    for group in t.optimizer.param_groups:
-        group["lr"] = lr
-    values = _forward_backward(t, step)
-    if not all(math.isfinite(v) for v in values.values()):
-        raise TrainingDiverged(f"train: loss is not finite at step {step} ({values}); "
-                               f"the last good checkpoint is kept in {t.run_dir}")
-    for callback in callbacks:
-        callback.before_optimizer_step(t)
-    grad_norm = None
-    if cfg.grad_clip > 0:
-        grad_norm = float(t.accelerator.clip_grad_norm_(t.wrapped.parameters(), cfg.grad_clip))
-    t.optimizer.step()
-    t.optimizer.zero_grad(set_to_none=True)
-    t.state["step"] = step + 1
-    return values, lr, grad_norm
-
-
-def step_entry(t: Trainer, values: dict[str, float], lr: float, grad_norm: float | None) -> dict:
-    """Count the step's tokens, FLOPs and time into `t.state`; the step's metrics line."""
-    cfg, state = t.cfg, t.state
-    state["tokens"] += cfg.batch_size * t.length
-    state["flops"] += t.flops.total * cfg.batch_size * t.length
-    now = time.perf_counter()
-    state["wall_seconds"] += now - t.step_started
-    tokens_per_s = cfg.batch_size * t.length / (now - t.step_started)
-    t.step_started = now
-    entry = {"step": state["step"], **values, "lr": lr, "tokens": state["tokens"],
-             "wall_seconds": round(state["wall_seconds"], 4), "tokens_per_s": tokens_per_s,
-             "flops": state["flops"], "mfu": t.flops.total * tokens_per_s / (t.peak * t.procs),
-             "peak_memory_bytes": peak_memory_bytes(t.device),
-             "layers": len(decoder_layers(t.accelerator.unwrap_model(t.wrapped).student))}
-    if grad_norm is not None:
-        entry["grad_norm"] = grad_norm
-    return entry
-
-
 def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=print,
           peak_flops: float | None = None, stop_after: int | None = None) -> dict:
     """Train `run` in `run_dir`, resuming from its last checkpoint if there is one. Returns the
@@ -488,20 +365,9 @@ def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=p
     run_dir = Path(run_dir)
     t = set_up(run, run_dir, data, log, peak_flops)
     callbacks = default_callbacks(t, log, stop_after)
-    entry = next(c.resumed_entry for c in callbacks if isinstance(c, MetricsLog))
+    resumed = next(c.resumed_entry for c in callbacks if isinstance(c, MetricsLog))
     t.start_run_rng()
-    t.step_started = time.perf_counter()
-    while t.state["step"] < t.cfg.max_steps and not t.stop:
-        values, lr, grad_norm = train_step(t, callbacks)
-        for callback in callbacks:
-            callback.after_optimizer_step(t)
-        entry = step_entry(t, values, lr, grad_norm)
-        for callback in callbacks:  # a callback that sets t.stop ends the step there (StopAfter)
-            callback.end_of_step(t, entry)
-            if t.stop:
-                break
-    for callback in callbacks:
-        callback.end_of_training(t)
+    entry = run_steps(t, callbacks) or resumed
     if t.stop:
         return {"stopped_at": t.state["step"]}
     state = t.state

@@ -121,7 +121,7 @@ from distill_lib.checkpoint import read_checkpoint, restore_optimizer, save_chec
 from distill_lib.config import ModelConfig, TrainConfig
 from distill_lib.models import build_model, decoder_layers
 from distill_lib.objectives import LMObjective, TrainingModule
-from distill_lib.train import lr_at, make_optimizer
+from distill_lib.loop import lr_at, make_optimizer
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -25,6 +25,11 @@ FOUNDATION = ("env", "names", "schema", "storage")
 #: The configs, built on the foundation's schema engine and name sets: they import only each other and
 #: the foundation (`config` is the facade that re-exports them all).
 CONFIG_LAYER = ("config", "eval_config", "layer_choice", "methods", "run_config", "study_config")
+#: The training side: the loop, what runs at its hook points, its checkpoints and launch, `train`'s
+#: set-up. The model side (models and what is done to them: truncation, healing, width pruning,
+#: objectives and losses, FLOPs) is below it and imports none of it, not even inside a function.
+TRAINING_SIDE = ("callbacks", "checkpoint", "launch", "loop", "train")
+MODEL_SIDE = ("flops", "healing", "losses", "models", "objectives", "truncate", "width")
 
 
 def _imported(node: ast.AST) -> list[str]:
@@ -123,6 +128,12 @@ def test_foundation_modules_import_nothing_of_the_package(module):
 def test_config_modules_import_only_each_other_and_the_foundation(module):
     _, everything = import_graph()
     assert everything[module] <= set(FOUNDATION) | set(CONFIG_LAYER)
+
+
+@pytest.mark.parametrize("module", MODEL_SIDE)
+def test_the_model_side_imports_nothing_of_the_training_side(module):
+    _, everything = import_graph()
+    assert not everything[module] & set(TRAINING_SIDE), sorted(everything[module] & set(TRAINING_SIDE))
 
 
 def test_configs_are_built_checked_and_hashed_without_torch():

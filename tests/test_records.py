@@ -195,3 +195,28 @@ def test_every_committed_record_is_rewritten_byte_identically(tmp_path):
         if written != (committed + b"\n" if name in WITHOUT_FINAL_NEWLINE else committed):
             differ.append(name)
     assert differ == []
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "gpt_neox", "opt"])
+def test_a_records_parameter_counts_come_from_the_config_and_equal_the_loaded_models(family, tmp_path):
+    """A record says how big its model is without reading the weights: counts of the model built on
+    the meta device from config.json equal those of the loaded model (tied weights once; a model
+    whose FFN width pruning shrank is counted at its new width)."""
+    import torch
+    from tiny_models import tiny_model
+
+    from distill_lib.models import load_causal_lm, parameter_counts, parameter_counts_of_folder
+    from distill_lib.width import shrink_ffn
+
+    model = tiny_model(family, n_layers=3)
+    models = {"whole": model}
+    if family == "llama":
+        width = model.config.intermediate_size
+        masks = [torch.arange(width) % 4 != 0 for _ in range(3)]
+        models["ffn-pruned"] = shrink_ffn(model, masks)
+    for name, m in models.items():
+        m.save_pretrained(tmp_path / name)
+        loaded = load_causal_lm(tmp_path / name)
+        assert parameter_counts_of_folder(tmp_path / name) == {"layers": 3, **parameter_counts(loaded)}, name
+    if family == "llama":
+        assert parameter_counts_of_folder(tmp_path / "ffn-pruned")["total"] < parameter_counts_of_folder(tmp_path / "whole")["total"]
