@@ -109,7 +109,7 @@ def per_seed_table(study, runs: dict[str, list], by: str = "method", extra: Call
 def wall_clock(cfg, run) -> dict:
     """A run's wall-clock as a table column, where the profile's runs were timed alike
     (`timings_comparable`); elsewhere it is no cost, and no column."""
-    return {"wall-clock s": run.summary["summary"]["wall_seconds"]} if cfg.timings_comparable else {}
+    return {"wall-clock s": run.training["wall_seconds"]} if cfg.timings_comparable else {}
 
 
 # --- which layers to remove (notebooks 01 and 08) ------------------------------------------------
@@ -178,7 +178,7 @@ def healing_runs(study, healers: Sequence[str]) -> dict[str, list]:
 
 def mean_training_flops(groups: dict[str, list]) -> pd.Series:
     """Label -> the mean training FLOPs of its runs: the cheapest is where healing methods are compared."""
-    return pd.Series({label: np.mean([r.summary["summary"]["flops"] for r in runs]) for label, runs in groups.items()})
+    return pd.Series({label: np.mean([r.training["flops"] for r in runs]) for label, runs in groups.items()})
 
 
 def healing_table(study, groups: dict[str, list], at_flops: float) -> pd.DataFrame:
@@ -187,7 +187,7 @@ def healing_table(study, groups: dict[str, list], at_flops: float) -> pd.DataFra
     rows = []
     for label, runs in groups.items():
         for r in runs:
-            summary = r.summary["summary"]
+            summary = r.training
             rows.append({"healing": label, "seed": r.config.train.seed,
                          "trainable parameters": summary.get("trainable_parameters", np.nan),
                          "optimizer state MiB": summary.get("optimizer_state_bytes", np.nan) / 2**20,
@@ -251,7 +251,7 @@ CACHE_COLUMNS = ("teacher cache MiB", "cache build s")
 
 def teacher_cache_cost(run) -> dict:
     """A run's teacher cache (offline KD) as table columns: its size and build time, NaN without one."""
-    cache = run.summary["summary"].get("teacher_cache")
+    cache = run.training.get("teacher_cache")
     return dict(zip(CACHE_COLUMNS, (cache["bytes"] / 2**20, cache["build_seconds"]) if cache else (np.nan, np.nan)))
 
 
@@ -266,7 +266,7 @@ def variants_table(study, candidates: Sequence[str], tf_flops: float) -> pd.Data
             rows.append({"variant": study.cfg.label(m), "seed": r.config.train.seed,
                          "val ppl at TF's FLOPs": val_ppl_at_flops(r, tf_flops - extra),
                          "val ppl at the end": final_val_ppl(r), "test ppl": study.headline(r)["ppl"],
-                         "FLOPs vs TF": (r.summary["summary"]["flops"] + extra) / tf_flops, **teacher_cache_cost(r)})
+                         "FLOPs vs TF": (r.training["flops"] + extra) / tf_flops, **teacher_cache_cost(r)})
     variants = pd.DataFrame(rows)
     return variants.drop(columns=[c for c in CACHE_COLUMNS if variants[c].isna().all()])
 
@@ -295,8 +295,8 @@ def sweep_runs(study) -> tuple[pd.DataFrame, dict]:
         members[(line, cfg.budget_of(m))] = m
         for r in seed_runs(study, m):
             rows.append({"line": line, "base": cfg.base_method(m), "budget": cfg.budget_of(m), "seed": r.config.train.seed,
-                         "lr": r.config.train.lr, "tokens": r.summary["summary"]["tokens"],
-                         "flops": r.summary["summary"]["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
+                         "lr": r.config.train.lr, "tokens": r.training["tokens"],
+                         "flops": r.training["flops"] + study.extra_flops(m), "test ppl": study.headline(r)["ppl"]})
     return pd.DataFrame(rows), members
 
 
@@ -354,7 +354,7 @@ def mid_run_difference(study, tf_m: str, kd_m: str) -> dict:
     pairs = []
     for seed in (s for s in study.seeds(tf_m) if s in study.seeds(kd_m)):
         tf_run, kd_run = study.student(tf_m, seed=seed), study.student(kd_m, seed=seed)
-        flops = tf_run.summary["summary"]["flops"] + study.extra_flops(tf_m) - study.extra_flops(kd_m)
+        flops = tf_run.training["flops"] + study.extra_flops(tf_m) - study.extra_flops(kd_m)
         pairs.append((val_ppl_at_flops(kd_run, flops), final_val_ppl(tf_run)))
     return {"KD - TF, equal FLOPs, mid-run (nats)": float(np.mean([np.log(k / t) for k, t in pairs])),
             "KD - TF, equal FLOPs, mid-run (ppl)": float(np.mean([k - t for k, t in pairs])),
@@ -389,8 +389,8 @@ def cost_table(study, runs: dict[str, list]) -> pd.DataFrame:
     runs were timed alike, median tokens/s and wall-clock; each against TF's."""
     cfg, tf = study.cfg, study.cfg.label("tf")
     cost = pd.DataFrame([{"method": m, "seed": r.config.train.seed,
-                          "FLOPs per token": r.summary["summary"]["flops_per_token"]["total"],
-                          "tokens/s": median_tokens_per_s(r), "wall-clock s": r.summary["summary"]["wall_seconds"]}
+                          "FLOPs per token": r.training["flops_per_token"]["total"],
+                          "tokens/s": median_tokens_per_s(r), "wall-clock s": r.training["wall_seconds"]}
                          for m, group in runs.items() for r in group])
     cost = cost.groupby("method", sort=False).mean(numeric_only=True).drop(columns="seed")
     cost["FLOPs ratio vs TF"] = cost["FLOPs per token"] / cost.loc[tf, "FLOPs per token"]

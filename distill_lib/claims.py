@@ -38,7 +38,7 @@ def _against_tf(other: dict, tf: dict, ppl, seeds, extra_flops: float = 0.0) -> 
     """Per seed, `other`'s and TF's perplexities at equal FLOPs (validation ppl with `other` read at
     TF's total FLOPs; `extra_flops` spent before `other`'s run, e.g. a teacher correction, count
     against it) and at equal tokens (test ppl at the end)."""
-    return {"equal FLOPs": ([_at_flops(other[s], tf[s].summary["summary"]["flops"] - extra_flops) for s in seeds],
+    return {"equal FLOPs": ([_at_flops(other[s], tf[s].training["flops"] - extra_flops) for s in seeds],
                             [final_val_ppl(tf[s]) for s in seeds]),
             "equal tokens": ([ppl(other[s]) for s in seeds], [ppl(tf[s]) for s in seeds])}
 
@@ -246,7 +246,7 @@ def best_kd(study, tf: str = "tf") -> Choice:
     mean *validation* perplexity at the total FLOPs of TF (`tf`, the chosen TF run), never chosen on
     test; compared on the seeds all of them share with it. A teacher correction's FLOPs and an
     offline logit cache's teacher forward count against their variant."""
-    tf_flops = _recorded(study, tf, study.seeds(tf), lambda run, s: run.summary["summary"]["flops"])
+    tf_flops = _recorded(study, tf, study.seeds(tf), lambda run, s: run.training["flops"])
     readings = {}
     for m in kd_candidates(study):
         try:
@@ -352,8 +352,8 @@ def _c2_c3(study, ppl, add):
     seeds = paired_seeds(study, "kd", "tf")
     tf = {s: study.student("tf", seed=s) for s in seeds}  # every run recorded, or the claim is not tested yet
     kd = {s: study.student("kd", seed=s) for s in seeds}
-    analytic = (kd[seeds[0]].summary["summary"]["flops_per_token"]["total"]
-                / tf[seeds[0]].summary["summary"]["flops_per_token"]["total"])
+    analytic = (kd[seeds[0]].training["flops_per_token"]["total"]
+                / tf[seeds[0]].training["flops_per_token"]["total"])
     try:  # the runs' median tokens/s, or where their timings say nothing the side-by-side timing
         ratios, how = study.time_ratios("kd", seeds)
     except MissingRecord:  # only the side-by-side timing can be missing: the runs are read above
@@ -474,7 +474,7 @@ def _c7(study, ppl, add):
             + (f"; {strategy} is the {how}" if how else ""),
             ClaimTest(EQUIVALENCE, log_ratios(wid, depth), MARGIN_NATS), "log of width's test ppl over depth's",
             verdict_seeds=on, choice_seeds=choice_seeds)
-    flops = width[seeds[0]].summary["summary"]["flops"] / study.student("tf", seed=seeds[0]).summary["summary"]["flops"]
+    flops = width[seeds[0]].training["flops"] / study.student("tf", seed=seeds[0]).training["flops"]
     try:  # the runs' whole wall-clock, or where their timings say nothing the side-by-side timing
         cost, how = study.time_ratios("width", seeds, in_runs="wall_seconds")
     except (MissingRecord, KeyError):  # side-by-side timing not recorded, or without width

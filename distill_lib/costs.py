@@ -19,7 +19,7 @@ def extra_flops(study, method: str) -> float:
     extra = 0.0
     corrected = study.correction(method)
     if corrected is not None:
-        extra += float(corrected.summary["summary"]["flops"])
+        extra += float(corrected.training["flops"])
     base = study.cfg.base_method(method)
     return extra + methods.get(base).extra_flops(study, method)
 
@@ -77,7 +77,7 @@ def time_ratios(study, method: str, seeds: list[int] | None = None,
         return ratios, f"timed side by side, {len(ratios)} rounds"
     from distill_lib.analysis import median_tokens_per_s as median_rate
 
-    wall = lambda run: run.summary["summary"]["wall_seconds"]  # noqa: E731
+    wall = lambda run: run.training["wall_seconds"]  # noqa: E731
     if seeds is None:  # the seeds both are trained with
         seeds = [s for s in study.seeds(method) if s in study.seeds("tf")]
     ratios = []

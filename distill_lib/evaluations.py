@@ -148,7 +148,7 @@ def rebuild_run(study, run) -> None:
     from distill_lib.runs import get_or_train
 
     recorded = run.record["summary"]["final"]["val_loss"]
-    rebuilt = get_or_train(run.config, root=study.root, log=study.log).summary["summary"]["final"]["val_loss"]
+    rebuilt = get_or_train(run.config, root=study.root, log=study.log).training["final"]["val_loss"]
     if abs(rebuilt - recorded) > 1e-4 * abs(recorded):
         raise ConfigError(f"rebuild: run {run.dir.name} rebuilt to final validation loss {rebuilt:.6f}, its record "
                           f"says {recorded:.6f}; the code or machine trains it differently, so what is measured on "

@@ -73,7 +73,7 @@ def _h2(study, add, lora):
     seeds = study.seeds(lora)
     full = {s: study.student("tf", strategy=strategy, seed=s) for s in seeds}
     adapters = {s: study.student(lora, strategy=strategy, seed=s) for s in seeds}
-    at_lora = [_at_flops(full[s], adapters[s].summary["summary"]["flops"]) for s in seeds]
+    at_lora = [_at_flops(full[s], adapters[s].training["flops"]) for s in seeds]
     lora_ppl = [final_val_ppl(adapters[s]) for s in seeds]
     add("H2", f"non-inferiority: the interval of log val ppl(full at LoRA's total FLOPs) - log val ppl(LoRA) lies above "
               f"-{MARGIN_NATS} nats",
@@ -126,11 +126,11 @@ def kd_then_tf_comparison(study) -> tuple[dict, "pd.DataFrame"]:
         train = study.run_config(m, seed=0).train
         share = train.kd_fraction or (1.0 if train.objective == "kd" else 0.0)
         for s, run in runs.items():
-            tf_flops = group[tf][s].summary["summary"]["flops"] if s in group[tf] else math.nan
+            tf_flops = group[tf][s].training["flops"] if s in group[tf] else math.nan
             rows.append({"method": label(m), "seed": s, "KD share": share,
                          "test ppl": study.headline(run)["ppl"],
                          "val ppl at TF's FLOPs": val_ppl_at_flops(run, tf_flops),  # NaN outside its curve
-                         "FLOPs / TF's": run.summary["summary"]["flops"] / tf_flops})
+                         "FLOPs / TF's": run.training["flops"] / tf_flops})
     return {label(m): list(runs.values()) for m, runs in group.items()}, pd.DataFrame(rows)
 
 
@@ -165,7 +165,7 @@ def _h3(study, add, switched: list[str]):
         if matched_baselines(study, other) != (kd, tf):
             raise MissingRecord(f"{other} and {switched[0]} differ in training settings",
                                 "kd-then-tf runs that differ only in their KD share")
-    tf_flops = _recorded(study, tf, study.seeds(tf), lambda run, s: run.summary["summary"]["flops"])
+    tf_flops = _recorded(study, tf, study.seeds(tf), lambda run, s: run.training["flops"])
     shared = sorted(set(tf_flops).intersection(*(study.seeds(m) for m in switched)))
     # several shares: chosen on the first seed they share, so the verdict has the others to read
     first = shared[:1] if len(switched) > 1 else shared
@@ -183,7 +183,7 @@ def _h3(study, add, switched: list[str]):
     chose = ("" if not choice_seeds else f"; {method} chosen on validation ppl at TF's FLOPs among "
              + ", ".join(f"{m} {v:.4g}" for m, v in sorted(choice.scores.items(), key=lambda kv: kv[1]))
              + f" ({choice.on_seeds})")
-    at_flops = [_at_flops(runs[method][s], runs[tf][s].summary["summary"]["flops"]) for s in seeds]
+    at_flops = [_at_flops(runs[method][s], runs[tf][s].training["flops"]) for s in seeds]
     tf_val = [final_val_ppl(runs[tf][s]) for s in seeds]
     add("H3", "superiority: the interval of log val ppl(TF) - log val ppl(KD then TF, read at TF's total FLOPs) lies "
               "above 0", f"KD for {share:.0%} of tokens; val ppl at TF's total FLOPs: "

@@ -57,6 +57,12 @@ class Run:
         return json.loads((self.dir / "complete.json").read_text())
 
     @property
+    def training(self) -> dict:
+        """What training reported (`train.train`'s return): steps, tokens, FLOPs, wall-clock, FLOPs
+        per token, the last metrics line (`final`), healing and teacher-cache costs."""
+        return self.summary["summary"]
+
+    @property
     def model_dir(self) -> Path:
         return self.dir / "model"
 
@@ -84,6 +90,12 @@ class RecordedRun:
     def summary(self) -> dict:
         """The record (same keys as complete.json: name, hash, config, summary, versions, hardware)."""
         return self.record
+
+    @property
+    def training(self) -> dict:
+        """What training reported (`train.train`'s return): steps, tokens, FLOPs, wall-clock, FLOPs
+        per token, the last metrics line (`final`), healing and teacher-cache costs."""
+        return self.record["summary"]
 
     def metrics(self) -> list[dict]:
         return self.record["metrics"]

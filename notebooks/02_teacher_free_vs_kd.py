@@ -76,7 +76,7 @@ if len(candidates) > 2 and kd_candidates(study, online_only=True):
     chosen = best_kd(study, tf=chosen_tf.method)
     pair = [chosen_tf.method, chosen.method]
     # TF's FLOPs are analytic (per-token FLOPs x tokens): the same at every seed, also at a seed TF lacks
-    variants = analysis.variants_table(study, candidates, runs[cfg.label("tf")][0].summary["summary"]["flops"])
+    variants = analysis.variants_table(study, candidates, runs[cfg.label("tf")][0].training["flops"])
     study.save_table(variants, "02_kd_variants")
     display(Markdown(f"C2 compares **{cfg.label(chosen_tf.method)}**, the TF run with the lowest validation perplexity at "
                      f"the end ({chosen_tf.on_seeds}), with **{cfg.label(chosen.method)}**, the KD variant with the lowest "

@@ -35,7 +35,7 @@ nb.wall_clock_caveat(cfg)
 
 # %%
 per_seed = analysis.per_seed_table(study, runs, extra=lambda r: {**analysis.wall_clock(cfg, r),
-                                                                 "FLOPs": r.summary["summary"]["flops"]})
+                                                                 "FLOPs": r.training["flops"]})
 table = plots.summary_table(per_seed, "method", [c for c in per_seed.columns if c in (
     "ppl", "bits_per_byte", "avg_acc", "wall-clock s", "FLOPs")])
 study.save_table(per_seed, "05_chop_distill")

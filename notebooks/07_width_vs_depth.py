@@ -39,7 +39,7 @@ nb.wall_clock_caveat(cfg)
 # %%
 per_seed = analysis.per_seed_table(study, runs, extra=lambda r: {
     "non-embedding params": r.record["model"]["non_embedding"], **analysis.wall_clock(cfg, r),
-    "training FLOPs": r.summary["summary"]["flops"]})
+    "training FLOPs": r.training["flops"]})
 table = plots.summary_table(per_seed, "method", [c for c in per_seed.columns if c in (
     "ppl", "bits_per_byte", "avg_acc", "non-embedding params", "wall-clock s", "training FLOPs")])
 study.save_table(per_seed, "07_width_vs_depth")

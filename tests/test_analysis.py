@@ -21,7 +21,7 @@ class Run:
                  summary=None, name="run"):
         self.config = SimpleNamespace(train=SimpleNamespace(seed=seed, lr=0.001), name=name)
         self.curve, self.rates = curve, rates
-        self.summary = {"summary": {"flops": curve[-1][0], "wall_seconds": 5.0 + seed, **(summary or {})}}
+        self.training = {"flops": curve[-1][0], "wall_seconds": 5.0 + seed, **(summary or {})}
 
     def metrics(self):
         steps = [{"step": i + 1, "tokens_per_s": r} for i, r in enumerate(self.rates)]

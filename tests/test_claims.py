@@ -16,8 +16,7 @@ class FakeRun:
     def __init__(self, flops_per_step, start, end, test_ppl, steps=4):
         self.flops = flops_per_step * steps
         self.points = [(flops_per_step * (i + 1), math.log(start + (end - start) * i / (steps - 1))) for i in range(steps)]
-        self.summary = {"summary": {"flops": self.flops, "wall_seconds": 10.0,
-                                    "flops_per_token": {"total": flops_per_step}}}
+        self.training = {"flops": self.flops, "wall_seconds": 10.0, "flops_per_token": {"total": flops_per_step}}
         self.test_ppl = test_ppl
 
     def metrics(self):
@@ -133,7 +132,7 @@ def test_claims_on_timings_that_are_not_comparable_are_not_judged():
     runs = _runs()
     for s in range(3):
         runs["width", s] = FakeRun(10, 100, 40 + s, 45 + s)  # the same quality as depth: equivalent
-        runs["width", s].summary["summary"]["wall_seconds"] = 30.0  # 3x depth's wall-clock
+        runs["width", s].training["wall_seconds"] = 30.0  # 3x depth's wall-clock
     cfg = dataclasses.replace(CFG, methods=[*CFG.methods, "width"])
     judged = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
     assert one(judged, "C7", "quality vs max-gap")["verdict"] == "reproduced"
@@ -246,7 +245,7 @@ def test_time_ratios_read_the_runs_where_comparable_else_the_side_by_side_rounds
 
     runs = _runs()  # every run logs 100 tokens/s and takes 10 s
     runs["kd", 1].metrics = lambda: [{"tokens_per_s": v} for v in (50.0, 60.0, 200.0)]  # median 60
-    runs["kd", 2].summary["summary"]["wall_seconds"] = 15.0
+    runs["kd", 2].training["wall_seconds"] = 15.0
     study = FakeStudy(CFG, runs)
     assert study.time_ratios("kd") == ([1.0, pytest.approx(100 / 60), 1.0], "measured in the runs")
     assert study.time_ratios("kd", [1]) == ([pytest.approx(100 / 60)], "measured in the runs")

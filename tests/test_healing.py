@@ -70,7 +70,7 @@ def test_lora_trains_only_adapters_and_its_merged_model_gives_the_adapter_models
 
     run = get_or_train(healed(teacher, HealingConfig(method="lora", lora_rank=4, lora_alpha=8.0)), root=tmp_path,
                        log=None, peak_flops=PEAK)
-    summary = run.summary["summary"]
+    summary = run.training
     trainable = 4 * LORA_PER_LAYER[4]  # 4 student layers x 7 adapted linears
     assert summary["trainable_parameters"] == trainable
     assert summary["total_parameters"] == 4 * LAYER + NORM + EMBEDDING + trainable
@@ -225,7 +225,7 @@ def test_replace_stage_one_through_the_one_loop_equals_its_own_loop_bit_for_bit(
 def test_replace_saves_and_reloads_as_a_standard_checkpoint_with_one_layer_for_the_block(teacher, tmp_path):
     run = get_or_train(healed(teacher, HealingConfig(method="replace", replace_steps=6)), root=tmp_path, log=None,
                        peak_flops=PEAK)
-    summary = run.summary["summary"]
+    summary = run.training
     model = AutoModelForCausalLM.from_pretrained(run.model_dir)
     assert model.config.num_hidden_layers == len(decoder_layers(model)) == 5  # 6 - 2 + 1
     assert model.config.source_layers == [0, 1, 3, 4, 5] and model.config.replaced_layers == [2, 3]

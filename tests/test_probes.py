@@ -175,4 +175,4 @@ def test_a_recorded_teacher_whose_weights_are_gone_is_rebuilt_before_a_student_n
     assert not reader.teacher().has_weights  # report mode reads the record and trains nothing
     again = after.teacher()  # training mode: a student is about to need its weights
     assert again.has_weights
-    assert again.summary["summary"]["final"]["val_loss"] == pytest.approx(recorded, rel=1e-4)
+    assert again.training["final"]["val_loss"] == pytest.approx(recorded, rel=1e-4)

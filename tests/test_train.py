@@ -445,12 +445,12 @@ def test_a_kill_between_the_last_checkpoint_and_complete_json_is_finished_by_the
     again = get_or_train(run, root=tmp_path / "killed", log=None)
     assert again.complete and sorted(p.name for p in folder.iterdir()) == sorted(
         p.name for p in straight.dir.iterdir())  # nothing left behind
-    final, expected = again.summary["summary"]["final"], straight.summary["summary"]["final"]
+    final, expected = again.training["final"], straight.training["final"]
     timing = ("wall_seconds", "tokens_per_s", "mfu", "peak_memory_bytes", "val_seconds")
     assert final["step"] == 3 and "val_loss" in final
     assert {k: v for k, v in final.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
     same = ("step", "tokens", "flops", "flops_per_token", "processes", "device")
-    assert {k: again.summary["summary"][k] for k in same} == {k: straight.summary["summary"][k] for k in same}
+    assert {k: again.training[k] for k in same} == {k: straight.training[k] for k in same}
     # and finishing again is a no-op
     assert get_or_train(run, root=tmp_path / "killed", log=None).summary == again.summary
 

@@ -7,9 +7,9 @@ class OfflineKD(Method):
     def extra_flops(self, study, name: str) -> float:
         """The logit cache: the forward that online KD pays inside its steps, paid up front."""
         run = study.student(name, seed=study.seeds(name)[0])
-        cache = run.summary["summary"].get("teacher_cache")
+        cache = run.training.get("teacher_cache")
         # records from before the cache was described: it holds the blocks the run trained on
-        tokens = cache["blocks"] * study.cfg.data.block_length if cache else run.summary["summary"]["tokens"]
+        tokens = cache["blocks"] * study.cfg.data.block_length if cache else run.training["tokens"]
         return study.teacher_forward_flops * tokens
 
 
