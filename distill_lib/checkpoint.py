@@ -16,6 +16,7 @@ leaves the previous complete checkpoint (as `checkpoint` or, mid-swap, `checkpoi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -26,6 +27,8 @@ import torch
 from distill_lib.config import ConfigError
 from distill_lib.healing import split_adapter, with_adapter, write_adapter
 from distill_lib.models import decoder_layers, load_causal_lm
+
+LOG = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 
@@ -159,7 +162,7 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {line[:200]}"
 
 
-def load_resume_checkpoint(run_dir: Path, log=print) -> tuple[Path | None, dict | None]:
+def load_resume_checkpoint(run_dir: Path, log=LOG.info) -> tuple[Path | None, dict | None]:
     """The newest checkpoint of `run_dir` that reads completely, or (None, None) for a fresh run. A
     damaged one (a truncated model.safetensors or optimizer.pt, ...) is named and skipped for the
     previous good one; when none is left, CheckpointError says how to restart."""

@@ -16,11 +16,40 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from distill_lib.config import ConfigError
 from distill_lib.planner import print_plan
 from distill_lib.runner import run_study, train_runs
+
+LOG = logging.getLogger(__name__)
+
+
+def _show_the_librarys_log() -> None:
+    """The library logs through `logging` (a logger per module, under `distill_lib`); on the command
+    line its messages are the program's output, printed as lines (other libraries' loggers as they are)."""
+    package = logging.getLogger("distill_lib")
+    if _PRINTED not in package.handlers:
+        package.addHandler(_PRINTED)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+
+
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is when a message comes (a test's captured one, say)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_PRINTED = _Stdout()
+_PRINTED.setFormatter(logging.Formatter("%(message)s"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("study", "report"):
             p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 00 02)")
     args = parser.parse_args(argv)
+    _show_the_librarys_log()
     import yaml
 
     try:
@@ -51,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             return train_runs(args.profile, args.runs)
         from distill_lib.study import Study
 
-        study = Study.load(args.profile, log=print)
+        study = Study.load(args.profile, log=LOG.info)
         if args.command == "records":
             added = study.records.merge_from(args.source)
             print(f"records {study.cfg.name}: added {added['runs']} runs, {added['evaluations']} evaluations, "

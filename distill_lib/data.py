@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import time
@@ -29,6 +30,8 @@ import numpy as np
 from distill_lib.config import ConfigError, DataConfig, to_dict
 from distill_lib.env import CACHE_ROOT
 from distill_lib.storage import atomic_directory, content_hash, documents_fingerprint
+
+LOG = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 EOS_TOKEN = "<|endoftext|>"
@@ -402,7 +405,7 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: DataConfig, cache_root: Path | None = None, log=print) -> PreparedData:
+def prepare_data(cfg: DataConfig, cache_root: Path | None = None, log=LOG.info) -> PreparedData:
     """Load, split and tokenize the corpus of `cfg`, reusing cached results when nothing changed."""
     started = time.perf_counter()
     cache_root = Path(cache_root or CACHE_ROOT / "data")

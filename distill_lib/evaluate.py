@@ -9,6 +9,7 @@ Bits per byte = total nats / ln 2 / UTF-8 bytes of the predicted tokens; a speci
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import statistics
@@ -24,6 +25,8 @@ from distill_lib.data import pack_blocks
 from distill_lib.env import environment_record
 from distill_lib.models import load_causal_lm, max_positions
 from distill_lib.tasks import PAPER13_NOTES, TASK_SETS
+
+LOG = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Perplexity and bits per byte
@@ -186,7 +189,7 @@ def load_model_and_tokenizer(model_dir: Path, tokenizer=None):
 
 
 def evaluate_folder(model_dir: Path, data, cfg: EvalConfig, suite_dir: Path | None, device: str | None = None,
-                    log=print, tokenizer=None) -> dict:
+                    log=LOG.info, tokenizer=None) -> dict:
     """`evaluate_model` for an HF folder. Nothing is cached here: a study's run record is the one
     place an evaluation is kept (`distill_lib.evaluations.evaluate`)."""
     model, tokenizer = load_model_and_tokenizer(Path(model_dir), tokenizer)

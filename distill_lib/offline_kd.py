@@ -6,6 +6,7 @@ k = vocabulary size the loss equals online KD."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 
 from distill_lib.models import final_hidden, logits_from_hidden
 from distill_lib.storage import atomic_directory
+
+LOG = logging.getLogger(__name__)
 
 
 class TeacherCache:
@@ -39,7 +42,7 @@ class TeacherCache:
 
 @torch.no_grad()
 def build_teacher_cache(teacher, blocks: np.ndarray, block_indices, top_k: int, dtype: str, folder: Path,
-                        batch_size: int = 16, device: str | torch.device = "cpu", log=print) -> TeacherCache:
+                        batch_size: int = 16, device: str | torch.device = "cpu", log=LOG.info) -> TeacherCache:
     """Write (atomically) the teacher's top-k logits for positions 0..L-2 of each listed block
     (position t predicts token t+1; the last position predicts nothing in the block)."""
     folder = Path(folder)

