@@ -66,26 +66,27 @@ def run_study(profile: str, only: list[str] | None = None, log=LOG.info, train: 
         executed = out / f"{source.stem}.ipynb"
         staged = out / f".{source.stem}.input.ipynb"
         jupytext.write(jupytext.read(source), staged)
-        log(f"[{i}/{len(chosen)}] {source.stem} ...", end="", flush=True)
+        step = f"[{i}/{len(chosen)}] {source.stem}"
+        log(f"{step} ...")
         try:
             papermill.execute_notebook(str(staged), str(executed), parameters={"profile": as_parameter, "train": train},
                                        kernel_name="python3", language="python", cwd=str(NOTEBOOKS),
                                        progress_bar=False)
         except papermill.PapermillExecutionError as err:
             if not train and err.ename == "MissingRecord":  # a study run in parts: render the rest
-                log(f" skipped: {err.evalue}")
+                log(f"{step}: skipped: {err.evalue}")
                 skipped.append(source.stem)
                 for stale in (executed, executed.with_suffix(".html")):  # never leave an older report
                     stale.unlink(missing_ok=True)
                 continue
-            log(f" FAILED in cell {err.exec_count}: {err.ename}: {err.evalue}")
+            log(f"{step}: FAILED in cell {err.exec_count}: {err.ename}: {err.evalue}")
             log(f"notebook {source.name} failed; the partial output is {executed}")
             return 1
         finally:
             staged.unlink(missing_ok=True)
         stripped = write_report(executed)
-        log(f" ok in {time.perf_counter() - started:.0f} s" + (f" ({stripped} stderr outputs left out of the report)"
-                                                             if stripped else ""))
+        log(f"{step}: ok in {time.perf_counter() - started:.0f} s" + (f" ({stripped} stderr outputs left out of the "
+                                                                    "report)" if stripped else ""))
     if skipped:
         log(f"report {study.cfg.name}: {len(skipped)} notebook(s) lack records and were not rendered "
             f"({', '.join(skipped)}); `python -m distill_lib study --profile {study.cfg.name} --only "
