@@ -130,8 +130,21 @@ def kd_then_tf_comparison(study) -> tuple[dict, "pd.DataFrame"]:
             rows.append({"method": label(m), "seed": s, "KD share": share,
                          "test ppl": study.headline(run)["ppl"],
                          "val ppl at TF's FLOPs": val_ppl_at_flops(run, tf_flops),  # NaN outside its curve
-                         "FLOPs / TF's": run.training["flops"] / tf_flops})
+                         "FLOPs / TF's": run.training["flops"] / tf_flops,
+                         "switch: Δ val loss (nats)": switch_change(run, train.kd_steps())})
     return {label(m): list(runs.values()) for m, runs in group.items()}, pd.DataFrame(rows)
+
+
+def switch_change(run, switch_step: int | None) -> float:
+    """The validation loss at the first validation after a kd-then-tf run's switch to the LM loss
+    minus at the last one before it (nats; positive: the switch lost ground); NaN for a run that
+    never switches or has no validation on both sides."""
+    if switch_step is None:
+        return math.nan
+    points = [(e["step"], e["val_loss"]) for e in run.metrics() if "val_loss" in e]
+    before = [v for step, v in points if step <= switch_step]
+    after = [v for step, v in points if step > switch_step]
+    return after[0] - before[-1] if before and after else math.nan
 
 
 def kd_then_tf_section(study) -> tuple[str, "pd.DataFrame | None"]:
@@ -151,7 +164,9 @@ def kd_then_tf_section(study) -> tuple[str, "pd.DataFrame | None"]:
     study.save_table(table, "02_kd_then_tf")
     study.save_figure(plots.curve_panels([curves(runs)], ["tokens", "flops"], order=list(runs)), "02_kd_then_tf")
     return ("Mean ± 95% t-interval over seeds. KD share: the fraction of the tokens distilled; FLOPs / TF's: the "
-            "run's training FLOPs over TF's at the same seed, the teacher's forward included while it distils."), \
+            "run's training FLOPs over TF's at the same seed, the teacher's forward included while it distils. Switch: "
+            "the validation loss at the first validation after the switch to the LM loss minus at the last one "
+            "before it (positive: the run lost ground when the teacher left)."), \
         plots.summary_table(table, "method", list(table.columns[2:]))
 
 

@@ -215,3 +215,16 @@ def test_notebook_02s_comparison_reads_each_run_at_tfs_flops_with_its_kd_share()
     assert tf_row["KD share"] == 0.0 and tf_row["val ppl at TF's FLOPs"] == pytest.approx(40)
     kd_row = table[(table.method == "KD") & (table.seed == 0)].iloc[0]
     assert kd_row["KD share"] == 1.0 and kd_row["FLOPs / TF's"] == pytest.approx(1.5)
+
+
+def test_the_switch_change_is_the_validation_loss_just_after_the_switch_minus_just_before():
+    from types import SimpleNamespace
+
+    from distill_lib.findings import switch_change
+
+    lines = [{"step": 10, "val_loss": 3.0}, {"step": 15}, {"step": 20, "val_loss": 2.5}, {"step": 30, "val_loss": 2.75},
+             {"step": 40, "val_loss": 2.25}]
+    run = SimpleNamespace(metrics=lambda: lines)
+    assert switch_change(run, 20) == 0.25  # validated at the switch step itself: that is "before"
+    assert switch_change(run, 25) == 0.25 and switch_change(run, 12) == -0.5
+    assert math.isnan(switch_change(run, None)) and math.isnan(switch_change(run, 40))
