@@ -74,8 +74,8 @@ class WidthPruning(Callback):
 class GradualRemoval(Callback):
     """Gradual removal (v3 Fig 6): one more layer of `removal_order` every `remove_every_tokens`."""
 
-    def __init__(self, removal_order: list[int], every_tokens: int, flops_of):
-        self.order, self.every, self.flops_of = list(removal_order), every_tokens, flops_of
+    def __init__(self, removal_order: list[int], remove_every_tokens: int, flops_of):
+        self.order, self.every, self.flops_of = list(removal_order), remove_every_tokens, flops_of
 
     def end_of_step(self, t, entry: dict) -> None:
         done = t.state["layers_removed"]

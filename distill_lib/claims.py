@@ -402,7 +402,7 @@ def _c5(study, ppl, add):
     seeds = paired_seeds(study, "gradual", "tf")
     one = [ppl(study.student("tf", seed=s)) for s in seeds]
     for k in cfg.gradual_every_tokens:
-        gradual = [ppl(study.student("gradual", seed=s, every_tokens=k)) for s in seeds]
+        gradual = [ppl(study.student("gradual", seed=s, remove_every_tokens=k)) for s in seeds]
         add("C5", f"one layer every {k:,} tokens", f"non-inferiority: the interval of log ppl(gradual) - log "
                                                    f"ppl(one-shot) lies above -{MARGIN_NATS} nats",
             "test ppl " + _ppls(one, gradual, "one-shot", "gradual"),

@@ -13,9 +13,9 @@ from distill_lib.profiles import scaled
 
 
 def run_config(study, method: str, strategy: str | None = None, seed: int = 0,
-               every_tokens: int | None = None) -> RunConfig:
+               remove_every_tokens: int | None = None) -> RunConfig:
     """The run of `method` (a method or a variant in the profile) with `strategy` (default: the
-    profile's) and `seed`; `every_tokens` is gradual removal's interval. The profile resolves the
+    profile's) and `seed`; `remove_every_tokens` is gradual removal's interval. The profile resolves the
     variant (its training changes, budget, teacher, healing, calibration); the method
     (`distill_lib.methods`) makes the run from that."""
     cfg = study.cfg
@@ -45,7 +45,7 @@ def run_config(study, method: str, strategy: str | None = None, seed: int = 0,
     return base.run_config(RunRequest(
         study=study, name=method, strategy=strategy or cfg.strategy, seed=seed, train=train, teacher=teacher,
         calibration_split=variant.get("calibration_split", cfg.calibration_split), healing=healing,
-        every_tokens=every_tokens))
+        remove_every_tokens=remove_every_tokens))
 
 
 def correction_run_config(study, variant: str) -> RunConfig:

@@ -119,8 +119,8 @@ def parse_run_specs(study, specs: list[str]) -> list[tuple[str, str | None, int 
                               f"(valid: {', '.join(valid)})")
         if method == "gradual" and not study.cfg.gradual_every_tokens:
             raise ConfigError(f"runs: {spec!r}: profile {study.cfg.name} sets no `gradual_every_tokens`")
-        every_tokens = _schedules(study, method)[0]
-        study.run_config(method, seed=0, every_tokens=every_tokens)  # an unknown or left-out method fails first
+        remove_every_tokens = _schedules(study, method)[0]
+        study.run_config(method, seed=0, remove_every_tokens=remove_every_tokens)  # an unknown or left-out method fails first
         try:
             chosen = [int(x) for x in seeds.split(",")] if seeds else study.seeds(method)
         except ValueError:
@@ -154,8 +154,8 @@ def train_runs(profile: str, specs: list[str], log=LOG.info) -> int:
             labels = ["teacher"]
         else:
             labels = []
-            for every_tokens in _schedules(study, method):
-                run = study.student(method, strategy, seed=seed, every_tokens=every_tokens)
+            for remove_every_tokens in _schedules(study, method):
+                run = study.student(method, strategy, seed=seed, remove_every_tokens=remove_every_tokens)
                 study.headline(run)
                 study.probes(run, rebuild=True)  # a recorded run without them is trained again (weights are a cache)
                 labels.append(run.dir.name)

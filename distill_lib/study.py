@@ -231,15 +231,15 @@ class Study:
 
     # --- methods -> runs (distill_lib.method_runs) ---------------------------------------------------
     def run_config(self, method: str, strategy: str | None = None, seed: int = 0,
-                   every_tokens: int | None = None) -> RunConfig:
-        return method_runs.run_config(self, method, strategy, seed, every_tokens)
+                   remove_every_tokens: int | None = None) -> RunConfig:
+        return method_runs.run_config(self, method, strategy, seed, remove_every_tokens)
 
     @cached_property
     def width_target(self) -> float:
         return method_runs.width_target(self)
 
-    def student(self, method: str, strategy: str | None = None, seed: int = 0, every_tokens: int | None = None):
-        return self._get(self.run_config(method, strategy, seed, every_tokens), method, strategy)
+    def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
+        return self._get(self.run_config(method, strategy, seed, remove_every_tokens), method, strategy)
 
     # --- evaluation, probes and truncation before training (distill_lib.evaluations) ----------------
     def truncation(self, strategy: str) -> dict:

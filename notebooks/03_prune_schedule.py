@@ -24,7 +24,7 @@ cfg = study.cfg
 gradual_seeds = study.seeds("gradual")
 runs = {"one-shot (TF)": analysis.seed_runs(study, "tf")}
 for k in cfg.gradual_every_tokens:
-    runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=s, every_tokens=k)
+    runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=s, remove_every_tokens=k)
                                                       for s in gradual_seeds]
 
 # %% [markdown]

@@ -195,7 +195,7 @@ class RecordedStudy:
     def selector_seeds(self):
         return [0, 1]
 
-    def student(self, method, strategy=None, seed=0, every_tokens=None):
+    def student(self, method, strategy=None, seed=0, remove_every_tokens=None):
         return self.runs[(method, strategy, seed) if strategy else (method, seed)]
 
     def headline(self, run):

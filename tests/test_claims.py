@@ -33,9 +33,9 @@ class FakeStudy:
     def seeds(self, method):
         return self.cfg.seeds_by_method.get(method, self.cfg.seeds[:1] if method in self.cfg.variants else self.cfg.seeds)
 
-    def student(self, method, strategy=None, seed=0, every_tokens=None):
-        if every_tokens is not None:  # a gradual-removal schedule
-            method = f"{method}{every_tokens}"
+    def student(self, method, strategy=None, seed=0, remove_every_tokens=None):
+        if remove_every_tokens is not None:  # a gradual-removal schedule
+            method = f"{method}{remove_every_tokens}"
         if (method, seed) not in self.runs:
             raise MissingRecord(f"record: run {method}-s{seed} is missing", what=f"run {method}-s{seed}")
         return self.runs[method, seed]
@@ -216,7 +216,7 @@ def test_c5_with_one_gradual_seed_has_no_interval_and_no_verdict():
 class DepthStudy(FakeStudy):
     """TF students on other truncations keyed `tf@strategy` (max-gap is the profile's `tf`)."""
 
-    def student(self, method, strategy=None, seed=0, every_tokens=None):
+    def student(self, method, strategy=None, seed=0, remove_every_tokens=None):
         key = method if method != "tf" or strategy in (None, "max-gap") else f"tf@{strategy}"
         return super().student(key, seed=seed)
 

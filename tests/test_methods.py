@@ -148,10 +148,10 @@ class SwitchStudy(FakeStudy):
     def corrected_teacher_ref(self, variant):
         return "run:teacher-corrected"
 
-    def run_config(self, method, strategy=None, seed=0, every_tokens=None):
+    def run_config(self, method, strategy=None, seed=0, remove_every_tokens=None):
         from distill_lib.method_runs import run_config
 
-        return run_config(self, method, strategy, seed, every_tokens)
+        return run_config(self, method, strategy, seed, remove_every_tokens)
 
 
 SWITCH_CFG = StudyConfig(

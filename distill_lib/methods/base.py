@@ -27,7 +27,7 @@ class RunRequest:
     """The teacher reference (None for a method that does not use the teacher)."""
     calibration_split: Optional[str] = None
     healing: Optional[HealingConfig] = None
-    every_tokens: Optional[int] = None
+    remove_every_tokens: Optional[int] = None
     """Gradual removal's interval."""
 
     @property
@@ -76,7 +76,7 @@ class Method:
         return cfg.student_train
 
     def schedules(self, cfg) -> list:
-        """The runs one seed makes in profile `cfg`, by `every_tokens` (one: None)."""
+        """The runs one seed makes in profile `cfg`, by `remove_every_tokens` (one: None)."""
         return [None]
 
     def flops_per_token(self, student: float, teacher: float, scratch: float, train: TrainConfig) -> float:

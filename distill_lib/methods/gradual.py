@@ -1,5 +1,5 @@
 """Gradual removal: the whole teacher, continued with the LM loss while it loses one layer (in the
-strategy's order) every `every_tokens` tokens, one run per interval of `gradual_every_tokens`."""
+strategy's order) every `remove_every_tokens` tokens, one run per interval of `gradual_every_tokens`."""
 import dataclasses
 
 from distill_lib.methods.base import Method, RunRequest
@@ -13,8 +13,8 @@ class Gradual(Method):
         n = req.study.teacher_layers
         keep = select_layers(req.strategy, n, drop=req.study.cfg.drop)
         removed = [i for i in range(n) if i not in keep]
-        train = dataclasses.replace(req.train, remove_every_tokens=req.every_tokens, removal_order=removed)
-        return RunConfig(name=f"gradual{req.every_tokens}-{req.strategy}-s{req.seed}", data=req.data,
+        train = dataclasses.replace(req.train, remove_every_tokens=req.remove_every_tokens, removal_order=removed)
+        return RunConfig(name=f"gradual{req.remove_every_tokens}-{req.strategy}-s{req.seed}", data=req.data,
                          init=InitConfig(kind="pretrained"), teacher=req.teacher, train=train)
 
     def schedules(self, cfg) -> list:
