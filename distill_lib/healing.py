@@ -115,26 +115,13 @@ def layer_output(model: nn.Module, index: int, input_ids: torch.Tensor) -> torch
 
 
 def stage1_train_config(run: RunConfig):
-    """Stage 1's training settings, the run's own except: healing.replace_steps steps at peak lr
-    healing.replace_lr (or train.lr), no weight decay, no warm-up (its schedule: `stage1_lr_schedule`)."""
+    """Stage 1's training settings, the run's own (batch, seed, betas, clipping, precision) except:
+    healing.replace_steps steps of AdamW at peak lr healing.replace_lr (or train.lr), no weight decay,
+    no warm-up; its schedule is torch's cosine annealing (`loop.cosine_annealing_lrs`)."""
     h = run.healing
-    return dataclasses.replace(run.train, max_steps=h.replace_steps, lr=h.replace_lr or run.train.lr, weight_decay=0.0,
-                               warmup_steps=0, kd_fraction=None, remove_every_tokens=None, removal_order=[])
-
-
-def stage1_lr_schedule(cfg) -> list[float]:
-    """The lr of each stage-1 step: torch's `CosineAnnealingLR` from cfg.lr to cfg.lr·min_lr_ratio
-    over cfg.max_steps (its recursive form, so the recorded `replace` runs' stage 1 is reproduced bit
-    for bit)."""
-    probe = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.SGD([probe], lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
-    lrs = []
-    for _ in range(cfg.max_steps):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    return lrs
+    return dataclasses.replace(run.train, max_steps=h.replace_steps, lr=h.replace_lr or run.train.lr, optimizer="adamw",
+                               weight_decay=0.0, warmup_steps=0, kd_fraction=None, remove_every_tokens=None,
+                               removal_order=[])
 
 
 class ReplacementFit(nn.Module):

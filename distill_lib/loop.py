@@ -34,6 +34,18 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def cosine_annealing_lrs(peak: float, min_ratio: float, steps: int) -> list[float]:
+    """The lr of each of `steps` steps under torch's `CosineAnnealingLR` (T_max = steps, eta_min =
+    min_ratio·peak, stepped once per step), in its recursive form, so the values are torch's to the
+    bit (the replacement layer's stage 1 was recorded with it; `tests/test_checkpoint.py` checks)."""
+    eta_min, lr, out = peak * min_ratio, peak, []
+    for epoch in range(steps):
+        if epoch > 0:
+            lr = (1 + math.cos(math.pi * epoch / steps)) / (1 + math.cos(math.pi * (epoch - 1) / steps)) * (lr - eta_min) + eta_min
+        out.append(lr)
+    return out
+
+
 def make_optimizer(module: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """AdamW or Lion; weight decay only on matrices (not on norms and biases)."""
     params = [p for p in module.parameters() if p.requires_grad]

@@ -4,8 +4,8 @@ the random-init student, vanilla KD, CHOP+distill and offline KD — only the ob
 
 Read bottom-up from `train`: `set_up` (checks first, before anything expensive → data → model, fresh
 or from the last checkpoint → objective → optimizer → `accelerate.prepare` → callbacks), then the
-loop: `train_step` (lr, micro-batches, backward, divergence check, clip, optimizer step), the step's
-metrics entry, and the callbacks (`distill_lib.callbacks`: width pruning, gradual removal,
+loop (`distill_lib.loop.run_steps`: `train_step` — lr, micro-batches, backward, divergence check,
+clip, optimizer step —, the step's metrics entry), and the callbacks (`distill_lib.callbacks`: width pruning, gradual removal,
 validation, metrics log, progress, checkpointing) at their hook points. The healing method
 (`distill_lib.healing`: full, LoRA, partial, replacement layer) decides what trains: it shapes the
 initial model (replace: stage 1), the student before the optimizer sees it, the backward FLOPs and
@@ -46,13 +46,13 @@ from distill_lib.env import LAYER_SCORES_CACHE
 from distill_lib.flops import StepFlops, measure_matmul_peak, training_flops_per_token
 from distill_lib.healing import (
     ReplacementFit, check_replace_block, healing_summary, method_of, optimizer_state_bytes, prepare,
-    replacement_student, stage1_flops_per_token, stage1_lr_schedule, stage1_train_config, step_flops,
+    replacement_student, stage1_flops_per_token, stage1_train_config, step_flops,
 )
 from distill_lib.launch import (  # noqa: F401  (PEAK_FLOPS_ENV, peak_flops_from_env: read from here too)
     PEAK_FLOPS_ENV, make_accelerator, peak_flops_from_env,
 )
 from distill_lib.loop import (  # noqa: F401  (lr_at, TrainingDiverged: imported from here too)
-    OneProcess, Trainer, TrainingDiverged, block_order, lr_at, make_optimizer, run_steps,
+    OneProcess, Trainer, TrainingDiverged, block_order, cosine_annealing_lrs, lr_at, make_optimizer, run_steps,
 )
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
 from distill_lib.names import TEACHER_FORWARD_OBJECTIVES, TEACHER_OBJECTIVES
@@ -118,7 +118,7 @@ def fit_replacement(teacher, student, block: list[int], run: RunConfig, data: Pr
     optimizer = make_optimizer(module, cfg)
     blocks = data.blocks("train")
     per_token = stage1_flops_per_token(teacher, student, block, blocks.shape[1])
-    lrs = stage1_lr_schedule(cfg)
+    lrs = cosine_annealing_lrs(cfg.lr, cfg.min_lr_ratio, cfg.max_steps)
     t = Trainer(dataclasses.replace(run, train=cfg), None, OneProcess(device, cfg.precision),
                 cfg.micro_batch_size or cfg.batch_size, cfg.batch_size // (cfg.micro_batch_size or cfg.batch_size),
                 blocks, blocks[:0], teacher, module, optimizer, None, StepFlops(per_token, 0.0), math.inf,

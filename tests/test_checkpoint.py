@@ -196,3 +196,20 @@ def test_fsdp_checkpoints_hold_the_full_state_and_two_processes_resume_to_the_sa
     assert optimizer["state"]["student.model.embed_tokens.weight"]["exp_avg"].shape == (300, 32)  # gathered
     assert "lm_head.weight" not in weights  # tied to the embedding, stored once as by one process
     assert np.isfinite(first["straight"]).all()
+
+
+@pytest.mark.parametrize("peak, min_ratio, steps", [(3e-3, 0.1, 16), (1.2e-3, 0.1, 7), (1e-2, 0.0, 50), (5e-4, 0.3, 1)])
+def test_the_loops_cosine_annealing_is_torchs_to_the_bit(peak, min_ratio, steps):
+    """The replacement layer's stage 1 was recorded with torch's CosineAnnealingLR; the loop's
+    schedule for it gives the same lr at every step."""
+    from distill_lib.loop import cosine_annealing_lrs
+
+    probe = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([probe], lr=peak)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=peak * min_ratio)
+    expected = []
+    for _ in range(steps):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert cosine_annealing_lrs(peak, min_ratio, steps) == expected
