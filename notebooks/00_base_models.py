@@ -13,6 +13,7 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -56,9 +57,10 @@ trained = ({"teacher": teacher} if teacher else {}) | ({"from scratch": scratch}
 if trained:
     df = curves(trained)
     study.save_figure(plots.token_curves(df, "Training from scratch", figsize=(7, 4), marker="o"), "00_base_training")
-    final = df.sort_values("step").groupby("method").val_ppl.last()
+    final = {m: np.mean([analysis.final_val_ppl(r) for r in (runs if isinstance(runs, list) else [runs])])
+             for m, runs in trained.items()}
     display(Markdown("Final validation perplexity: " + ", ".join(f"{m} {plots.format_value(v)}" for m, v in final.items())
-                     + " (last evaluation of each run; several seeds are averaged in the curve)."))
+                     + " (each run's last evaluation, the mean over seeds where there are several)."))
 
 # %% [markdown]
 # ## How good is the teacher? (against an untrained model of the same architecture)
