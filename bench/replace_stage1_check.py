@@ -4,7 +4,9 @@ bytes. Stage 1 reads no LM head, so records of any age are comparable.
 
 usage: .venv/bin/python bench/replace_stage1_check.py runs/mini records/mini/runs/tf-replace-*.json
 (the first argument: the run store holding the records' teacher; ~50 s per mini record on 2 cores).
-2026-12-05: all three mini records bit-equal (stage 1 through the one loop)."""
+2026-12-05, stage 1 through the one loop, on this 2-core CPU: all three mini records and smollm2's
+CPU record (seed 0) bit-equal (smollm2: 18 min for the three, beside a training job); smollm2's
+seeds 1-2 were trained on an H200 and differ in the last bits, as any CPU re-run of a GPU run."""
 import json
 import sys
 from pathlib import Path
