@@ -171,10 +171,10 @@ def test_offline_kd_is_charged_its_logit_cache_teacher_forward(tmp_path):
     study.__dict__["teacher_forward_flops"] = 1000.0
 
     class Described:  # a run that records its cache: 24 blocks of the smoke profile's 64 tokens
-        summary = {"summary": {"teacher_cache": {"blocks": 24}, "tokens": 99_999}}
+        training = {"teacher_cache": {"blocks": 24}, "tokens": 99_999}
 
     class Older:  # recorded before the cache was described: the blocks it trained on
-        summary = {"summary": {"tokens": 768}}
+        training = {"tokens": 768}
 
     study.student = lambda method, seed=0: Described if method == "offline-k4" else Older
     assert study.extra_flops("offline-k4") == 1000.0 * 24 * 64
