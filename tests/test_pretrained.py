@@ -34,6 +34,7 @@ def test_conversion_is_a_plain_hf_folder_reused_afterwards(converted):
     assert getattr(config, "quantization_config", None) is None
 
 
+@pytest.mark.slow  # loads the 135M model twice (~30 s): in `make test`, not `make test-fast`
 @needs_wheel
 def test_converted_logits_equal_the_gguf_loaded_model(converted):
     gguf_model, _ = pretrained.load_gguf("pypi:smollm2")
