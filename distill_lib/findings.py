@@ -141,7 +141,7 @@ def switch_change(run, switch_step: int | None) -> float:
     never switches or has no validation on both sides."""
     if switch_step is None:
         return math.nan
-    points = [(e["step"], e["val_loss"]) for e in run.metrics() if "val_loss" in e and "step" in e]
+    points = [(e["step"], e["val_loss"]) for e in run.metrics() if "val_loss" in e]
     before = [v for step, v in points if step <= switch_step]
     after = [v for step, v in points if step > switch_step]
     return after[0] - before[-1] if before and after else math.nan

@@ -120,8 +120,7 @@ def stage1_train_config(run: RunConfig):
     no warm-up; its schedule is torch's cosine annealing (`loop.cosine_annealing_lrs`)."""
     h = run.healing
     return dataclasses.replace(run.train, max_steps=h.replace_steps, lr=h.replace_lr or run.train.lr, optimizer="adamw",
-                               weight_decay=0.0, warmup_steps=0, kd_fraction=None, remove_every_tokens=None,
-                               removal_order=[])
+                               weight_decay=0.0, warmup_steps=0)
 
 
 class ReplacementFit(nn.Module):

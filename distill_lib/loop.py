@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from distill_lib.callbacks import Callback
-from distill_lib.config import RunConfig
+from distill_lib.config import ConfigError, RunConfig
 from distill_lib.flops import StepFlops, peak_memory_bytes
 from distill_lib.models import decoder_layers
 from distill_lib.optim import Lion
@@ -54,6 +54,15 @@ def make_optimizer(module: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "lion":
         return Lion(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def batch_split(cfg, procs: int) -> tuple[int, int]:
+    """(rows per forward, micro-batches per optimizer step and process) for `procs` processes."""
+    micro = cfg.micro_batch_size or cfg.batch_size // procs
+    if cfg.batch_size % (micro * procs):
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size ({micro}) "
+                          f"x processes ({procs})")
+    return micro, cfg.batch_size // (micro * procs)
 
 
 def block_order(n_blocks: int, seed: int, start: int, count: int) -> np.ndarray:

@@ -96,8 +96,7 @@ class RecordedRun:
 
     @property
     def training(self) -> dict:
-        """What training reported (`train.train`'s return): steps, tokens, FLOPs, wall-clock, FLOPs
-        per token, the last metrics line (`final`), healing and teacher-cache costs."""
+        """As `Run.training`, from the record."""
         return self.record["summary"]
 
     def metrics(self) -> list[dict]:

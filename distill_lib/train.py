@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,8 @@ from distill_lib.launch import (  # noqa: F401  (PEAK_FLOPS_ENV, peak_flops_from
     PEAK_FLOPS_ENV, make_accelerator, peak_flops_from_env,
 )
 from distill_lib.loop import (  # noqa: F401  (lr_at, TrainingDiverged: imported from here too)
-    OneProcess, Trainer, TrainingDiverged, block_order, cosine_annealing_lrs, lr_at, make_optimizer, run_steps,
+    OneProcess, Trainer, TrainingDiverged, batch_split, block_order, cosine_annealing_lrs, lr_at, make_optimizer,
+    run_steps,
 )
 from distill_lib.models import build_model, check_causal_decoder, decoder_layers, load_causal_lm, max_positions
 from distill_lib.names import TEACHER_FORWARD_OBJECTIVES, TEACHER_OBJECTIVES
@@ -119,20 +119,20 @@ def fit_replacement(teacher, student, block: list[int], run: RunConfig, data: Pr
     blocks = data.blocks("train")
     per_token = stage1_flops_per_token(teacher, student, block, blocks.shape[1])
     lrs = cosine_annealing_lrs(cfg.lr, cfg.min_lr_ratio, cfg.max_steps)
-    t = Trainer(dataclasses.replace(run, train=cfg), None, OneProcess(device, cfg.precision),
-                cfg.micro_batch_size or cfg.batch_size, cfg.batch_size // (cfg.micro_batch_size or cfg.batch_size),
+    t = Trainer(dataclasses.replace(run, train=cfg), None, OneProcess(device, cfg.precision), *batch_split(cfg, 1),
                 blocks, blocks[:0], teacher, module, optimizer, None, StepFlops(per_token, 0.0), math.inf,
                 {"step": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0}, None, schedule=lrs.__getitem__)
-    losses, started = _Losses(), time.perf_counter()
+    losses = _Losses()
     with outside_the_run_rng(device):
         torch.manual_seed(cfg.seed)
         run_steps(t, [losses])
     student.requires_grad_(True)
     if log:
         log(f"healing: replace stage 1, layers {block} -> one layer, MSE {losses.losses[0]:.4g} -> {losses.losses[-1]:.4g}")
+    # FLOPs as tokens x per token, as the records have them (the loop's per-step sum differs in the last bits)
     return {"block": list(block), "position": block[0], "steps": len(losses.losses), "losses": losses.losses,
             "tokens": t.state["tokens"], "flops": t.state["tokens"] * per_token,
-            "wall_seconds": time.perf_counter() - started, "optimizer_state_bytes": optimizer_state_bytes(optimizer)}
+            "wall_seconds": t.state["wall_seconds"], "optimizer_state_bytes": optimizer_state_bytes(optimizer)}
 
 
 def _teacher_for(run: RunConfig, run_dir: Path, step: int = 0):
@@ -258,13 +258,9 @@ def _launch(run: RunConfig, log):
     main process's log hears."""
     cfg = run.train
     accelerator = make_accelerator(cfg.precision)
-    procs = accelerator.num_processes
-    micro = cfg.micro_batch_size or cfg.batch_size // procs
-    if cfg.batch_size % (micro * procs):
-        raise ConfigError(f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size ({micro}) "
-                          f"x processes ({procs})")
+    micro, accum = batch_split(cfg, accelerator.num_processes)
     say = log if (log and accelerator.is_main_process) else (lambda *a, **k: None)
-    return accelerator, micro, cfg.batch_size // (micro * procs), say
+    return accelerator, micro, accum, say
 
 
 def _claim_folder(run: RunConfig, run_dir: Path, data: PreparedData | None, is_main: bool, say) -> PreparedData:

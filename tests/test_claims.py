@@ -20,7 +20,8 @@ class FakeRun:
         self.test_ppl = test_ppl
 
     def metrics(self):
-        return [{"flops": f, "val_loss": v, "val_ppl": math.exp(v), "tokens_per_s": 100.0} for f, v in self.points]
+        return [{"step": i + 1, "flops": f, "val_loss": v, "val_ppl": math.exp(v), "tokens_per_s": 100.0}
+                for i, (f, v) in enumerate(self.points)]
 
 
 class FakeStudy:
