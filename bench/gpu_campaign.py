@@ -345,7 +345,7 @@ def train_jobs(profile: str, specs: list[str], jobs: int, until: float, peak: fl
                log=print, command=None) -> list[dict]:
     """`python -m distill_lib train --profile PROFILE SPEC`, one process per spec, `jobs` at a time in
     the order given; at `until` (epoch seconds) those still running are stopped (SIGTERM, then
-    SIGKILL) and those not started are left. Each process's record is written the moment its run
+    SIGKILL) and those not started are left; the list comes back in the order given. Each process's record is written the moment its run
     ends (`train`), so a stop loses only the runs in progress. Every process gets the peak measured
     alone (DISTILL_PEAK_FLOPS) and one CPU thread (16 cores for a dozen processes). `command(spec)`
     replaces the `train` command (tests)."""
@@ -389,7 +389,8 @@ def train_jobs(profile: str, specs: list[str], jobs: int, until: float, peak: fl
             done += [{"spec": spec, "status": "not started"} for spec in pending]
             pending = []
         time.sleep(0.5)
-    return done
+    # in the order given, not the order they ended (parallel jobs finish in any order)
+    return sorted(done, key=lambda d: specs.index(d["spec"]))
 
 
 def run_summaries(paths: list[Path]) -> list[dict]:

@@ -117,13 +117,14 @@ def test_the_peak_for_every_run_comes_from_the_environment(monkeypatch):
 
 
 def test_runs_go_a_few_at_a_time_in_order_and_stop_at_the_deadline(tmp_path):
-    # stand-ins for `python -m distill_lib train`: two that end at once, then ones that would run on
-    commands = {"a:0": ["true"], "b:0": ["false"], "c:0": ["sleep", "30"], "d:0": ["sleep", "30"], "e:0": ["true"]}
+    # stand-ins for `python -m distill_lib train`: two that end soon (b first), then ones that would run on
+    commands = {"a:0": ["sleep", "1"], "b:0": ["false"], "c:0": ["sleep", "30"], "d:0": ["sleep", "30"], "e:0": ["true"]}
     started = time.time()
     done = gc.train_jobs("unused", list(commands), jobs=2, until=time.time() + 3, peak=1e12, logs=tmp_path / "logs",
                          log=lambda *a: None, command=commands.get)
     assert {d["spec"]: d["status"] for d in done} == {"a:0": "done", "b:0": "failed", "c:0": "stopped at the deadline",
                                                       "d:0": "stopped at the deadline", "e:0": "not started"}
+    assert [d["spec"] for d in done] == list(commands)  # the order given, whichever ended first
     assert time.time() - started < 20  # the sleeping ones were stopped, not waited for
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["a-s0.log", "b-s0.log", "c-s0.log", "d-s0.log"]
 
