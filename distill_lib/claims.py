@@ -349,6 +349,9 @@ def _c2_c3(study, ppl, add):
             ClaimTest(NON_INFERIORITY, log_ratios(kd_ppl, tf_ppl), MARGIN_NATS), "log of KD's ppl over TF's",
             verdict_seeds=seeds, choice_seeds=choice_seeds)
 
+    for strategy in study.cfg.c2_also_from:
+        _c2_from(study, ppl, add, tf_method, method, strategy)
+
     seeds = paired_seeds(study, "kd", "tf")
     tf = {s: study.student("tf", seed=s) for s in seeds}  # every run recorded, or the claim is not tested yet
     kd = {s: study.student("kd", seed=s) for s in seeds}
@@ -363,6 +366,33 @@ def _c2_c3(study, ppl, add):
     _add_cost(add, "C3", "time per token", "the measured KD/TF time ratio", "KD/TF time ratio", C3_MIN_RATIO,
               ratios, how, seeds, f"KD/TF time per token {fmt(*mean_ci(ratios))}x measured ({how}), {analytic:.2f}x "
                                   "analytic FLOPs")
+
+
+def _c2_from(study, ppl, add, tf_method: str, kd_method: str, strategy: str):
+    """C2 again from another truncation (`c2_also_from`): the pair chosen on the main one's runs,
+    trained from `strategy`, at every seed both have there (the choice read none of them). Its rows
+    are 'not tested' until they are recorded; C2's main rows and C3 stand either way."""
+    where = f"from {strategy}"
+    seeds = [s for s in study.cfg.seeds_from(tf_method, strategy) if s in study.cfg.seeds_from(kd_method, strategy)]
+    try:
+        if not seeds:
+            raise MissingRecord(f"no seed of {tf_method}@{strategy} and {kd_method}@{strategy} in seeds_by_method",
+                                what=f"runs {tf_method}@{strategy} and {kd_method}@{strategy}")
+        tf = {s: study.student(tf_method, strategy, seed=s) for s in seeds}
+        kd = {s: study.student(kd_method, strategy, seed=s) for s in seeds}
+    except MissingRecord as err:
+        for comparison in ("equal FLOPs", "equal tokens"):
+            add("C2", f"{comparison}, {where}", "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)
+        return
+    read = {"equal FLOPs": "validation ppl, KD read at TF's total FLOPs", "equal tokens": "test ppl at the end"}
+    for comparison, (kd_ppl, tf_ppl) in _against_tf(kd, tf, ppl, seeds, study.extra_flops(kd_method)).items():
+        add("C2", f"{comparison}, {where}",
+            f"non-inferiority: the interval of log ppl(KD) - log ppl(TF) lies above -{MARGIN_NATS} nats, both trained "
+            f"from {strategy} ({read[comparison]})",
+            f"{read[comparison]}, from {strategy}: " + _ppls(tf_ppl, kd_ppl, tf_method, kd_method)
+            + f" (the pair chosen on {study.cfg.strategy})",
+            ClaimTest(NON_INFERIORITY, log_ratios(kd_ppl, tf_ppl), MARGIN_NATS), "log of KD's ppl over TF's",
+            verdict_seeds=seeds)
 
 
 def _add_cost(add, claim, comparison, interval_of, ratio, threshold, ratios, how, seeds, ours):

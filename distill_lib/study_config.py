@@ -79,7 +79,13 @@ class StudyConfig:
     """Seeds of notebook 01's five configurations (C4); None = `seeds`. The extra strategies get the first."""
     seeds_by_method: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     """Seeds of one method or variant where they differ from `seeds` (default for variants: the
-    first seed). A study run in parts grows these as each part's runs are recorded."""
+    first seed). A study run in parts grows these as each part's runs are recorded. A key
+    `METHOD@STRATEGY` lists the seeds of that method trained from another truncation (e.g.
+    `tf-lr-4x@best-block: [0, 1, 2]`, read by `c2_also_from`)."""
+    c2_also_from: list[str] = dataclasses.field(default_factory=list)
+    """Truncations C2 is judged from besides `strategy`: the TF and KD pair chosen on `strategy`'s runs,
+    trained again from each of these at the seeds `seeds_by_method` lists under `METHOD@STRATEGY`
+    (the choice read none of them). Does TF's standing against KD depend on where it starts?"""
     scale: int = 1
     """Multiplies every training budget (max_steps of teacher, student and scratch training, with
     their warmup, evaluation and checkpoint intervals, and gradual-removal spacing): the one knob
@@ -93,6 +99,11 @@ class StudyConfig:
     every run trained from now on; None = not measured. Runs recorded before keep no such numbers."""
     latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
     plan_cards_gib: list[float] = dataclasses.field(default_factory=lambda: [24.0, 40.0, 80.0])
+
+    def seeds_from(self, method: str, strategy: str) -> list[int]:
+        """The recorded seeds of `method` trained from `strategy` (`seeds_by_method['METHOD@STRATEGY']`;
+        none when it is not listed)."""
+        return list(self.seeds_by_method.get(f"{method}@{strategy}", []))
 
     def seeds_of(self, method: str) -> list[int]:
         """The seeds `method` (or variant) is trained with: `seeds_by_method`, else `seeds` (a
@@ -172,14 +183,18 @@ class StudyConfig:
         for m in self.methods:
             require(m in METHODS or m in self.variants,
                     f"methods: unknown {m!r} (valid: {', '.join(METHODS)} or a name in variants)")
-        for m, seeds in self.seeds_by_method.items():
+        for key, seeds in self.seeds_by_method.items():
+            m, at, strategy = key.partition("@")
             require(m in METHODS or m in self.variants,
-                    f"seeds_by_method.{m}: unknown method (valid: {', '.join(METHODS)} or a name in variants)")
+                    f"seeds_by_method.{key}: unknown method (valid: {', '.join(METHODS)} or a name in variants)")
+            require(not at or strategy in STRATEGIES,
+                    f"seeds_by_method.{key}: unknown strategy {strategy!r} (valid: {', '.join(STRATEGIES)})")
             require(isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds),
-                    f"seeds_by_method.{m}: expected a non-empty list of integer seeds, got {seeds!r}")
+                    f"seeds_by_method.{key}: expected a non-empty list of integer seeds, got {seeds!r}")
         require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
-        for s in [self.strategy, self.healing_strategy, *self.configs, *self.extra_strategies, *self.selectors]:
+        for s in [self.strategy, self.healing_strategy, *self.configs, *self.extra_strategies, *self.selectors,
+                  *self.c2_also_from]:
             require(s in STRATEGIES, f"strategy: unknown {s!r} (valid: {', '.join(STRATEGIES)})")
         for s in self.selection_reference or []:
             require(s in self.configs, f"selection_reference: {s!r} is not one of configs ({', '.join(self.configs)})")

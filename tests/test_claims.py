@@ -222,6 +222,45 @@ class DepthStudy(FakeStudy):
         return super().student(key, seed=seed)
 
 
+class StrategyStudy(FakeStudy):
+    """Students trained from another truncation keyed `METHOD@STRATEGY`."""
+
+    def student(self, method, strategy=None, seed=0, remove_every_tokens=None):
+        return super().student(f"{method}@{strategy}" if strategy else method, seed=seed)
+
+
+def test_c2_from_another_truncation_judges_the_chosen_pair_there_on_every_seed_it_has():
+    import dataclasses
+
+    runs = _runs()  # on max-gap kd-logit is the KD baseline chosen (on seed 0)
+    for s in range(3):
+        runs["tf@best-block", s] = FakeRun(10, 100, 40, 45 + s)
+        runs["kd-logit@best-block", s] = FakeRun(15, 80, 35, 30 + s)  # far ahead of TF from best-block
+    extra = {"kd-corrected": 30.0, "offline-kd": 30.0}
+    listed = {"tf@best-block": [0, 1, 2], "kd-logit@best-block": [0, 1, 2]}
+    cfg = dataclasses.replace(CFG, c2_also_from=["best-block"], seeds_by_method={**CFG.seeds_by_method, **listed})
+    table = claims(StrategyStudy(cfg, runs, extra=extra))
+    row = one(table, "C2", "equal tokens, from best-block")
+    # every seed both have from best-block: the choice (made on max-gap's seed 0) read none of them
+    assert row["verdict seeds"] == "0, 1, 2" and row["choice seeds"] == ""
+    assert row["diff"] == pytest.approx(np.mean([math.log((30 + s) / (45 + s)) for s in range(3)]))
+    assert row["outcome"] == "worse" and "kd-logit" in row["ours"] and "chosen on max-gap" in row["ours"]
+    assert one(table, "C2", "equal FLOPs, from best-block")["verdict seeds"] == "0, 1, 2"
+    assert one(table, "C2", "equal tokens")["verdict seeds"] == "1"  # the main rows are as before
+    without = claims(StrategyStudy(CFG, runs, extra=extra))
+    assert len(table) == len(without) + 2 and one(table, "C3")["verdict"] == one(without, "C3")["verdict"]
+
+    # not listed, or listed and not recorded: the two rows say what is missing; C2's main rows stand
+    for seeds, runs_here, missing in (({}, runs, "runs tf@best-block and kd-logit@best-block"),
+                                      (listed, _runs(), "run tf@best-block-s0")):
+        cfg = dataclasses.replace(CFG, c2_also_from=["best-block"], seeds_by_method={**CFG.seeds_by_method, **seeds})
+        table = claims(StrategyStudy(cfg, runs_here, extra=extra))
+        for comparison in ("equal FLOPs, from best-block", "equal tokens, from best-block"):
+            row = one(table, "C2", comparison)
+            assert row["verdict"] == "not tested" and missing in row["ours"], row["ours"]
+        assert one(table, "C2", "equal tokens")["verdict"] != "not tested"
+
+
 def test_c7_judges_width_against_max_gap_and_the_depth_configuration_best_on_validation():
     import dataclasses
 

@@ -136,6 +136,13 @@ def test_variants_and_seeds_by_method_are_checked():
         StudyConfig(methods=["tf", "kd-x"], variants={"kd-x": {"method": "random"}})
     with pytest.raises(ConfigError, match=r"seeds_by_method.kd-z: unknown method"):
         StudyConfig(methods=["tf"], seeds_by_method={"kd-z": [0]})
+    with pytest.raises(ConfigError, match=r"seeds_by_method.kd-z@best-block: unknown method"):
+        StudyConfig(methods=["tf"], seeds_by_method={"kd-z@best-block": [0]})
+    with pytest.raises(ConfigError, match=r"seeds_by_method.tf@best-blok: unknown strategy 'best-blok'"):
+        StudyConfig(methods=["tf"], seeds_by_method={"tf@best-blok": [0]})
+    with pytest.raises(ConfigError, match=r"strategy: unknown 'best-blok'"):
+        StudyConfig(methods=["tf"], c2_also_from=["best-blok"])
+    assert StudyConfig(methods=["tf"], seeds_by_method={"tf@best-block": [2, 0]}).seeds_from("tf", "best-block") == [2, 0]
     with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
         StudyConfig(methods=["tf", "kd-y"])
     with pytest.raises(ConfigError, match=r"selection_reference: 'first' is not one of configs"):
