@@ -228,3 +228,25 @@ def test_the_switch_change_is_the_validation_loss_just_after_the_switch_minus_ju
     assert switch_change(run, 20) == 0.25  # validated at the switch step itself: that is "before"
     assert switch_change(run, 25) == 0.25 and switch_change(run, 12) == -0.5
     assert math.isnan(switch_change(run, None)) and math.isnan(switch_change(run, 40))
+
+
+def test_gradual_and_width_variants_change_the_training_and_keep_the_base_runs_names():
+    """A variant of gradual removal or width pruning (the claims at the tuned rate) is the base run with
+    its training changed, named after the variant; the base runs keep the names their records have."""
+    from distill_lib.records import RECORDS_ROOT
+    from distill_lib.runs import config_hash
+    from distill_lib.study import Study, load_study_config
+
+    cfg = load_study_config("smollm2")
+    variants = {"gradual-lr-4x": {"method": "gradual", "train": {"lr": 0.0012}},
+                "width-lr-4x": {"method": "width", "train": {"lr": 0.0012}}}
+    cfg = dataclasses.replace(cfg, methods=[*cfg.methods, *variants], variants={**cfg.variants, **variants})
+    study = Study(cfg, records=RECORDS_ROOT / "smollm2", train=False)  # teacher depth, width target: recorded
+    recorded = {p.stem for p in (RECORDS_ROOT / "smollm2" / "runs").glob("*.json")}
+    for base, variant, kw, names in (("gradual", "gradual-lr-4x", {"remove_every_tokens": 2048},
+                                      ("gradual2048-max-gap-s1", "gradual-lr-4x-2048-max-gap-s1")),
+                                     ("width", "width-lr-4x", {}, ("width-s1", "width-lr-4x-s1"))):
+        plain, tuned = (study.run_config(m, seed=1, **kw) for m in (base, variant))
+        assert (plain.name, tuned.name) == names and f"{plain.name}-{config_hash(plain)}" in recorded
+        assert (plain.train.lr, tuned.train.lr) == (0.0003, 0.0012)
+        assert dataclasses.replace(tuned, name=plain.name, train=dataclasses.replace(tuned.train, lr=0.0003)) == plain

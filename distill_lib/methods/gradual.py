@@ -1,5 +1,6 @@
 """Gradual removal: the whole teacher, continued with the LM loss while it loses one layer (in the
-strategy's order) every `remove_every_tokens` tokens, one run per interval of `gradual_every_tokens`."""
+strategy's order) every `remove_every_tokens` tokens, one run per interval of `gradual_every_tokens`.
+Its runs are `gradual<K>-...`; a variant's `<variant>-<K>-...` (e.g. `gradual-lr-4x-2048-max-gap-s0`)."""
 import dataclasses
 
 from distill_lib.methods.base import Method, RunRequest
@@ -14,7 +15,8 @@ class Gradual(Method):
         keep = select_layers(req.strategy, n, drop=req.study.cfg.drop)
         removed = [i for i in range(n) if i not in keep]
         train = dataclasses.replace(req.train, remove_every_tokens=req.remove_every_tokens, removal_order=removed)
-        return RunConfig(name=f"gradual{req.remove_every_tokens}-{req.strategy}-s{req.seed}", data=req.data,
+        schedule = f"{req.name}{req.remove_every_tokens}" if req.name == self.name else f"{req.name}-{req.remove_every_tokens}"
+        return RunConfig(name=f"{schedule}-{req.strategy}-s{req.seed}", data=req.data,
                          init=InitConfig(kind="pretrained"), teacher=req.teacher, train=train)
 
     def schedules(self, cfg) -> list:
@@ -25,4 +27,4 @@ class Gradual(Method):
 
 
 METHOD = Gradual(name="gradual", label="gradual", objective="lm", notebook="03_prune_schedule", order=6,
-                 init_kind="pretrained")
+                 init_kind="pretrained", variant_base=True)
