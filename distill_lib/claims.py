@@ -112,19 +112,86 @@ def claims(study) -> "pd.DataFrame":
         rows.append(_row(claim, comparison, statement, rule, ours, test, positive, unit, verdict, verdict_seeds,
                          choice_seeds, version=VERSION[claim], paper=paper))
 
+    def at_rate(rate: str, only_nats: bool = False):
+        """`add` with the rate named in the comparison (a profile with `tuned` judges C4, C5, C7 and C8
+        at two rates); `only_nats` leaves out the cost rows, which a rate does not change (read once)."""
+        def add_at(claim, comparison, *args, **kw):
+            if claim in TUNED_CLAIMS and rate:
+                if kw.get("unit", NATS) != NATS:  # a cost: the same at every rate
+                    if only_nats:
+                        return
+                else:
+                    comparison = f"{comparison}, {rate}" if comparison else rate
+            add(claim, comparison, *args, **kw)
+        return add_at
+
+    def judge(on, claim, add_to):
+        try:
+            checks[claim](on, ppl, add_to)
+        except MissingRecord as err:  # a study run in parts: this claim's runs are not all recorded yet
+            done = {(row["claim"], row["comparison"]) for row in rows}
+            for part in (("C2", "C3") if claim == "C2" else (claim,)):
+                if not any(c == part and (not rate_of(claim) or comp.endswith(rate_of(claim))) for c, comp in done):
+                    add_to(part, "", "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)
+
     checks = {"C1": _c1, "C2": _c2_c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7, "C8": _c8}
+    base_rate, tuned_rate = (_rate_label(cfg, tuned) if cfg.tuned else "" for tuned in (False, True))
+    rate_of = lambda claim: base_rate if claim in TUNED_CLAIMS else ""  # noqa: E731
     for claim, (_, _, method) in CLAIMS.items():
         if method not in cfg.methods:
             add(claim, "", "-", f"method {method} is not in this profile", verdict=NOT_TESTED)
         elif claim in checks:
-            try:
-                checks[claim](study, ppl, add)
-            except MissingRecord as err:  # a study run in parts: this claim's runs are not all recorded yet
-                done = {row["claim"] for row in rows}
-                for part in (("C2", "C3") if claim == "C2" else (claim,)):
-                    if part not in done:  # C2 may be complete where C3 (vanilla KD's cost) is not
-                        add(part, "", "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)
+            judge(study, claim, at_rate(base_rate))
+    if cfg.tuned:  # C4, C5, C7, C8 again, every run at the tuned rate
+        tuned, add_tuned = AtTunedRate(study), at_rate(tuned_rate, only_nats=True)
+        rate_of = lambda claim: tuned_rate  # noqa: E731
+        for claim in TUNED_CLAIMS:
+            method = CLAIMS[claim][2]
+            if method not in cfg.tuned:
+                add_tuned(claim, "", "-", f"no variant of {method} at the tuned rate in `tuned`", verdict=NOT_TESTED)
+            else:
+                judge(tuned, claim, add_tuned)
     return _with_holm(pd.DataFrame(rows).sort_values("claim", kind="stable").reset_index(drop=True))
+
+
+#: The claims that compare runs at one common learning rate: a profile with `tuned` judges them at
+#: the base rate and again at the tuned one (C2 chooses each side's best rate itself).
+TUNED_CLAIMS = ("C4", "C5", "C7", "C8")
+
+
+def _rate_label(cfg, tuned: bool) -> str:
+    """'lr 0.0003' (the base rate) or 'lr 0.0012 (tuned)' (the rate of TF's tuned variant)."""
+    if not tuned:
+        return f"lr {cfg.student_train.lr:g}"
+    lr = (cfg.variants[cfg.tuned["tf"]].get("train") or {}).get("lr") if "tf" in cfg.tuned else None
+    return f"lr {lr:g} (tuned)" if lr else "tuned rate"
+
+
+class AtTunedRate:
+    """A study read at the tuned rate: every method a claim asks for is its variant in `tuned`; a
+    method without one has no seeds and no runs there, and a variant not yet in `methods` (its runs
+    not recorded) is a missing record."""
+
+    def __init__(self, study):
+        self._study = study
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    def seeds(self, method: str) -> list[int]:
+        variant = self._study.cfg.tuned.get(method)
+        if variant is None:
+            return []  # e.g. a CHOP+distill variant with no tuned counterpart: not compared there
+        if variant not in self._study.cfg.methods:
+            raise MissingRecord(f"record: runs of {variant}", what=f"runs of {variant} (not in `methods` yet)")
+        return self._study.seeds(variant)
+
+    def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
+        variant = self._study.cfg.tuned.get(method)
+        if variant is None or variant not in self._study.cfg.methods:
+            what = f"runs of {variant} (not in `methods` yet)" if variant else f"a variant of {method} in `tuned`"
+            raise MissingRecord(f"record: {what}", what=what)
+        return self._study.student(variant, strategy, seed, remove_every_tokens)
 
 
 def _row(key, comparison, statement, rule, ours, test, positive, unit, verdict, verdict_seeds, choice_seeds, **extra):
@@ -520,7 +587,8 @@ def _c8(study, ppl, add):
     """C8: adding distillation losses does not help: non-inferiority of TF at equal compute, for the
     paper's unweighted sum and for each recorded variant of it (e.g. a scaled hidden-state MSE)."""
     cfg = study.cfg
-    variants = ["chop-distill"] + [m for m in cfg.methods if cfg.variants.get(m, {}).get("method") == "chop-distill"]
+    variants = ["chop-distill"] + [m for m in cfg.methods if cfg.variants.get(m, {}).get("method") == "chop-distill"
+                                   and m not in cfg.tuned.values()]  # the tuned ones stand in at the tuned rate
     for method in variants:
         seeds = paired_seeds(study, method, "tf")
         if method != "chop-distill" and not seeds:

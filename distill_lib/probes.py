@@ -317,21 +317,26 @@ def teacher_suite_table(result: dict) -> "pd.DataFrame":
                           "informative": 35 < 100 * r["value"] < 85} for r in result["suite"]])
 
 
-def probe_table(study, methods: Sequence[str]) -> "pd.DataFrame":
+def probe_table(study, methods: Sequence[str], also_from: Sequence[str] = ()) -> "pd.DataFrame":
     """One row per measured model: the teacher, then every recorded seed of `methods` (in the
-    profile) whose record has probes; runs recorded before the probes are left out, not invented.
-    `ood_nats_vs_teacher` is the out-of-domain loss minus the teacher's (nats per token)."""
+    profile) whose record has probes, then those trained from each truncation of `also_from` (the
+    seeds `seeds_by_method` lists under `METHOD@STRATEGY`, labelled "…, from STRATEGY"); runs
+    recorded before the probes are left out, not invented. `ood_nats_vs_teacher` is the
+    out-of-domain loss minus the teacher's (nats per token)."""
     import pandas as pd
 
     teacher = study.teacher_probes()
     if teacher is None:
         return pd.DataFrame()
     rows = [{"model": "teacher", "method": "teacher", "seed": None, **headline(teacher)}]
-    for method in (m for m in methods if m in study.cfg.methods):
-        for seed in study.seeds(method):
-            found = study.probes(study.student(method, seed=seed))
+    runs = [(m, None, study.cfg.label(m), study.seeds(m)) for m in methods if m in study.cfg.methods]
+    runs += [(m, strategy, f"{study.cfg.label(m)}, from {strategy}", study.cfg.seeds_from(m, strategy))
+             for strategy in also_from for m in methods if m in study.cfg.methods]
+    for method, strategy, label, seeds in runs:
+        for seed in seeds:
+            found = study.probes(study.student(method, strategy, seed=seed))
             if found is not None:
-                rows.append({"model": study.cfg.label(method), "method": method, "seed": seed, **headline(found)})
+                rows.append({"model": label, "method": method, "seed": seed, **headline(found)})
     table = pd.DataFrame(rows)
     table.insert(table.columns.get_loc("ood_loss") + 1, "ood_nats_vs_teacher",
                  table.ood_loss - headline(teacher)["ood_loss"])

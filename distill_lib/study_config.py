@@ -82,6 +82,11 @@ class StudyConfig:
     first seed). A study run in parts grows these as each part's runs are recorded. A key
     `METHOD@STRATEGY` lists the seeds of that method trained from another truncation (e.g.
     `tf-lr-4x@best-block: [0, 1, 2]`, read by `c2_also_from`)."""
+    tuned: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The claims at the tuned learning rate: each method a claim compares (C4, C5, C7, C8) -> its
+    variant at the rate validation chose (e.g. `{tf: tf-lr-4x, gradual: gradual-lr-4x}`). The claims
+    table then judges those claims twice, at the base rate and at the tuned one, each row naming its
+    rate; empty: once, at the base rate. A variant joins `methods` when its runs are recorded."""
     c2_also_from: list[str] = dataclasses.field(default_factory=list)
     """Truncations C2 is judged from besides `strategy`: the TF and KD pair chosen on `strategy`'s runs,
     trained again from each of these at the seeds `seeds_by_method` lists under `METHOD@STRATEGY`
@@ -191,6 +196,11 @@ class StudyConfig:
                     f"seeds_by_method.{key}: unknown strategy {strategy!r} (valid: {', '.join(STRATEGIES)})")
             require(isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds),
                     f"seeds_by_method.{key}: expected a non-empty list of integer seeds, got {seeds!r}")
+        for m, variant in self.tuned.items():
+            require(m in METHODS or m in self.variants,
+                    f"tuned.{m}: unknown method (valid: {', '.join(METHODS)} or a name in variants)")
+            require(variant in self.variants and self.base_method(variant) == self.base_method(m),
+                    f"tuned.{m}: {variant!r} must be a variant in `variants` of the same method as {m!r}")
         require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         for s in [self.strategy, self.healing_strategy, *self.configs, *self.extra_strategies, *self.selectors,

@@ -113,13 +113,14 @@ if len(sweep):
 # %% [markdown]
 # ## What each method keeps of the teacher's general ability while it adapts to the book
 # Perplexity on a text far from the training corpus (the Python language reference's prose, notebook
-# 00) and the informative suite, for the teacher and every run of TF, KD, the pair C2 compares and
-# kd-then-tf that has them (profiles with `probes`; runs recorded before the probes have none and are
-# left out).
+# 00) and the informative suite, for the teacher and every run of TF, KD, the pair C2 compares (also
+# from the truncations of `c2_also_from`) and kd-then-tf that has them (profiles with `probes`; runs
+# recorded before the probes have none and are left out).
 # KD imitates a general-purpose teacher, TF fits the book: this is where they should differ most.
 
 # %%
-probed = probe_table(study, list(dict.fromkeys(["tf", "kd", *pair, *findings.kd_then_tf_runs(cfg)])))
+probed = probe_table(study, list(dict.fromkeys(["tf", "kd", *pair, *findings.kd_then_tf_runs(cfg)])),
+                     also_from=cfg.c2_also_from)  # C2's pair from another truncation too
 if len(probed) <= 1:
     display(Markdown("No student of this profile has the probes yet." if len(probed) else f"Profile {cfg.name} sets no `probes`."))
 else:

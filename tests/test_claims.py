@@ -203,6 +203,39 @@ def test_c5_is_a_non_inferiority_test_per_schedule_in_nats(gradual, verdict, out
     assert one(table, "C5", "one layer every 256 tokens")["verdict"] == "reproduced"
 
 
+def test_a_profile_with_a_tuned_rate_judges_c4_c5_c7_c8_at_both_rates_each_on_its_own_runs():
+    import dataclasses
+
+    runs = _runs()  # TF at the base rate: test ppl 45, 46, 47
+    for s in range(3):
+        runs["gradual64", s] = FakeRun(10, 100, 40, 45 + s)          # = one-shot at the base rate
+        runs["tf-4x", s] = FakeRun(10, 100, 30, 30 + s)              # TF at the tuned rate
+        runs["gradual-4x64", s] = FakeRun(10, 100, 30, (30 + s) * 0.9)  # gradual 10% ahead there
+        runs["chop-distill", s] = FakeRun(15, 100, 40, 45 + s)
+    variants = {"tf-4x": {"method": "tf", "train": {"lr": 0.0012}}, "gradual-4x": {"method": "gradual", "train": {"lr": 0.0012}},
+                "chop-distill-4x": {"method": "chop-distill", "train": {"lr": 0.0012}}}
+    cfg = dataclasses.replace(
+        CFG, student_train=dataclasses.replace(CFG.student_train, lr=0.0003),
+        methods=[*CFG.methods, "gradual", "chop-distill", "tf-4x", "gradual-4x"], gradual_every_tokens=[64],
+        variants={**CFG.variants, **variants}, tuned={"tf": "tf-4x", "gradual": "gradual-4x", "chop-distill": "chop-distill-4x"},
+        seeds_by_method={**CFG.seeds_by_method, "gradual": [0, 1, 2], "tf-4x": [0, 1, 2], "gradual-4x": [0, 1, 2]})
+    table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
+    base = one(table, "C5", "one layer every 64 tokens, lr 0.0003")
+    assert base["diff"] == pytest.approx(0.0) and base["verdict"] == "reproduced"
+    tuned = one(table, "C5", "one layer every 64 tokens, lr 0.0012 (tuned)")
+    assert tuned["diff"] == pytest.approx(math.log(0.9)) and tuned["verdict"] == "not reproduced"
+    # C8 at the base rate is judged; its tuned variant is not in `methods` yet: named as missing
+    assert one(table, "C8", "paper's unweighted sum, lr 0.0003")["verdict"] != "not tested"
+    c8 = one(table, "C8", "lr 0.0012 (tuned)")
+    assert c8["verdict"] == "not tested" and "chop-distill-4x (not in `methods` yet)" in c8["ours"]
+    # C4 needs configurations, C7 width: each says why, at each rate; C7 has no tuned variant at all
+    assert one(table, "C4", "lr 0.0012 (tuned)")["verdict"] == "not tested"
+    assert "no variant of width" in one(table, "C7", "lr 0.0012 (tuned)")["ours"]
+    # C2 is judged once (it chooses each side's rate itself) and the Holm family holds both rates
+    assert not any("lr" in c for c in table[table.claim.isin(["C1", "C2", "C3", "C6"])].comparison)
+    assert base["holm p"] == base["holm p"] and tuned["holm p"] == tuned["holm p"]
+
+
 def test_c5_with_one_gradual_seed_has_no_interval_and_no_verdict():
     import dataclasses
 

@@ -176,3 +176,37 @@ def test_a_recorded_teacher_whose_weights_are_gone_is_rebuilt_before_a_student_n
     again = after.teacher()  # training mode: a student is about to need its weights
     assert again.has_weights
     assert again.training["final"]["val_loss"] == pytest.approx(recorded, rel=1e-4)
+
+
+def test_the_probe_table_reads_the_teacher_the_runs_with_probes_and_the_pair_from_another_truncation():
+    from distill_lib.study import StudyConfig
+
+    def result(loss, acc):
+        return {"ood": {"ppl": math.exp(loss), "loss": loss},
+                "suite": [{"task": "word_choice", "metric": "acc_norm", "value": acc, "stderr": 0.02}]}
+
+    class Fake:
+        cfg = StudyConfig(methods=["tf", "kd"], seeds=[0, 1], seeds_by_method={"tf@best-block": [1], "kd@best-block": [0, 1]})
+        found = {("tf", None, 0): result(7.0, 0.6), ("tf", None, 1): None,  # seed 1 recorded before the probes
+                 ("kd", None, 0): result(6.0, 0.65), ("kd", None, 1): result(6.2, 0.64),
+                 ("tf", "best-block", 1): result(6.5, 0.62), ("kd", "best-block", 0): result(5.5, 0.7),
+                 ("kd", "best-block", 1): result(5.7, 0.69), ("tf", "best-block", 0): result(0.0, 0.0)}  # not listed
+
+        def teacher_probes(self):
+            return result(3.0, 0.78)
+
+        def seeds(self, method):
+            return self.cfg.seeds_of(method)
+
+        def student(self, method, strategy=None, seed=0):
+            return (method, strategy, seed)
+
+        def probes(self, run):
+            return self.found[run]
+
+    table = probes.probe_table(Fake(), ["tf", "kd"], also_from=["best-block"])
+    assert [(r.model, r.seed) for r in table.iloc[1:].itertuples()] == [
+        ("TF", 0), ("KD", 0), ("KD", 1), ("TF, from best-block", 1), ("KD, from best-block", 0),
+        ("KD, from best-block", 1)]
+    assert table.model.iloc[0] == "teacher" and list(table.ood_nats_vs_teacher) == pytest.approx([0.0, 4.0, 3.0, 3.2, 3.5, 2.5, 2.7])
+    assert table["word_choice/acc_norm"].iloc[-1] == pytest.approx(69.0)

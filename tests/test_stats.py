@@ -143,6 +143,10 @@ def test_variants_and_seeds_by_method_are_checked():
     with pytest.raises(ConfigError, match=r"strategy: unknown 'best-blok'"):
         StudyConfig(methods=["tf"], c2_also_from=["best-blok"])
     assert StudyConfig(methods=["tf"], seeds_by_method={"tf@best-block": [2, 0]}).seeds_from("tf", "best-block") == [2, 0]
+    with pytest.raises(ConfigError, match=r"tuned.tf: 'kd-4x' must be a variant in `variants` of the same method"):
+        StudyConfig(methods=["tf"], variants={"kd-4x": {"method": "kd"}}, tuned={"tf": "kd-4x"})
+    with pytest.raises(ConfigError, match=r"tuned.tf: 'tf-8x' must be a variant"):
+        StudyConfig(methods=["tf"], tuned={"tf": "tf-8x"})
     with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
         StudyConfig(methods=["tf", "kd-y"])
     with pytest.raises(ConfigError, match=r"selection_reference: 'first' is not one of configs"):
