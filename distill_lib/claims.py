@@ -261,13 +261,14 @@ def candidate_families(study) -> tuple[list[str], list[str], list[str]]:
     return tf_candidates(study), online, [m for m in kd_candidates(study) if m not in online]
 
 
-def _recorded(study, method: str, seeds, read) -> dict[int, float]:
-    """`read(run, seed)` for each of `seeds` whose run is recorded (a study in parts: one missing seed
-    leaves the others in); a reading outside the run's curve (ValueError) is left out too."""
+def _recorded(study, method: str, seeds, read, strategy: str | None = None) -> dict[int, float]:
+    """`read(run, seed)` for each of `seeds` whose run (from `strategy`, default the profile's) is
+    recorded (a study in parts: one missing seed leaves the others in); a reading outside the run's
+    curve (ValueError) is left out too."""
     out = {}
     for s in seeds:
         try:
-            out[s] = read(study.student(method, seed=s), s)
+            out[s] = read(study.student(method, strategy, seed=s), s)
         except (MissingRecord, ValueError):
             continue
     return out

@@ -8,7 +8,9 @@ import dataclasses
 import math
 
 from distill_lib.analysis import final_val_ppl, val_ppl_at_flops
-from distill_lib.claims import NATS, _at_flops, _lowest_on_shared_seeds, _ppls, _recorded, _row, _with_holm, candidates
+from distill_lib.claims import (
+    NATS, AtTunedRate, _at_flops, _lowest_on_shared_seeds, _ppls, _rate_label, _recorded, _row, _with_holm, candidates,
+)
 from distill_lib.records import MissingRecord
 from distill_lib.stats import (
     MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, NOT_TESTED, REPRODUCED, SUPERIORITY, ClaimTest, log_ratios,
@@ -37,19 +39,30 @@ def findings(study) -> "pd.DataFrame":
         rows.append(_row(key, comparison, FINDINGS[key], rule, ours, test, positive, NATS, verdict, verdict_seeds,
                          choice_seeds))
 
-    lora = [m for m in cfg.methods if (cfg.variants.get(m, {}).get("healing") or {}).get("method") == "lora"]
+    def at_rate(rate):  # `add` with the rate named in the comparison (a profile with `tuned`: H1, H2 at two rates)
+        return lambda key, *args, **kw: add(key, *args, **{**kw, "comparison": rate})
+
+    lora = lora_variants(cfg)
+    base_lora = [m for m in lora if m not in cfg.tuned.values()]
     switched = kd_then_tf_runs(cfg)
-    checks = {"H1": (lambda: _h1(study, add), "ppl-removal" in cfg.selectors, "no ppl-removal in `selectors`"),
-              "H2": (lambda: _h2(study, add, lora[0]), bool(lora), "no LoRA healing variant in the profile"),
-              "H3": (lambda: _h3(study, add, switched), bool(switched), "no kd-then-tf run in the profile")}
-    for key, (check, applies, why) in checks.items():
+    base, tuned = (_rate_label(cfg, t) if cfg.tuned else "" for t in (False, True))
+    checks = [("H1", lambda: _h1(study, at_rate(base)), "ppl-removal" in cfg.selectors, "no ppl-removal in `selectors`", base),
+              ("H2", lambda: _h2(study, at_rate(base), base_lora[:1]), bool(base_lora),
+               "no LoRA healing variant in the profile", base)]
+    if cfg.tuned:  # every TF run at the tuned rate; LoRA at its own best rate, chosen on validation
+        checks += [("H1", lambda: _h1(AtTunedRate(study), at_rate(tuned)), "ppl-removal" in cfg.selectors,
+                    "no ppl-removal in `selectors`", tuned),
+                   ("H2", lambda: _h2(study, at_rate(tuned), _with_tuned_lora(cfg, lora), full=AtTunedRate(study)),
+                    any(m in cfg.tuned for m in base_lora), "no LoRA variant at the tuned rate in `tuned`", tuned)]
+    checks.append(("H3", lambda: _h3(study, add, switched), bool(switched), "no kd-then-tf run in the profile", ""))
+    for key, check, applies, why, rate in checks:
         if not applies:
-            add(key, "-", why, verdict=NOT_TESTED)
+            add(key, "-", why, verdict=NOT_TESTED, comparison=rate)
             continue
         try:
             check()
         except MissingRecord as err:
-            add(key, "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)
+            add(key, "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED, comparison=rate)
     if not rows:
         return pd.DataFrame(rows)
     table = _with_holm(pd.DataFrame(rows)).rename(columns={"claim": "hypothesis"})
@@ -68,18 +81,48 @@ def _h1(study, add):
         ClaimTest(SUPERIORITY, log_ratios(paper, chosen)), "log of max-gap's test ppl over ppl-removal's", verdict_seeds=seeds)
 
 
-def _h2(study, add, lora):
-    strategy = study.cfg.healing_strategy
-    seeds = study.seeds(lora)
-    full = {s: study.student("tf", strategy=strategy, seed=s) for s in seeds}
+def lora_variants(cfg) -> list[str]:
+    """The profile's LoRA healing variants (one per learning rate, e.g. `tf-lora`, `tf-lora-lr-4x`)."""
+    return [m for m in cfg.methods if (cfg.variants.get(m, {}).get("healing") or {}).get("method") == "lora"]
+
+
+def _with_tuned_lora(cfg, loras: list[str]) -> list[str]:
+    """LoRA's candidates at the tuned rate: every recorded LoRA variant, once its tuned one is recorded
+    (a rate check needs the rate it checks)."""
+    missing = [v for m, v in cfg.tuned.items() if m in loras and v not in loras]
+    if missing:
+        raise MissingRecord(f"record: runs of {missing[0]}", what=f"runs of {missing[0]} (not in `methods` yet)")
+    return loras
+
+
+def _h2(study, add, loras: list[str], full=None):
+    """LoRA against full continued pretraining (TF of `full`: the study, or the study at the tuned
+    rate) on `healing_strategy`, at LoRA's total FLOPs. Several LoRA variants (its own rate check):
+    the one with the lowest final validation ppl on the first seed they share, the verdict on the
+    others."""
+    strategy, full = study.cfg.healing_strategy, full or study
+    choice_seeds = []
+    if len(loras) > 1:
+        first = sorted(set.intersection(*(set(study.seeds(m)) for m in loras)))[:1]
+        choice = _lowest_on_shared_seeds({m: _recorded(study, m, first, lambda run, s: final_val_ppl(run),
+                                                       strategy=strategy) for m in loras}, "LoRA")
+        lora, choice_seeds = choice.method, choice.seeds
+        chose = ("; LoRA's rate chosen on final validation ppl: " + ", ".join(
+            f"{m} {v:.4g}" for m, v in sorted(choice.scores.items(), key=lambda kv: kv[1])) + f" ({choice.on_seeds})")
+    else:
+        lora, chose = loras[0], ""
+    seeds = [s for s in study.seeds(lora) if s not in choice_seeds]
+    if not seeds:
+        raise MissingRecord(f"no seed of {lora} beyond the choice's", f"a seed of {lora} beyond the choice's")
+    runs = {s: full.student("tf", strategy=strategy, seed=s) for s in seeds}
     adapters = {s: study.student(lora, strategy=strategy, seed=s) for s in seeds}
-    at_lora = [_at_flops(full[s], adapters[s].training["flops"]) for s in seeds]
+    at_lora = [_at_flops(runs[s], adapters[s].training["flops"]) for s in seeds]
     lora_ppl = [final_val_ppl(adapters[s]) for s in seeds]
     add("H2", f"non-inferiority: the interval of log val ppl(full at LoRA's total FLOPs) - log val ppl(LoRA) lies above "
               f"-{MARGIN_NATS} nats",
-        f"on `{strategy}`, val ppl at LoRA's total FLOPs: " + _ppls(at_lora, lora_ppl, "full", "LoRA"),
+        f"on `{strategy}`, val ppl at LoRA's total FLOPs: " + _ppls(at_lora, lora_ppl, "full", lora) + chose,
         ClaimTest(NON_INFERIORITY, log_ratios(at_lora, lora_ppl), MARGIN_NATS),
-        "log of full's val ppl over LoRA's, at LoRA's total FLOPs", verdict_seeds=seeds)
+        "log of full's val ppl over LoRA's, at LoRA's total FLOPs", verdict_seeds=seeds, choice_seeds=choice_seeds)
 
 
 # --- H3: KD first, then teacher-free (method kd-then-tf) ------------------------------------------
@@ -215,4 +258,4 @@ def _h3(study, add, switched: list[str]):
 
 
 __all__ = ["FINDINGS", "HYPOTHESIS_VERDICTS", "findings", "kd_then_tf_comparison", "kd_then_tf_runs",
-           "matched_baselines"]
+           "lora_variants", "matched_baselines"]

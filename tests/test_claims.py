@@ -1,5 +1,6 @@
 """Claims on hand-made records: which KD baseline C2 reads, paired seeds, parts not recorded yet, and
 each claim's test (in nats) reaching its verdicts."""
+import dataclasses
 import math
 
 import numpy as np
@@ -437,3 +438,42 @@ def test_h1_reads_max_gap_against_ppl_removal_on_paired_seeds_and_says_supported
     assert h1["verdict"] == verdict and h1["seeds"] == 3
     assert h1["diff"] == pytest.approx(np.mean([math.log(p / (p + shift + n)) for p, n in zip(paper, noise)]), abs=1e-9)
     assert h1["unit"] == "nats" and h1["holm verdict"] == verdict  # a family of one (H2 is not tested)
+
+
+def test_h1_and_h2_at_the_tuned_rate_read_the_tuned_runs_and_lora_gets_its_own_rate_check():
+    from distill_lib.claims import _at_flops
+    from distill_lib.findings import findings
+
+    lora = {"method": "tf", "healing": {"method": "lora"}}
+    cfg = StudyConfig(
+        methods=["tf", "tf-lr-4x", "tf-lora", "tf-lora-lr-4x"], seeds=[0, 1, 2], selectors=["ppl-removal"],
+        selector_seeds=[0, 1, 2], student_train=dataclasses.replace(CFG.student_train, lr=0.0003),
+        variants={"tf-lr-4x": {"method": "tf", "train": {"lr": 0.0012}}, "tf-lora": lora,
+                  "tf-lora-lr-4x": {**lora, "train": {"lr": 0.0012}}},
+        seeds_by_method={"tf-lora": [0, 1, 2], "tf-lora-lr-4x": [0, 1, 2]},
+        tuned={"tf": "tf-lr-4x", "tf-lora": "tf-lora-lr-4x"})
+    runs = {}
+    for s in range(3):
+        for tf, end in (("tf", 40), ("tf-lr-4x", 30)):
+            runs[f"{tf}@max-gap", s] = FakeRun(10, 100, end, end + 5 + s)
+            runs[f"{tf}@ppl-removal", s] = FakeRun(10, 100, end, end + 3 + s)    # ahead of max-gap at both rates
+            runs[f"{tf}@best-block", s] = FakeRun(10, 100, end - 5, end + s)    # full continued pretraining
+        runs["tf-lora@best-block", s] = FakeRun(6, 100, 70, 70)
+        runs["tf-lora-lr-4x@best-block", s] = FakeRun(6, 100, 60 + 3 * s, 60)  # the better rate on seed 0
+    table = findings(StrategyStudy(cfg, runs)).set_index(["hypothesis", "comparison"])
+    base, tuned = table.loc[("H2", "lr 0.0003")], table.loc[("H2", "lr 0.0012 (tuned)")]
+    # at the base rate: LoRA at 3e-4 against full at 3e-4, every seed
+    assert base["verdict seeds"] == "0, 1, 2" and base["choice seeds"] == ""
+    # at the tuned rate: full at 1.2e-3 against LoRA at its better rate, chosen on seed 0 and judged on 1, 2
+    assert tuned["choice seeds"] == "0" and tuned["verdict seeds"] == "1, 2" and "tf-lora-lr-4x 60" in tuned["ours"]
+    expected = [math.log(_at_flops(runs["tf-lr-4x@best-block", s], 24) / (60 + 3 * s)) for s in (1, 2)]
+    assert tuned["diff"] == pytest.approx(np.mean(expected))
+    h1 = table.loc[("H1", "lr 0.0012 (tuned)")]
+    assert h1["diff"] == pytest.approx(np.mean([math.log((35 + s) / (33 + s)) for s in range(3)]))
+    assert table.loc[("H1", "lr 0.0003")]["diff"] == pytest.approx(np.mean([math.log((45 + s) / (43 + s)) for s in range(3)]))
+    # LoRA's tuned variant not recorded yet: no rate check to make, so H2 at the tuned rate waits for it
+    cfg = dataclasses.replace(cfg, methods=["tf", "tf-lr-4x", "tf-lora"])
+    table = findings(StrategyStudy(cfg, runs)).set_index(["hypothesis", "comparison"])
+    waiting = table.loc[("H2", "lr 0.0012 (tuned)")]
+    assert waiting["verdict"] == "not tested" and "tf-lora-lr-4x (not in `methods` yet)" in waiting["ours"]
+    assert table.loc[("H2", "lr 0.0003")]["verdict"] == base["verdict"]
