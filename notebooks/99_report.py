@@ -47,9 +47,11 @@ display(Markdown("\n".join(f"- **{name}.** {text}" for name, text in RULES.items
 
 # %% [markdown]
 # ## Verdicts
-# One row per test: C2 at equal FLOPs and at equal tokens, C5 per removal schedule, C7's quality against
-# max-gap and against the best depth configuration (chosen on validation) and its cost, C8 for the paper's
-# unweighted sum and for each weighting recorded.
+# One row per test: C2 at equal FLOPs and at equal tokens (and again from each truncation of
+# `c2_also_from`), C5 per removal schedule, C7's quality against max-gap and against the best depth
+# configuration (chosen on validation) and its cost, C8 for the paper's unweighted sum and for each
+# weighting recorded. A profile with `tuned` judges C4, C5, C7 and C8 at the base learning rate and
+# again with every run at the tuned one: each of those rows names its rate ("lr 0.0012 (tuned)").
 
 # %%
 table = claims(study)
@@ -69,7 +71,8 @@ display(Markdown(field_context(table)))
 # %% [markdown]
 # ## Beyond the paper: the study's own hypotheses
 # Stated with their rules before the numbers were seen (H1, H2: notebook 08; H3, distilling only early:
-# notebook 02), tested like the claims (their own Holm family).
+# notebook 02), tested like the claims (their own Holm family); with `tuned`, H1 and H2 at both rates
+# (at the tuned rate LoRA's own rate is chosen on validation first).
 
 # %%
 own = findings(study)
