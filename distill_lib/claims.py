@@ -577,7 +577,7 @@ def _c7(study, ppl, add):
         cost, how = study.time_ratios("width", seeds, in_runs="wall_seconds")
     except (MissingRecord, KeyError):  # side-by-side timing not recorded, or without width
         add("C7", "cost", "-", f"wall-clock not comparable in this profile (see its notes); FLOPs {flops:.2f}x",
-            verdict=NOT_TESTED)
+            verdict=NOT_TESTED, unit=f"ratio − {C7_MIN_RATIO}")  # a cost row (read once where rates are two)
         return
     what = "time per token" if how.startswith("timed side by side") else "wall-clock"
     _add_cost(add, "C7", "cost", "width/depth time per token", "width/depth time ratio", C7_MIN_RATIO, cost, how, seeds,
