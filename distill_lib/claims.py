@@ -125,32 +125,33 @@ def claims(study) -> "pd.DataFrame":
             add(claim, comparison, *args, **kw)
         return add_at
 
-    def judge(on, claim, add_to):
+    def judge(on, claim, rate, only_nats=False):
+        """One claim's rows (`rate`: '' where the profile has one rate); a part not recorded yet leaves a
+        'not tested' row for the claim, unless it already has rows at this rate (C3 after C2)."""
+        add_to = at_rate(rate if claim in TUNED_CLAIMS else "", only_nats)
+        first = len(rows)
         try:
             checks[claim](on, ppl, add_to)
         except MissingRecord as err:  # a study run in parts: this claim's runs are not all recorded yet
-            done = {(row["claim"], row["comparison"]) for row in rows}
             for part in (("C2", "C3") if claim == "C2" else (claim,)):
-                if not any(c == part and (not rate_of(claim) or comp.endswith(rate_of(claim))) for c, comp in done):
+                if not any(row["claim"] == part for row in rows[first:]):
                     add_to(part, "", "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)
 
     checks = {"C1": _c1, "C2": _c2_c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7, "C8": _c8}
     base_rate, tuned_rate = (_rate_label(cfg, tuned) if cfg.tuned else "" for tuned in (False, True))
-    rate_of = lambda claim: base_rate if claim in TUNED_CLAIMS else ""  # noqa: E731
     for claim, (_, _, method) in CLAIMS.items():
         if method not in cfg.methods:
             add(claim, "", "-", f"method {method} is not in this profile", verdict=NOT_TESTED)
         elif claim in checks:
-            judge(study, claim, at_rate(base_rate))
-    if cfg.tuned:  # C4, C5, C7, C8 again, every run at the tuned rate
-        tuned, add_tuned = AtTunedRate(study), at_rate(tuned_rate, only_nats=True)
-        rate_of = lambda claim: tuned_rate  # noqa: E731
-        for claim in TUNED_CLAIMS:
+            judge(study, claim, base_rate)
+    if cfg.tuned:  # C4, C5, C7, C8 again, every run at the tuned rate (a claim without its method: said once above)
+        for claim in (c for c in TUNED_CLAIMS if CLAIMS[c][2] in cfg.methods):
             method = CLAIMS[claim][2]
             if method not in cfg.tuned:
-                add_tuned(claim, "", "-", f"no variant of {method} at the tuned rate in `tuned`", verdict=NOT_TESTED)
+                at_rate(tuned_rate)(claim, "", "-", f"no variant of {method} at the tuned rate in `tuned`",
+                                    verdict=NOT_TESTED)
             else:
-                judge(tuned, claim, add_tuned)
+                judge(AtTunedRate(study), claim, tuned_rate, only_nats=True)
     return _with_holm(pd.DataFrame(rows).sort_values("claim", kind="stable").reset_index(drop=True))
 
 
@@ -170,7 +171,8 @@ def _rate_label(cfg, tuned: bool) -> str:
 class AtTunedRate:
     """A study read at the tuned rate: every method a claim asks for is its variant in `tuned`; a
     method without one has no seeds and no runs there, and a variant not yet in `methods` (its runs
-    not recorded) is a missing record."""
+    not recorded) is a missing record. The seeds of a truncation other than the profile's (C4's
+    configurations, notebook 08's selectors) are the base rate's: `config_seeds`, `selector_seeds`."""
 
     def __init__(self, study):
         self._study = study
@@ -261,14 +263,13 @@ def candidate_families(study) -> tuple[list[str], list[str], list[str]]:
     return tf_candidates(study), online, [m for m in kd_candidates(study) if m not in online]
 
 
-def _recorded(study, method: str, seeds, read, strategy: str | None = None) -> dict[int, float]:
-    """`read(run, seed)` for each of `seeds` whose run (from `strategy`, default the profile's) is
-    recorded (a study in parts: one missing seed leaves the others in); a reading outside the run's
-    curve (ValueError) is left out too."""
+def _recorded(study, method: str, seeds, read) -> dict[int, float]:
+    """`read(run, seed)` for each of `seeds` whose run is recorded (a study in parts: one missing seed
+    leaves the others in); a reading outside the run's curve (ValueError) is left out too."""
     out = {}
     for s in seeds:
         try:
-            out[s] = read(study.student(method, strategy, seed=s), s)
+            out[s] = read(study.student(method, seed=s), s)
         except (MissingRecord, ValueError):
             continue
     return out
@@ -438,8 +439,10 @@ def _c2_c3(study, ppl, add):
 
 def _c2_from(study, ppl, add, tf_method: str, kd_method: str, strategy: str):
     """C2 again from another truncation (`c2_also_from`): the pair chosen on the main one's runs,
-    trained from `strategy`, at every seed both have there (the choice read none of them). Its rows
-    are 'not tested' until they are recorded; C2's main rows and C3 stand either way."""
+    trained from `strategy`, at every seed both have there. The choice read none of these runs (it
+    read the main truncation's, at its choice seeds; a run here at such a seed shares that seed's data
+    order, not its weights). Its rows are 'not tested' until they are recorded; C2's main rows and C3
+    stand either way."""
     where = f"from {strategy}"
     seeds = [s for s in study.cfg.seeds_from(tf_method, strategy) if s in study.cfg.seeds_from(kd_method, strategy)]
     try:
@@ -591,14 +594,21 @@ def _c8(study, ppl, add):
     variants = ["chop-distill"] + [m for m in cfg.methods if cfg.variants.get(m, {}).get("method") == "chop-distill"
                                    and m not in cfg.tuned.values()]  # the tuned ones stand in at the tuned rate
     for method in variants:
-        seeds = paired_seeds(study, method, "tf")
-        if method != "chop-distill" and not seeds:
+        comparison = "paper's unweighted sum" if method == "chop-distill" else method
+        try:
+            seeds = paired_seeds(study, method, "tf")
+            if method != "chop-distill" and not seeds:
+                continue
+            tf = {s: study.student("tf", seed=s) for s in seeds}
+            chop = {s: study.student(method, seed=s) for s in seeds}
+        except MissingRecord as err:
+            if method == "chop-distill":
+                raise  # the paper's own row: the claim is not tested
+            add("C8", comparison, "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)  # a weighting's row only
             continue
-        tf = {s: study.student("tf", seed=s) for s in seeds}
-        chop = {s: study.student(method, seed=s) for s in seeds}
         comparisons = _against_tf(chop, tf, ppl, seeds)
         (at_flops, tf_val), (chop_test, tf_test) = comparisons["equal FLOPs"], comparisons["equal tokens"]
-        add("C8", "paper's unweighted sum" if method == "chop-distill" else method,
+        add("C8", comparison,
             f"non-inferiority at equal FLOPs: the interval of log val ppl(CHOP+distill at TF's total FLOPs) - log val "
             f"ppl(TF) lies above -{MARGIN_NATS} nats",
             "at equal FLOPs val ppl " + _ppls(tf_val, at_flops, "TF", method) + "; at equal tokens test ppl "

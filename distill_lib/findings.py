@@ -86,13 +86,21 @@ def lora_variants(cfg) -> list[str]:
     return [m for m in cfg.methods if (cfg.variants.get(m, {}).get("healing") or {}).get("method") == "lora"]
 
 
+def calibration_split_of(cfg, method: str) -> str | None:
+    """Where a method's scored truncation takes its calibration blocks (the variant's, else the profile's)."""
+    return cfg.variants.get(method, {}).get("calibration_split", cfg.calibration_split)
+
+
 def _with_tuned_lora(cfg, loras: list[str]) -> list[str]:
-    """LoRA's candidates at the tuned rate: every recorded LoRA variant, once its tuned one is recorded
-    (a rate check needs the rate it checks)."""
+    """LoRA's candidates at the tuned rate: the recorded LoRA variants calibrated where full continued
+    pretraining at that rate is (the same truncation, and no candidate whose truncation read the
+    validation blocks the choice reads), once the tuned one is recorded (a rate check needs the rate
+    it checks)."""
     missing = [v for m, v in cfg.tuned.items() if m in loras and v not in loras]
     if missing:
         raise MissingRecord(f"record: runs of {missing[0]}", what=f"runs of {missing[0]} (not in `methods` yet)")
-    return loras
+    split = calibration_split_of(cfg, cfg.tuned["tf"])
+    return [m for m in loras if calibration_split_of(cfg, m) == split]
 
 
 def _h2(study, add, loras: list[str], full=None):
@@ -104,8 +112,9 @@ def _h2(study, add, loras: list[str], full=None):
     choice_seeds = []
     if len(loras) > 1:
         first = sorted(set.intersection(*(set(study.seeds(m)) for m in loras)))[:1]
-        choice = _lowest_on_shared_seeds({m: _recorded(study, m, first, lambda run, s: final_val_ppl(run),
-                                                       strategy=strategy) for m in loras}, "LoRA")
+        # every candidate read (a missing run is missing, not a candidate less)
+        readings = {m: {s: final_val_ppl(study.student(m, strategy, seed=s)) for s in first} for m in loras}
+        choice = _lowest_on_shared_seeds(readings, "LoRA")
         lora, choice_seeds = choice.method, choice.seeds
         chose = ("; LoRA's rate chosen on final validation ppl: " + ", ".join(
             f"{m} {v:.4g}" for m, v in sorted(choice.scores.items(), key=lambda kv: kv[1])) + f" ({choice.on_seeds})")

@@ -201,6 +201,11 @@ class StudyConfig:
                     f"tuned.{m}: unknown method (valid: {', '.join(METHODS)} or a name in variants)")
             require(variant in self.variants and self.base_method(variant) == self.base_method(m),
                     f"tuned.{m}: {variant!r} must be a variant in `variants` of the same method as {m!r}")
+        if self.tuned:  # every claim at the tuned rate compares against TF there, at one rate
+            require("tf" in self.tuned, "tuned: needs `tf` (the run every claim at the tuned rate compares against)")
+            rates = {m: (self.variants[v].get("train") or {}).get("lr", self.student_train.lr) for m, v in self.tuned.items()}
+            require(len(set(rates.values())) == 1,
+                    f"tuned: its variants must share one learning rate, got {', '.join(f'{m} {r:g}' for m, r in rates.items())}")
         require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")
         require(self.scale >= 1, f"scale: must be an integer >= 1, got {self.scale}")
         for s in [self.strategy, self.healing_strategy, *self.configs, *self.extra_strategies, *self.selectors,

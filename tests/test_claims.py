@@ -205,36 +205,53 @@ def test_c5_is_a_non_inferiority_test_per_schedule_in_nats(gradual, verdict, out
 
 
 def test_a_profile_with_a_tuned_rate_judges_c4_c5_c7_c8_at_both_rates_each_on_its_own_runs():
-    import dataclasses
-
     runs = _runs()  # TF at the base rate: test ppl 45, 46, 47
     for s in range(3):
-        runs["gradual64", s] = FakeRun(10, 100, 40, 45 + s)          # = one-shot at the base rate
-        runs["tf-4x", s] = FakeRun(10, 100, 30, 30 + s)              # TF at the tuned rate
+        runs["gradual64", s] = FakeRun(10, 100, 40, 45 + s)            # = one-shot at the base rate
+        runs["tf-4x", s] = FakeRun(10, 100, 30, 30 + s)                # TF at the tuned rate
         runs["gradual-4x64", s] = FakeRun(10, 100, 30, (30 + s) * 0.9)  # gradual 10% ahead there
-        runs["chop-distill", s] = FakeRun(15, 100, 40, 45 + s)
-    variants = {"tf-4x": {"method": "tf", "train": {"lr": 0.0012}}, "gradual-4x": {"method": "gradual", "train": {"lr": 0.0012}},
-                "chop-distill-4x": {"method": "chop-distill", "train": {"lr": 0.0012}}}
+        runs["chop-distill", s] = runs["chop-w", s] = FakeRun(15, 100, 40, 45 + s)
+        runs["chop-distill-4x", s] = FakeRun(15, 100, 30, 30 + s)
+        runs["width", s] = FakeRun(10, 100, 40, 45 + s)
+        runs["width-4x", s] = FakeRun(10, 100, 30, (30 + s) * 1.2)
+    lr4 = {"train": {"lr": 0.0012}}
+    variants = {"tf-4x": {"method": "tf", **lr4}, "gradual-4x": {"method": "gradual", **lr4},
+                "chop-distill-4x": {"method": "chop-distill", **lr4}, "width-4x": {"method": "width", **lr4},
+                "chop-w": {"method": "chop-distill", "train": {"weight_hidden": 0.1}},
+                "chop-w-4x": {"method": "chop-distill", "train": {"weight_hidden": 0.1, "lr": 0.0012}}}
+    recorded = ["gradual", "chop-distill", "width", "tf-4x", "gradual-4x", "chop-distill-4x", "width-4x", "chop-w"]
     cfg = dataclasses.replace(
-        CFG, student_train=dataclasses.replace(CFG.student_train, lr=0.0003),
-        methods=[*CFG.methods, "gradual", "chop-distill", "tf-4x", "gradual-4x"], gradual_every_tokens=[64],
-        variants={**CFG.variants, **variants}, tuned={"tf": "tf-4x", "gradual": "gradual-4x", "chop-distill": "chop-distill-4x"},
-        seeds_by_method={**CFG.seeds_by_method, "gradual": [0, 1, 2], "tf-4x": [0, 1, 2], "gradual-4x": [0, 1, 2]})
+        CFG, student_train=dataclasses.replace(CFG.student_train, lr=0.0003), selectors=[],
+        methods=[*CFG.methods, *recorded], gradual_every_tokens=[64], variants={**CFG.variants, **variants},
+        tuned={"tf": "tf-4x", "gradual": "gradual-4x", "chop-distill": "chop-distill-4x", "chop-w": "chop-w-4x",
+               "width": "width-4x"},
+        seeds_by_method={**CFG.seeds_by_method, **{m: [0, 1, 2] for m in recorded}})
     table = claims(FakeStudy(cfg, runs, extra={"kd-corrected": 30.0, "offline-kd": 30.0}))
     base = one(table, "C5", "one layer every 64 tokens, lr 0.0003")
     assert base["diff"] == pytest.approx(0.0) and base["verdict"] == "reproduced"
     tuned = one(table, "C5", "one layer every 64 tokens, lr 0.0012 (tuned)")
     assert tuned["diff"] == pytest.approx(math.log(0.9)) and tuned["verdict"] == "not reproduced"
-    # C8 at the base rate is judged; its tuned variant is not in `methods` yet: named as missing
-    assert one(table, "C8", "paper's unweighted sum, lr 0.0003")["verdict"] != "not tested"
-    c8 = one(table, "C8", "lr 0.0012 (tuned)")
-    assert c8["verdict"] == "not tested" and "chop-distill-4x (not in `methods` yet)" in c8["ours"]
-    # C4 needs configurations, C7 width: each says why, at each rate; C7 has no tuned variant at all
+    # C8: both rows at the base rate; at the tuned rate the paper's sum is judged on the 4x runs and the
+    # weighting whose 4x variant is not recorded says so (its row is not lost)
+    assert one(table, "C8", "chop-w, lr 0.0003")["verdict seeds"] == "0, 1, 2"
+    c8 = one(table, "C8", "paper's unweighted sum, lr 0.0012 (tuned)")
+    assert "test ppl TF 31.0" in c8["ours"] and c8["verdict seeds"] == "0, 1, 2"  # tf-4x's 30-32
+    waiting = one(table, "C8", "chop-w, lr 0.0012 (tuned)")
+    assert waiting["verdict"] == "not tested" and "chop-w-4x (not in `methods` yet)" in waiting["ours"]
+    # C7: quality at each rate on its own runs; the cost, the same at every rate, once and without a rate
+    assert one(table, "C7", "quality vs max-gap, lr 0.0012 (tuned)")["diff"] == pytest.approx(math.log(1.2))
+    assert one(table, "C7", "quality vs max-gap, lr 0.0003")["diff"] == pytest.approx(0.0)
+    assert list(table[table.claim == "C7"].comparison).count("cost") == 1 and len(table[table.claim == "C7"]) == 3
+    # C4 needs the five configurations: said at each rate
     assert one(table, "C4", "lr 0.0012 (tuned)")["verdict"] == "not tested"
-    assert "no variant of width" in one(table, "C7", "lr 0.0012 (tuned)")["ours"]
-    # C2 is judged once (it chooses each side's rate itself) and the Holm family holds both rates
+    # C2 is judged once (it chooses each side's rate itself); C1 and C6, whose methods are not in the
+    # profile, say so once
     assert not any("lr" in c for c in table[table.claim.isin(["C1", "C2", "C3", "C6"])].comparison)
-    assert base["holm p"] == base["holm p"] and tuned["holm p"] == tuned["holm p"]
+    assert len(table[table.claim == "C6"]) == 1
+    # one Holm family over both rates: the smallest p is multiplied by the number of tested rows
+    family = table.p.notna().sum()
+    assert base["p"] == base["p"] and tuned["p"] == tuned["p"] and family >= 6
+    assert table["holm p"][table.p.idxmin()] == pytest.approx(min(1.0, family * table.p.min()))
 
 
 def test_c5_with_one_gradual_seed_has_no_interval_and_no_verdict():
@@ -444,13 +461,13 @@ def test_h1_and_h2_at_the_tuned_rate_read_the_tuned_runs_and_lora_gets_its_own_r
     from distill_lib.claims import _at_flops
     from distill_lib.findings import findings
 
-    lora = {"method": "tf", "healing": {"method": "lora"}}
+    lora, train = {"method": "tf", "healing": {"method": "lora"}}, {"calibration_split": "train"}
     cfg = StudyConfig(
-        methods=["tf", "tf-lr-4x", "tf-lora", "tf-lora-lr-4x"], seeds=[0, 1, 2], selectors=["ppl-removal"],
+        methods=["tf", "tf-lr-4x", "tf-lora", "tf-lora-cal", "tf-lora-lr-4x"], seeds=[0, 1, 2], selectors=["ppl-removal"],
         selector_seeds=[0, 1, 2], student_train=dataclasses.replace(CFG.student_train, lr=0.0003),
-        variants={"tf-lr-4x": {"method": "tf", "train": {"lr": 0.0012}}, "tf-lora": lora,
-                  "tf-lora-lr-4x": {**lora, "train": {"lr": 0.0012}}},
-        seeds_by_method={"tf-lora": [0, 1, 2], "tf-lora-lr-4x": [0, 1, 2]},
+        variants={"tf-lr-4x": {"method": "tf", "train": {"lr": 0.0012}, **train}, "tf-lora": lora,
+                  "tf-lora-cal": {**lora, **train}, "tf-lora-lr-4x": {**lora, "train": {"lr": 0.0012}, **train}},
+        seeds_by_method={"tf-lora": [0, 1, 2], "tf-lora-cal": [0, 1, 2], "tf-lora-lr-4x": [0, 1, 2]},
         tuned={"tf": "tf-lr-4x", "tf-lora": "tf-lora-lr-4x"})
     runs = {}
     for s in range(3):
@@ -458,22 +475,31 @@ def test_h1_and_h2_at_the_tuned_rate_read_the_tuned_runs_and_lora_gets_its_own_r
             runs[f"{tf}@max-gap", s] = FakeRun(10, 100, end, end + 5 + s)
             runs[f"{tf}@ppl-removal", s] = FakeRun(10, 100, end, end + 3 + s)    # ahead of max-gap at both rates
             runs[f"{tf}@best-block", s] = FakeRun(10, 100, end - 5, end + s)    # full continued pretraining
-        runs["tf-lora@best-block", s] = FakeRun(6, 100, 70, 70)
+        runs["tf-lora@best-block", s] = FakeRun(6, 100, 50, 70)  # best of all, but calibrated on validation
+        runs["tf-lora-cal@best-block", s] = FakeRun(6, 100, 70, 70)
         runs["tf-lora-lr-4x@best-block", s] = FakeRun(6, 100, 60 + 3 * s, 60)  # the better rate on seed 0
     table = findings(StrategyStudy(cfg, runs)).set_index(["hypothesis", "comparison"])
     base, tuned = table.loc[("H2", "lr 0.0003")], table.loc[("H2", "lr 0.0012 (tuned)")]
     # at the base rate: LoRA at 3e-4 against full at 3e-4, every seed
     assert base["verdict seeds"] == "0, 1, 2" and base["choice seeds"] == ""
     # at the tuned rate: full at 1.2e-3 against LoRA at its better rate, chosen on seed 0 and judged on 1, 2
+    # (tf-lora, calibrated on the validation blocks the choice reads, is no candidate there)
     assert tuned["choice seeds"] == "0" and tuned["verdict seeds"] == "1, 2" and "tf-lora-lr-4x 60" in tuned["ours"]
+    assert "tf-lora-cal 70" in tuned["ours"] and "tf-lora 50" not in tuned["ours"]
     expected = [math.log(_at_flops(runs["tf-lr-4x@best-block", s], 24) / (60 + 3 * s)) for s in (1, 2)]
     assert tuned["diff"] == pytest.approx(np.mean(expected))
     h1 = table.loc[("H1", "lr 0.0012 (tuned)")]
     assert h1["diff"] == pytest.approx(np.mean([math.log((35 + s) / (33 + s)) for s in range(3)]))
     assert table.loc[("H1", "lr 0.0003")]["diff"] == pytest.approx(np.mean([math.log((45 + s) / (43 + s)) for s in range(3)]))
     # LoRA's tuned variant not recorded yet: no rate check to make, so H2 at the tuned rate waits for it
-    cfg = dataclasses.replace(cfg, methods=["tf", "tf-lr-4x", "tf-lora"])
+    cfg = dataclasses.replace(cfg, methods=["tf", "tf-lr-4x", "tf-lora", "tf-lora-cal"])
     table = findings(StrategyStudy(cfg, runs)).set_index(["hypothesis", "comparison"])
     waiting = table.loc[("H2", "lr 0.0012 (tuned)")]
     assert waiting["verdict"] == "not tested" and "tf-lora-lr-4x (not in `methods` yet)" in waiting["ours"]
     assert table.loc[("H2", "lr 0.0003")]["verdict"] == base["verdict"]
+    # a candidate rate whose choice-seed run is missing: no rate check among the others, not tested
+    cfg = dataclasses.replace(cfg, methods=["tf", "tf-lr-4x", "tf-lora", "tf-lora-cal", "tf-lora-lr-4x"])
+    del runs["tf-lora-cal@best-block", 0]
+    table = findings(StrategyStudy(cfg, runs)).set_index(["hypothesis", "comparison"])
+    missing = table.loc[("H2", "lr 0.0012 (tuned)")]
+    assert missing["verdict"] == "not tested" and "tf-lora-cal@best-block-s0" in missing["ours"]

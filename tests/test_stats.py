@@ -147,6 +147,12 @@ def test_variants_and_seeds_by_method_are_checked():
         StudyConfig(methods=["tf"], variants={"kd-4x": {"method": "kd"}}, tuned={"tf": "kd-4x"})
     with pytest.raises(ConfigError, match=r"tuned.tf: 'tf-8x' must be a variant"):
         StudyConfig(methods=["tf"], tuned={"tf": "tf-8x"})
+    lr = lambda x: {"train": {"lr": x}}  # noqa: E731
+    with pytest.raises(ConfigError, match=r"tuned: needs `tf`"):
+        StudyConfig(methods=["tf"], variants={"kd-4x": {"method": "kd", **lr(4e-3)}}, tuned={"kd": "kd-4x"})
+    with pytest.raises(ConfigError, match=r"tuned: its variants must share one learning rate, got tf 0.004, kd 0.008"):
+        StudyConfig(methods=["tf"], variants={"tf-4x": {"method": "tf", **lr(4e-3)}, "kd-8x": {"method": "kd", **lr(8e-3)}},
+                    tuned={"tf": "tf-4x", "kd": "kd-8x"})
     with pytest.raises(ConfigError, match=r"methods: unknown 'kd-y'"):
         StudyConfig(methods=["tf", "kd-y"])
     with pytest.raises(ConfigError, match=r"selection_reference: 'first' is not one of configs"):
