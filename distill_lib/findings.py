@@ -129,7 +129,7 @@ def _h2(study, add, loras: list[str], full=None):
     lora_ppl = [final_val_ppl(adapters[s]) for s in seeds]
     add("H2", f"non-inferiority: the interval of log val ppl(full at LoRA's total FLOPs) - log val ppl(LoRA) lies above "
               f"-{MARGIN_NATS} nats",
-        f"on `{strategy}`, val ppl at LoRA's total FLOPs: " + _ppls(at_lora, lora_ppl, "full", lora) + chose,
+        f"on `{strategy}`, val ppl at LoRA's total FLOPs: " + _ppls(at_lora, lora_ppl, "full", f"LoRA ({lora})" if chose else "LoRA") + chose,
         ClaimTest(NON_INFERIORITY, log_ratios(at_lora, lora_ppl), MARGIN_NATS),
         "log of full's val ppl over LoRA's, at LoRA's total FLOPs", verdict_seeds=seeds, choice_seeds=choice_seeds)
 
