@@ -121,6 +121,34 @@ def same_layers(kept: dict[str, Sequence[int]]) -> list[list[str]]:
     return [g for g in same.values() if len(g) > 1]
 
 
+def configurations_at_both_rates(study, strategies: Sequence[str]) -> pd.DataFrame:
+    """C4's view at the base learning rate and at the tuned one (`tuned` in the profile), side by side:
+    per configuration, the mean test ppl over its recorded seeds of `config_seeds` and how many, and
+    the difference of the means in nats. A configuration not recorded at a rate yet reads NaN and 0
+    seeds (a study in parts); empty for a profile without `tuned`."""
+    from distill_lib.records import MissingRecord
+    from distill_lib.tuned import AtTunedRate, rate_label
+
+    if not study.cfg.tuned:
+        return pd.DataFrame()
+    rows = []
+    for strategy in strategies:
+        row = {"configuration": strategy}
+        for view, rate in ((study, rate_label(study.cfg, False)), (AtTunedRate(study), rate_label(study.cfg, True))):
+            ppls = []
+            for seed in study.config_seeds():
+                try:
+                    ppls.append(study.headline(view.student("tf", strategy=strategy, seed=seed))["ppl"])
+                except MissingRecord:
+                    continue
+            row[f"test ppl, {rate}"] = float(np.mean(ppls)) if ppls else math.nan
+            row[f"seeds, {rate}"] = len(ppls)
+        base, tuned = (row[f"test ppl, {rate_label(study.cfg, t)}"] for t in (False, True))
+        row["tuned - base (nats)"] = float(np.log(tuned / base))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def configurations_table(study, trained: dict[str, list], truncated: dict[str, dict], influence: Sequence[float]):
     """One row per truncation configuration (`trained`: configuration -> its TF runs): the layers it
     keeps, the block influence of those it removes, test perplexity right after truncation and after

@@ -21,6 +21,7 @@ from distill_lib.stats import (
     C3_MIN_RATIO, C7_MIN_RATIO, EQUIVALENCE, INCONCLUSIVE, MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, NOT_TESTED,
     REPRODUCED, SUPERIORITY, ClaimTest, fmt, holm_verdicts, log_ratios, mean_ci,
 )
+from distill_lib.tuned import AtTunedRate, rate_label
 
 NATS = "nats"
 
@@ -138,7 +139,7 @@ def claims(study) -> "pd.DataFrame":
                     add_to(part, "", "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)
 
     checks = {"C1": _c1, "C2": _c2_c3, "C4": _c4, "C5": _c5, "C6": _c6, "C7": _c7, "C8": _c8}
-    base_rate, tuned_rate = (_rate_label(cfg, tuned) if cfg.tuned else "" for tuned in (False, True))
+    base_rate, tuned_rate = (rate_label(cfg, tuned) if cfg.tuned else "" for tuned in (False, True))
     for claim, (_, _, method) in CLAIMS.items():
         if method not in cfg.methods:
             add(claim, "", "-", f"method {method} is not in this profile", verdict=NOT_TESTED)
@@ -158,42 +159,6 @@ def claims(study) -> "pd.DataFrame":
 #: The claims that compare runs at one common learning rate: a profile with `tuned` judges them at
 #: the base rate and again at the tuned one (C2 chooses each side's best rate itself).
 TUNED_CLAIMS = ("C4", "C5", "C7", "C8")
-
-
-def _rate_label(cfg, tuned: bool) -> str:
-    """'lr 0.0003' (the base rate) or 'lr 0.0012 (tuned)' (the rate of TF's tuned variant)."""
-    if not tuned:
-        return f"lr {cfg.student_train.lr:g}"
-    lr = (cfg.variants[cfg.tuned["tf"]].get("train") or {}).get("lr") if "tf" in cfg.tuned else None
-    return f"lr {lr:g} (tuned)" if lr else "tuned rate"
-
-
-class AtTunedRate:
-    """A study read at the tuned rate: every method a claim asks for is its variant in `tuned`; a
-    method without one has no seeds and no runs there, and a variant not yet in `methods` (its runs
-    not recorded) is a missing record. The seeds of a truncation other than the profile's (C4's
-    configurations, notebook 08's selectors) are the base rate's: `config_seeds`, `selector_seeds`."""
-
-    def __init__(self, study):
-        self._study = study
-
-    def __getattr__(self, name):
-        return getattr(self._study, name)
-
-    def seeds(self, method: str) -> list[int]:
-        variant = self._study.cfg.tuned.get(method)
-        if variant is None:
-            return []  # e.g. a CHOP+distill variant with no tuned counterpart: not compared there
-        if variant not in self._study.cfg.methods:
-            raise MissingRecord(f"record: runs of {variant}", what=f"runs of {variant} (not in `methods` yet)")
-        return self._study.seeds(variant)
-
-    def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
-        variant = self._study.cfg.tuned.get(method)
-        if variant is None or variant not in self._study.cfg.methods:
-            what = f"runs of {variant} (not in `methods` yet)" if variant else f"a variant of {method} in `tuned`"
-            raise MissingRecord(f"record: {what}", what=what)
-        return self._study.student(variant, strategy, seed, remove_every_tokens)
 
 
 def _row(key, comparison, statement, rule, ours, test, positive, unit, verdict, verdict_seeds, choice_seeds, **extra):

@@ -8,13 +8,12 @@ import dataclasses
 import math
 
 from distill_lib.analysis import final_val_ppl, val_ppl_at_flops
-from distill_lib.claims import (
-    NATS, AtTunedRate, _at_flops, _lowest_on_shared_seeds, _ppls, _rate_label, _recorded, _row, _with_holm, candidates,
-)
+from distill_lib.claims import NATS, _at_flops, _lowest_on_shared_seeds, _ppls, _recorded, _row, _with_holm, candidates
 from distill_lib.records import MissingRecord
 from distill_lib.stats import (
     MARGIN_NATS, NON_INFERIORITY, NOT_REPRODUCED, NOT_TESTED, REPRODUCED, SUPERIORITY, ClaimTest, log_ratios,
 )
+from distill_lib.tuned import AtTunedRate, rate_label
 
 FINDINGS = {
     "H1": "selection by calibration perplexity (ppl-removal) beats the paper's max-gap after healing",
@@ -45,7 +44,7 @@ def findings(study) -> "pd.DataFrame":
     lora = lora_variants(cfg)
     base_lora = [m for m in lora if m not in cfg.tuned.values()]
     switched = kd_then_tf_runs(cfg)
-    base, tuned = (_rate_label(cfg, t) if cfg.tuned else "" for t in (False, True))
+    base, tuned = (rate_label(cfg, t) if cfg.tuned else "" for t in (False, True))
     checks = [("H1", lambda: _h1(study, at_rate(base)), "ppl-removal" in cfg.selectors, "no ppl-removal in `selectors`", base),
               ("H2", lambda: _h2(study, at_rate(base), base_lora[:1]), bool(base_lora),
                "no LoRA healing variant in the profile", base)]

@@ -82,6 +82,18 @@ plots.table(shown[["configuration", "kept layers", "removed block influence", "p
                    "test ppl after training", "avg acc % after training", "seeds"]])
 
 # %% [markdown]
+# ### At the tuned learning rate
+# Where the profile names a tuned rate (`tuned`: the rate validation chose for TF), C4 is judged at both
+# rates (notebook 99): each configuration's mean test ppl at the base rate and at the tuned one, from
+# the seeds recorded so far (0 = not recorded yet).
+
+# %%
+both_rates = analysis.configurations_at_both_rates(study, cfg.configs)
+if len(both_rates):
+    study.save_table(both_rates, "01_configs_at_both_rates")
+    display(plots.table(both_rates))
+
+# %% [markdown]
 # ## How fast continued pretraining recovers each configuration
 # Validation perplexity over training; step 0 is the model right after truncation (evaluated in
 # fp32 on the loop's validation blocks). Mean and 95% t-interval over seeds where there are

@@ -415,3 +415,35 @@ def test_every_notebook_is_a_question_a_library_call_a_figure_and_its_reading():
         code = _code_lines(path)
         assert len(code) <= 80, f"{path.name}: {len(code)} lines of code"
         assert not [line for line in code if parsing.search(line)], path.name
+
+
+def test_configurations_at_both_rates_read_each_rates_own_runs_and_show_what_is_missing():
+    from distill_lib.records import MissingRecord
+    from distill_lib.study import StudyConfig
+
+    ppl = {("tf", "max-gap", 0): 40.0, ("tf", "max-gap", 1): 44.0, ("tf", "output", 0): 60.0, ("tf", "output", 1): 62.0,
+           ("tf-4x", "max-gap", 0): 30.0, ("tf-4x", "max-gap", 1): 34.0}  # output at the tuned rate: not recorded
+
+    class Study:
+        cfg = StudyConfig(methods=["tf", "tf-4x"], seeds=[0, 1], configs=["max-gap", "output"],
+                          variants={"tf-4x": {"method": "tf", "train": {"lr": 0.004}}}, tuned={"tf": "tf-4x"})
+
+        def config_seeds(self):
+            return [0, 1]
+
+        def student(self, method, strategy=None, seed=0, remove_every_tokens=None):
+            if (method, strategy, seed) not in ppl:
+                raise MissingRecord("missing", what=f"run {method}-{strategy}-s{seed}")
+            return (method, strategy, seed)
+
+        def headline(self, run):
+            return {"ppl": ppl[run]}
+
+    table = analysis.configurations_at_both_rates(Study(), ["max-gap", "output"]).set_index("configuration")
+    assert list(table.columns) == ["test ppl, lr 0.001", "seeds, lr 0.001", "test ppl, lr 0.004 (tuned)",
+                                   "seeds, lr 0.004 (tuned)", "tuned - base (nats)"]
+    assert table.loc["max-gap"].tolist() == pytest.approx([42.0, 2, 32.0, 2, math.log(32 / 42)])
+    assert table.loc["output", "test ppl, lr 0.001"] == 61.0 and table.loc["output", "seeds, lr 0.004 (tuned)"] == 0
+    assert math.isnan(table.loc["output", "test ppl, lr 0.004 (tuned)"])
+    Study.cfg = StudyConfig(methods=["tf"], configs=["max-gap"])  # no tuned rate: nothing to show
+    assert analysis.configurations_at_both_rates(Study(), ["max-gap"]).empty

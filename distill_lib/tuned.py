@@ -1,0 +1,41 @@
+"""A study read at the learning rate validation chose (`tuned` in the profile): the view that the claims,
+the hypotheses and the notebooks judge and show at the tuned rate, beside the base rate's."""
+from __future__ import annotations
+
+from distill_lib.records import MissingRecord
+
+
+def rate_label(cfg, tuned: bool) -> str:
+    """'lr 0.0003' (the base rate) or 'lr 0.0012 (tuned)' (the rate of TF's tuned variant)."""
+    if not tuned:
+        return f"lr {cfg.student_train.lr:g}"
+    lr = (cfg.variants[cfg.tuned["tf"]].get("train") or {}).get("lr") if "tf" in cfg.tuned else None
+    return f"lr {lr:g} (tuned)" if lr else "tuned rate"
+
+
+class AtTunedRate:
+    """A study read at the tuned rate: every method a claim asks for is its variant in `tuned`; a
+    method without one has no seeds and no runs there, and a variant not yet in `methods` (its runs
+    not recorded) is a missing record. The seeds of a truncation other than the profile's (C4's
+    configurations, notebook 08's selectors) are the base rate's: `config_seeds`, `selector_seeds`."""
+
+    def __init__(self, study):
+        self._study = study
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    def seeds(self, method: str) -> list[int]:
+        variant = self._study.cfg.tuned.get(method)
+        if variant is None:
+            return []  # e.g. a CHOP+distill variant with no tuned counterpart: not compared there
+        if variant not in self._study.cfg.methods:
+            raise MissingRecord(f"record: runs of {variant}", what=f"runs of {variant} (not in `methods` yet)")
+        return self._study.seeds(variant)
+
+    def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
+        variant = self._study.cfg.tuned.get(method)
+        if variant is None or variant not in self._study.cfg.methods:
+            what = f"runs of {variant} (not in `methods` yet)" if variant else f"a variant of {method} in `tuned`"
+            raise MissingRecord(f"record: {what}", what=what)
+        return self._study.student(variant, strategy, seed, remove_every_tokens)
