@@ -131,10 +131,11 @@ def configurations_at_both_rates(study, strategies: Sequence[str]) -> pd.DataFra
 
     if not study.cfg.tuned:
         return pd.DataFrame()
+    base, tuned = rate_label(study.cfg, False), rate_label(study.cfg, True)
     rows = []
     for strategy in strategies:
         row = {"configuration": strategy}
-        for view, rate in ((study, rate_label(study.cfg, False)), (AtTunedRate(study), rate_label(study.cfg, True))):
+        for view, rate in ((study, base), (AtTunedRate(study), tuned)):
             ppls = []
             for seed in study.config_seeds():
                 try:
@@ -143,8 +144,7 @@ def configurations_at_both_rates(study, strategies: Sequence[str]) -> pd.DataFra
                     continue
             row[f"test ppl, {rate}"] = float(np.mean(ppls)) if ppls else math.nan
             row[f"seeds, {rate}"] = len(ppls)
-        base, tuned = (row[f"test ppl, {rate_label(study.cfg, t)}"] for t in (False, True))
-        row["tuned - base (nats)"] = float(np.log(tuned / base))
+        row["tuned - base (nats)"] = float(np.log(row[f"test ppl, {tuned}"] / row[f"test ppl, {base}"]))
         rows.append(row)
     return pd.DataFrame(rows)
 

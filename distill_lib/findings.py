@@ -85,11 +85,6 @@ def lora_variants(cfg) -> list[str]:
     return [m for m in cfg.methods if (cfg.variants.get(m, {}).get("healing") or {}).get("method") == "lora"]
 
 
-def calibration_split_of(cfg, method: str) -> str | None:
-    """Where a method's scored truncation takes its calibration blocks (the variant's, else the profile's)."""
-    return cfg.variants.get(method, {}).get("calibration_split", cfg.calibration_split)
-
-
 def _with_tuned_lora(cfg, loras: list[str]) -> list[str]:
     """LoRA's candidates at the tuned rate: the recorded LoRA variants calibrated where full continued
     pretraining at that rate is (the same truncation, and no candidate whose truncation read the
@@ -98,8 +93,8 @@ def _with_tuned_lora(cfg, loras: list[str]) -> list[str]:
     missing = [v for m, v in cfg.tuned.items() if m in loras and v not in loras]
     if missing:
         raise MissingRecord(f"record: runs of {missing[0]}", what=f"runs of {missing[0]} (not in `methods` yet)")
-    split = calibration_split_of(cfg, cfg.tuned["tf"])
-    return [m for m in loras if calibration_split_of(cfg, m) == split]
+    split = cfg.calibration_split_of(cfg.tuned["tf"])
+    return [m for m in loras if cfg.calibration_split_of(m) == split]
 
 
 def _h2(study, add, loras: list[str], full=None):

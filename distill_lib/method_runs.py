@@ -44,7 +44,7 @@ def run_config(study, method: str, strategy: str | None = None, seed: int = 0,
         teacher = teacher or study.teacher_ref
     return base.run_config(RunRequest(
         study=study, name=method, strategy=strategy or cfg.strategy, seed=seed, train=train, teacher=teacher,
-        calibration_split=variant.get("calibration_split", cfg.calibration_split), healing=healing,
+        calibration_split=cfg.calibration_split_of(method), healing=healing,
         remove_every_tokens=remove_every_tokens))
 
 

@@ -115,6 +115,11 @@ class StudyConfig:
         variant: the first seed)."""
         return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
 
+    def calibration_split_of(self, method: str) -> Optional[str]:
+        """Where a method's (or variant's) scored truncation takes its calibration blocks: the
+        variant's `calibration_split`, else the profile's."""
+        return self.variants.get(method, {}).get("calibration_split", self.calibration_split)
+
     def base_method(self, name: str) -> str:
         """The method a name of `methods` stands for: itself, or a variant's `method`."""
         return self.variants.get(name, {"method": name})["method"]

@@ -25,17 +25,18 @@ class AtTunedRate:
     def __getattr__(self, name):
         return getattr(self._study, name)
 
-    def seeds(self, method: str) -> list[int]:
-        variant = self._study.cfg.tuned.get(method)
-        if variant is None:
-            return []  # e.g. a CHOP+distill variant with no tuned counterpart: not compared there
-        if variant not in self._study.cfg.methods:
-            raise MissingRecord(f"record: runs of {variant}", what=f"runs of {variant} (not in `methods` yet)")
-        return self._study.seeds(variant)
-
-    def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
+    def _recorded_variant(self, method: str) -> str:
+        """`method`'s tuned variant, refused (MissingRecord) while it has none or is not in `methods`."""
         variant = self._study.cfg.tuned.get(method)
         if variant is None or variant not in self._study.cfg.methods:
             what = f"runs of {variant} (not in `methods` yet)" if variant else f"a variant of {method} in `tuned`"
             raise MissingRecord(f"record: {what}", what=what)
-        return self._study.student(variant, strategy, seed, remove_every_tokens)
+        return variant
+
+    def seeds(self, method: str) -> list[int]:
+        if method not in self._study.cfg.tuned:
+            return []  # e.g. a CHOP+distill variant with no tuned counterpart: not compared there
+        return self._study.seeds(self._recorded_variant(method))
+
+    def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
+        return self._study.student(self._recorded_variant(method), strategy, seed, remove_every_tokens)
