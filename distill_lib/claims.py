@@ -572,11 +572,12 @@ def _c8(study, ppl, add):
             add("C8", comparison, "-", f"not recorded yet ({err.what})", verdict=NOT_TESTED)  # a weighting's row only
             continue
         comparisons = _against_tf(chop, tf, ppl, seeds)
+        label = study.method_label(method)  # at the tuned rate: the variant whose runs were read
         (at_flops, tf_val), (chop_test, tf_test) = comparisons["equal FLOPs"], comparisons["equal tokens"]
         add("C8", comparison,
             f"non-inferiority at equal FLOPs: the interval of log val ppl(CHOP+distill at TF's total FLOPs) - log val "
             f"ppl(TF) lies above -{MARGIN_NATS} nats",
-            "at equal FLOPs val ppl " + _ppls(tf_val, at_flops, "TF", method) + "; at equal tokens test ppl "
-            + _ppls(tf_test, chop_test, "TF", method) + f" ({fmt(*mean_ci(log_ratios(chop_test, tf_test)))} nats)",
+            "at equal FLOPs val ppl " + _ppls(tf_val, at_flops, "TF", label) + "; at equal tokens test ppl "
+            + _ppls(tf_test, chop_test, "TF", label) + f" ({fmt(*mean_ci(log_ratios(chop_test, tf_test)))} nats)",
             ClaimTest(NON_INFERIORITY, log_ratios(at_flops, tf_val), MARGIN_NATS),
             "log of CHOP+distill's val ppl over TF's, at TF's total FLOPs", verdict_seeds=seeds)

@@ -181,6 +181,10 @@ class Study:
         """The seeds the profile trains `method` (or variant) with."""
         return self.cfg.seeds_of(method)
 
+    def method_label(self, method: str) -> str:
+        """The name of the runs `student(method)` reads (here `method` itself; see `AtTunedRate`)."""
+        return method
+
     def selector_seeds(self) -> list[int]:
         """The seeds notebook 08 heals each selector's student with (H1)."""
         return list(self.cfg.selector_seeds or self.config_seeds()[:1])

@@ -38,5 +38,9 @@ class AtTunedRate:
             return []  # e.g. a CHOP+distill variant with no tuned counterpart: not compared there
         return self._study.seeds(self._recorded_variant(method))
 
+    def method_label(self, method: str) -> str:
+        """The variant whose runs `student(method)` reads, so that a row's text names the runs it read."""
+        return self._study.cfg.tuned.get(method, method)
+
     def student(self, method: str, strategy: str | None = None, seed: int = 0, remove_every_tokens: int | None = None):
         return self._study.student(self._recorded_variant(method), strategy, seed, remove_every_tokens)

@@ -51,6 +51,7 @@ class FakeStudy:
     def step_rates(self):
         raise MissingRecord("record: result 02_step-rates is missing", what="result 02_step-rates")
 
+    method_label = Study.method_label
     time_ratios = Study.time_ratios  # the real one, on the hand-made runs and rates
     config_seeds = Study.config_seeds
     selector_seeds = Study.selector_seeds
@@ -236,6 +237,8 @@ def test_a_profile_with_a_tuned_rate_judges_c4_c5_c7_c8_at_both_rates_each_on_it
     assert one(table, "C8", "chop-w, lr 0.0003")["verdict seeds"] == "0, 1, 2"
     c8 = one(table, "C8", "paper's unweighted sum, lr 0.0012 (tuned)")
     assert "test ppl TF 31.0" in c8["ours"] and c8["verdict seeds"] == "0, 1, 2"  # tf-4x's 30-32
+    assert "chop-distill-4x 31.0" in c8["ours"]  # the text names the runs it read, not the base method
+    assert "chop-distill 4" in one(table, "C8", "paper's unweighted sum, lr 0.0003")["ours"]
     waiting = one(table, "C8", "chop-w, lr 0.0012 (tuned)")
     assert waiting["verdict"] == "not tested" and "chop-w-4x (not in `methods` yet)" in waiting["ours"]
     # C7: quality at each rate on its own runs; the cost, the same at every rate, once and without a rate
