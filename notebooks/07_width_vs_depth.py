@@ -19,6 +19,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from distill_lib import analysis, plots
+from distill_lib.probes import probe_table
 from distill_lib.records import MissingRecord
 from distill_lib.study import curves
 
@@ -57,3 +58,20 @@ display(Markdown(f"Width minus depth test perplexity: {w.ppl - d.ppl:+.3g}; widt
                  f"{w['training FLOPs'] / d['training FLOPs']:.2f}x the FLOPs of depth pruning "
                  "(paper: similar quality, depth ~2x more efficient)."))
 plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
+
+# %% [markdown]
+# ## What width and depth keep of the teacher's general ability, at the tuned rate
+# Where the profile has a tuned rate (`tuned`) and width's variant is recorded: the out-of-domain
+# perplexity and the informative suite (notebook 00) of width and of depth at that rate, depth from the
+# profile's truncation and from those of `c2_also_from`. Runs recorded before the probes have none and
+# are left out. C7 judges quality in domain (test ppl); this is what each keeps outside it.
+
+# %%
+at_tuned = [cfg.tuned.get(m) for m in ("tf", "width")]
+probed = probe_table(study, at_tuned, also_from=cfg.c2_also_from) if all(m in cfg.methods for m in at_tuned) else []
+if len(probed) <= 1:
+    display(Markdown("No width and depth runs at a tuned rate with the probes in this profile."))
+else:
+    study.save_table(probed, "07_out_of_domain")
+    display(plots.table(plots.summary_table(probed, "model", [c for c in probed.columns if c not in ("model", "method", "seed")])))
+    study.save_figure(plots.out_of_domain_figure(probed), "07_out_of_domain")
