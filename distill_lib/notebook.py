@@ -96,3 +96,22 @@ def wall_clock_caveat(cfg) -> None:
         display(Markdown("**No wall-clock here:** this profile's runs were timed under different conditions (see the "
                          "profile's notes), so their wall-clock is not a cost and no figure plots it; read cost from "
                          "FLOPs, and time per token from notebook 02's side-by-side timing."))
+
+
+def show_probes(study, methods, name: str, also_from=()) -> None:
+    """What each of `methods` keeps of the teacher's general ability (`probes.probe_table`: the teacher's
+    row, then every recorded seed with the probes, also trained from each truncation of `also_from`):
+    the table and its out-of-domain figure, saved as `name`; where there is nothing to show, says why."""
+    from IPython.display import Markdown, display
+
+    from distill_lib import plots
+    from distill_lib.probes import probe_table
+
+    probed = probe_table(study, methods, also_from=also_from)
+    if len(probed) <= 1:
+        display(Markdown(f"Profile {study.cfg.name} sets no `probes`." if probed.empty
+                         else "No student of this profile has these methods' probes yet."))
+        return
+    study.save_table(probed, name)
+    display(plots.table(plots.summary_table(probed, "model", [c for c in probed.columns if c not in ("model", "method", "seed")])))
+    study.save_figure(plots.out_of_domain_figure(probed), name)

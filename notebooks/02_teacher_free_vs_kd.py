@@ -19,7 +19,6 @@ from IPython.display import Markdown, display
 
 from distill_lib import analysis, findings, plots
 from distill_lib.claims import best_kd, best_tf, candidate_families, kd_candidates, tf_candidates
-from distill_lib.probes import probe_table
 from distill_lib.records import MissingRecord
 
 study = nb.open_study(profile, train)
@@ -119,14 +118,8 @@ if len(sweep):
 # KD imitates a general-purpose teacher, TF fits the book: this is where they should differ most.
 
 # %%
-probed = probe_table(study, list(dict.fromkeys(["tf", "kd", *pair, *findings.kd_then_tf_runs(cfg)])),
-                     also_from=cfg.c2_also_from)  # C2's pair from another truncation too
-if len(probed) <= 1:
-    display(Markdown("No student of this profile has the probes yet." if len(probed) else f"Profile {cfg.name} sets no `probes`."))
-else:
-    study.save_table(probed, "02_out_of_domain")
-    display(plots.table(plots.summary_table(probed, "model", [c for c in probed.columns if c not in ("model", "method", "seed")])))
-    study.save_figure(plots.out_of_domain_figure(probed), "02_out_of_domain")
+nb.show_probes(study, list(dict.fromkeys(["tf", "kd", *pair, *findings.kd_then_tf_runs(cfg)])), "02_out_of_domain",
+               also_from=cfg.c2_also_from)  # C2's pair from another truncation too
 
 # %% [markdown]
 # ## Compute and memory

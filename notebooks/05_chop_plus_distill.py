@@ -23,6 +23,10 @@ cfg = study.cfg
 labels = {"tf": "TF", "chop-distill": "CHOP+distill", "kd": "KD"}
 # the profile's variants of CHOP+distill (e.g. its losses weighted otherwise) next to it
 labels.update({m: cfg.label(m) for m in cfg.methods if cfg.variants.get(m, {}).get("method") == "chop-distill"})
+# a variant at the tuned rate (`tuned`, C8's rows there) is shown beside TF at that rate
+tuned_chop = [m for m in labels if m in cfg.tuned.values()]
+if tuned_chop and cfg.tuned["tf"] in cfg.methods:
+    labels[cfg.tuned["tf"]] = cfg.label(cfg.tuned["tf"])
 runs = {labels[m]: analysis.seed_runs(study, m) for m in labels}
 
 # %% [markdown]
@@ -46,3 +50,15 @@ display(Markdown(f"At equal tokens CHOP+distill's test perplexity is {mean.ppl['
                  f"against TF's for {mean['FLOPs']['CHOP+distill'] / mean['FLOPs']['TF']:.2f}x the FLOPs{timed}; the "
                  "claims table compares them at equal FLOPs."))
 plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
+
+# %% [markdown]
+# ## What CHOP+distill and TF keep of the teacher's general ability, at the tuned rate
+# Where the profile's CHOP+distill has a variant at the tuned rate: the out-of-domain perplexity and the
+# informative suite (notebook 00) of it and of TF at that rate. Runs recorded before the probes have
+# none and are left out.
+
+# %%
+if tuned_chop and cfg.tuned["tf"] in cfg.methods:
+    nb.show_probes(study, [cfg.tuned["tf"], *tuned_chop], "05_out_of_domain")
+else:
+    display(Markdown("No CHOP+distill and TF runs at a tuned rate in this profile."))

@@ -19,7 +19,6 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from distill_lib import analysis, plots
-from distill_lib.probes import probe_table
 from distill_lib.records import MissingRecord
 from distill_lib.study import curves
 
@@ -68,10 +67,7 @@ plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
 
 # %%
 at_tuned = [cfg.tuned.get(m) for m in ("tf", "width")]
-probed = probe_table(study, at_tuned, also_from=cfg.c2_also_from) if all(m in cfg.methods for m in at_tuned) else []
-if len(probed) <= 1:
-    display(Markdown("No width and depth runs at a tuned rate with the probes in this profile."))
+if all(m in cfg.methods for m in at_tuned):
+    nb.show_probes(study, at_tuned, "07_out_of_domain", also_from=cfg.c2_also_from)
 else:
-    study.save_table(probed, "07_out_of_domain")
-    display(plots.table(plots.summary_table(probed, "model", [c for c in probed.columns if c not in ("model", "method", "seed")])))
-    study.save_figure(plots.out_of_domain_figure(probed), "07_out_of_domain")
+    display(Markdown("No width and depth runs at a tuned rate in this profile."))
