@@ -25,7 +25,8 @@ labels = {"tf": "TF", "chop-distill": "CHOP+distill", "kd": "KD"}
 labels.update({m: cfg.label(m) for m in cfg.methods if cfg.variants.get(m, {}).get("method") == "chop-distill"})
 # a variant at the tuned rate (`tuned`, C8's rows there) is shown beside TF at that rate
 tuned_chop = [m for m in labels if m in cfg.tuned.values()]
-if tuned_chop and cfg.tuned["tf"] in cfg.methods:
+at_tuned = [cfg.tuned["tf"], *tuned_chop] if tuned_chop and cfg.tuned["tf"] in cfg.methods else []
+if at_tuned:  # TF at that rate joins the figure and table (the CHOP+distill variants are there already)
     labels[cfg.tuned["tf"]] = cfg.label(cfg.tuned["tf"])
 runs = {labels[m]: analysis.seed_runs(study, m) for m in labels}
 
@@ -58,7 +59,7 @@ plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
 # none and are left out.
 
 # %%
-if tuned_chop and cfg.tuned["tf"] in cfg.methods:
-    nb.show_probes(study, [cfg.tuned["tf"], *tuned_chop], "05_out_of_domain")
+if at_tuned:
+    nb.show_probes(study, at_tuned, "05_out_of_domain")
 else:
     display(Markdown("No CHOP+distill and TF runs at a tuned rate in this profile."))
