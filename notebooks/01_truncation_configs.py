@@ -94,6 +94,20 @@ if len(both_rates):
     display(plots.table(both_rates))
 
 # %% [markdown]
+# ### What each configuration keeps of the teacher's general ability, at the tuned rate
+# The out-of-domain perplexity and the informative suite (notebook 00) of the five configurations'
+# students at the tuned rate: the profile's truncation is TF's tuned variant itself, the others are the
+# seeds `seeds_by_method` lists under `METHOD@CONFIGURATION`. Runs recorded before the probes have none
+# and are left out. C4 ranks the configurations in domain (test ppl); this is what each keeps outside it.
+
+# %%
+tuned_tf = cfg.tuned.get("tf")
+if tuned_tf in cfg.methods:
+    nb.show_probes(study, [tuned_tf], "01_out_of_domain", also_from=[c for c in cfg.configs if c != cfg.strategy])
+else:
+    display(Markdown("No TF runs at a tuned rate in this profile."))
+
+# %% [markdown]
 # ## How fast continued pretraining recovers each configuration
 # Validation perplexity over training; step 0 is the model right after truncation (evaluated in
 # fp32 on the loop's validation blocks). Mean and 95% t-interval over seeds where there are
