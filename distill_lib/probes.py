@@ -320,8 +320,8 @@ def teacher_suite_table(result: dict) -> "pd.DataFrame":
 def probe_table(study, methods: Sequence[str], also_from: Sequence[str] = ()) -> "pd.DataFrame":
     """One row per measured model: the teacher, then every recorded seed of `methods` (in the
     profile) whose record has probes, then those trained from each truncation of `also_from` (the
-    seeds `seeds_by_method` lists under `METHOD@STRATEGY`, labelled "…, from STRATEGY"); runs
-    recorded before the probes are left out, not invented. `ood_nats_vs_teacher` is the
+    seeds `seeds_by_method` lists under `METHOD@STRATEGY`, labelled "…, from STRATEGY", as the profile's
+    own rows then are); runs recorded before the probes are left out, not invented. `ood_nats_vs_teacher` is the
     out-of-domain loss minus the teacher's (nats per token)."""
     import pandas as pd
 
@@ -329,7 +329,10 @@ def probe_table(study, methods: Sequence[str], also_from: Sequence[str] = ()) ->
     if teacher is None:
         return pd.DataFrame()
     rows = [{"model": "teacher", "method": "teacher", "seed": None, **headline(teacher)}]
-    runs = [(m, None, study.cfg.label(m), study.seeds(m)) for m in methods if m in study.cfg.methods]
+    # where the table mixes truncations, the profile's own rows name theirs too, or a reader cannot
+    # tell "TF" trained from the profile's strategy from "TF, from best-block"
+    own = f", from {study.cfg.strategy}" if also_from else ""
+    runs = [(m, None, study.cfg.label(m) + own, study.seeds(m)) for m in methods if m in study.cfg.methods]
     runs += [(m, strategy, f"{study.cfg.label(m)}, from {strategy}", study.cfg.seeds_from(m, strategy))
              for strategy in also_from for m in methods if m in study.cfg.methods]
     for method, strategy, label, seeds in runs:

@@ -96,10 +96,10 @@ if len(both_rates):
 # %% [markdown]
 # ### What each configuration keeps of the teacher's general ability, at the tuned rate
 # The out-of-domain perplexity and the informative suite (notebook 00) of the five configurations'
-# students at the tuned rate. The row without "from" is TF's tuned variant on the profile's own
-# truncation (`strategy`: `max-gap` on smollm2); the others are the seeds `seeds_by_method` lists
-# under `METHOD@CONFIGURATION`. Runs recorded before the probes have none
-# and are left out. C4 ranks the configurations in domain (test ppl); this is what each keeps outside it.
+# students at the tuned rate, each row named by the configuration it was truncated with: the
+# profile's own (`strategy`: `max-gap` on smollm2) reads TF's tuned variant's seeds, the others the
+# seeds `seeds_by_method` lists under `METHOD@CONFIGURATION`. Runs recorded before the probes have
+# none and are left out. C4 ranks the configurations in domain (test ppl); this is what each keeps outside it.
 
 # %%
 tuned_tf = cfg.tuned.get("tf")

@@ -206,7 +206,8 @@ def test_the_probe_table_reads_the_teacher_the_runs_with_probes_and_the_pair_fro
 
     table = probes.probe_table(Fake(), ["tf", "kd"], also_from=["best-block"])
     assert [(r.model, r.seed) for r in table.iloc[1:].itertuples()] == [
-        ("TF", 0), ("KD", 0), ("KD", 1), ("TF, from best-block", 1), ("KD, from best-block", 0),
+        ("TF, from max-gap", 0), ("KD, from max-gap", 0), ("KD, from max-gap", 1), ("TF, from best-block", 1), ("KD, from best-block", 0),
         ("KD, from best-block", 1)]
+    assert list(probes.probe_table(Fake(), ["tf"]).model) == ["teacher", "TF"]  # one truncation: no "from"
     assert table.model.iloc[0] == "teacher" and list(table.ood_nats_vs_teacher) == pytest.approx([0.0, 4.0, 3.0, 3.2, 3.5, 2.5, 2.7])
     assert table["word_choice/acc_norm"].iloc[-1] == pytest.approx(69.0)
