@@ -101,13 +101,19 @@ def wall_clock_caveat(cfg) -> None:
 def show_probes(study, methods, name: str, also_from=()) -> None:
     """What each of `methods` keeps of the teacher's general ability (`probes.probe_table`: the teacher's
     row, then every recorded seed with the probes, also trained from each truncation of `also_from`):
-    the table and its out-of-domain figure, saved as `name`; where there is nothing to show, says why."""
+    `show_probe_table`."""
+    from distill_lib.probes import probe_table
+
+    show_probe_table(study, probe_table(study, methods, also_from=also_from), name)
+
+
+def show_probe_table(study, probed, name: str) -> None:
+    """A probe table (`probes.probe_table`, `probes.probe_table_of_runs`) and its out-of-domain figure,
+    saved as `name`; where there is nothing to show, says why."""
     from IPython.display import Markdown, display
 
     from distill_lib import plots
-    from distill_lib.probes import probe_table
 
-    probed = probe_table(study, methods, also_from=also_from)
     if len(probed) <= 1:
         display(Markdown(f"Profile {study.cfg.name} sets no `probes`." if probed.empty
                          else "No student of this profile has these methods' probes yet."))

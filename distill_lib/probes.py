@@ -318,26 +318,33 @@ def teacher_suite_table(result: dict) -> "pd.DataFrame":
 
 
 def probe_table(study, methods: Sequence[str], also_from: Sequence[str] = ()) -> "pd.DataFrame":
-    """One row per measured model: the teacher, then every recorded seed of `methods` (in the
-    profile) whose record has probes, then those trained from each truncation of `also_from` (the
-    seeds `seeds_by_method` lists under `METHOD@STRATEGY`, labelled "…, from STRATEGY", as the profile's
-    own rows then are); runs recorded before the probes are left out, not invented. `ood_nats_vs_teacher` is the
-    out-of-domain loss minus the teacher's (nats per token)."""
+    """`probe_table_of_runs` for every recorded seed of `methods` (in the profile), then for those
+    trained from each truncation of `also_from` (the seeds `seeds_by_method` lists under
+    `METHOD@STRATEGY`, labelled "…, from STRATEGY", as the profile's own rows then are)."""
+    # where the table mixes truncations, the profile's own rows name theirs too, or a reader cannot
+    # tell "TF" trained from the profile's strategy from "TF, from best-block"
+    own = f", from {study.cfg.strategy}" if also_from else ""
+    listed = [(m, None, study.cfg.label(m) + own, study.seeds(m)) for m in methods if m in study.cfg.methods]
+    listed += [(m, strategy, f"{study.cfg.label(m)}, from {strategy}", study.cfg.seeds_from(m, strategy))
+               for strategy in also_from for m in methods if m in study.cfg.methods]
+    return probe_table_of_runs(study, [(label, method, [(seed, study.student(method, strategy, seed=seed))
+                                                        for seed in seeds])
+                                       for method, strategy, label, seeds in listed])
+
+
+def probe_table_of_runs(study, groups: Sequence[tuple[str, str, Sequence[tuple[int, object]]]]) -> "pd.DataFrame":
+    """One row per measured model: the teacher, then each run of `groups` ((label, method, [(seed,
+    run), ...]), in order) whose record has probes; runs recorded before the probes are left out, not
+    invented. `ood_nats_vs_teacher` is the out-of-domain loss minus the teacher's (nats per token)."""
     import pandas as pd
 
     teacher = study.teacher_probes()
     if teacher is None:
         return pd.DataFrame()
     rows = [{"model": "teacher", "method": "teacher", "seed": None, **headline(teacher)}]
-    # where the table mixes truncations, the profile's own rows name theirs too, or a reader cannot
-    # tell "TF" trained from the profile's strategy from "TF, from best-block"
-    own = f", from {study.cfg.strategy}" if also_from else ""
-    runs = [(m, None, study.cfg.label(m) + own, study.seeds(m)) for m in methods if m in study.cfg.methods]
-    runs += [(m, strategy, f"{study.cfg.label(m)}, from {strategy}", study.cfg.seeds_from(m, strategy))
-             for strategy in also_from for m in methods if m in study.cfg.methods]
-    for method, strategy, label, seeds in runs:
-        for seed in seeds:
-            found = study.probes(study.student(method, strategy, seed=seed))
+    for label, method, runs in groups:
+        for seed, run in runs:
+            found = study.probes(run)
             if found is not None:
                 rows.append({"model": label, "method": method, "seed": seed, **headline(found)})
     table = pd.DataFrame(rows)

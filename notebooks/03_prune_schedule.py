@@ -12,51 +12,86 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
+import math
+
+import pandas as pd
 from IPython.display import Markdown, display
 
 from distill_lib import analysis, plots
 from distill_lib.plots import format_value
+from distill_lib.probes import probe_table_of_runs
 from distill_lib.stats import paired_difference
 from distill_lib.study import curves
+from distill_lib.tuned import AtTunedRate, rate_label
 
 study = nb.open_study(profile, train)
 cfg = study.cfg
-gradual_seeds = study.seeds("gradual")
-runs = {"one-shot (TF)": analysis.seed_runs(study, "tf")}
-for k in cfg.gradual_every_tokens:
-    runs[f"gradual, one layer every {k:,} tokens"] = [study.student("gradual", seed=s, remove_every_tokens=k)
-                                                      for s in gradual_seeds]
+# C5 is judged at the base rate and, where the profile names a tuned rate (`tuned`) and gradual
+# removal's variant there is recorded, again with every run at that rate (notebook 99)
+rates = {rate_label(cfg, False): study}
+if cfg.tuned.get("gradual") in cfg.methods and cfg.tuned.get("tf") in cfg.methods:
+    rates[rate_label(cfg, True)] = AtTunedRate(study)
+
+
+def schedule_runs(view) -> dict[str, list]:
+    """One-shot TF and each gradual schedule, every recorded seed, at the view's rate."""
+    runs = {"one-shot (TF)": analysis.seed_runs(view, "tf")}
+    for k in cfg.gradual_every_tokens:
+        runs[f"gradual, one layer every {k:,} tokens"] = [view.student("gradual", seed=s, remove_every_tokens=k)
+                                                          for s in view.seeds("gradual")]
+    return runs
+
+
+runs_at = {rate: schedule_runs(view) for rate, view in rates.items()}
 
 # %% [markdown]
-# Curves: mean over seeds and 95% t-interval where a schedule has several. While layers are still
-# being removed, the gradual model is larger than the one-shot one, so its early validation
-# perplexity is not comparable.
+# Curves, one figure per rate: mean over seeds and 95% t-interval where a schedule has several. While
+# layers are still being removed, the gradual model is larger than the one-shot one, so its early
+# validation perplexity is not comparable.
 
 # %%
-fig = plots.token_curves(curves(runs), "One-shot vs gradual layer removal", ncol=1, marker="o",
-                            colors={"one-shot (TF)": "tab:blue"})
-study.save_figure(fig, "03_schedule")
+for i, (rate, runs) in enumerate(runs_at.items()):
+    fig = plots.token_curves(curves(runs), f"One-shot vs gradual layer removal, {rate}", ncol=1, marker="o",
+                             colors={"one-shot (TF)": "tab:blue"})
+    study.save_figure(fig, "03_schedule" if i == 0 else "03_schedule_tuned")
+
+# %% [markdown]
+# Test perplexity per schedule, and gradual minus one-shot paired over the seeds both have, in nats
+# (log of gradual's test ppl over one-shot's; positive = gradual is worse, the paper's direction).
+# The claims table (notebook 99) judges the same differences against the ±0.05-nat margin.
 
 # %%
-per_seed = analysis.per_seed_table(study, runs, by="schedule", extra=lambda r: {
-    "layers at end": r.metrics()[-1]["layers"], **analysis.wall_clock(cfg, r)})
-table = plots.summary_table(per_seed, "schedule", [c for c in per_seed.columns if c in (
-    "ppl", "bits_per_byte", "avg_acc", "layers at end", "wall-clock s")])
+per_seed = pd.concat([analysis.per_seed_table(study, runs, by="schedule", extra=lambda r: {
+    "layers at end": r.metrics()[-1]["layers"], **analysis.wall_clock(cfg, r)}).assign(rate=rate)
+    for rate, runs in runs_at.items()], ignore_index=True)
+per_seed.insert(0, "rate", per_seed.pop("rate"))
 study.save_table(per_seed, "03_schedule")
-one_shot = per_seed[per_seed.schedule == "one-shot (TF)"].set_index("seed").ppl
+for rate, at_rate in per_seed.groupby("rate", sort=False):
+    one_shot = at_rate[at_rate.schedule == "one-shot (TF)"].set_index("seed").ppl
+    lines = []
+    for name, group in at_rate[at_rate.schedule != "one-shot (TF)"].groupby("schedule", sort=False):
+        seeds = [s for s in group.seed if s in one_shot.index]
+        gradual = group.set_index("seed").ppl
+        d, h = paired_difference([math.log(gradual[s]) for s in seeds], [math.log(one_shot[s]) for s in seeds])
+        lines.append(f"- {name}: {format_value(d, h) if h is not None else f'{d:+.3g}'} nats "
+                     f"(test ppl {format_value(gradual[seeds].mean())} against {format_value(one_shot[seeds].mean())}; "
+                     f"seeds {', '.join(map(str, seeds))})")
+    display(Markdown(f"**{rate}**, gradual minus one-shot:\n" + "\n".join(lines)))
+    table = plots.summary_table(at_rate.drop(columns="rate"), "schedule", [c for c in per_seed.columns if c in (
+        "ppl", "bits_per_byte", "avg_acc", "layers at end", "wall-clock s")])
+    plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
 
+# %% [markdown]
+# ## What each schedule keeps of the teacher's general ability, at the tuned rate
+# Where gradual removal is recorded at the tuned rate: the out-of-domain perplexity and the
+# informative suite (notebook 00) of one-shot TF and of each schedule at that rate. Runs recorded
+# before the probes have none and are left out.
 
-def gradual_minus_one_shot(group) -> str:
-    """Paired over the gradual seeds (mean ± 95% t-interval with several)."""
-    d, h = paired_difference(list(group.ppl), [one_shot[s] for s in group.seed])
-    return format_value(d, h) if h is not None else f"{d:+.3g}"
-
-
-over = (f"paired over seeds {', '.join(map(str, gradual_seeds))}" if len(gradual_seeds) > 1
-        else f"seed {gradual_seeds[0]}")
-display(Markdown(f"Test perplexity, gradual minus one-shot ({over}): "
-                 + "; ".join(f"{name}: {gradual_minus_one_shot(g)}"
-                             for name, g in per_seed[per_seed.schedule != "one-shot (TF)"].groupby("schedule", sort=False))
-                 + f" (one-shot mean over seeds: {format_value(one_shot.mean())}). Positive = gradual is worse, "
-                 "the paper's direction."))
-plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
+# %%
+tuned = [rate for rate, view in rates.items() if isinstance(view, AtTunedRate)]
+if tuned:
+    nb.show_probe_table(study, probe_table_of_runs(study, [
+        (f"{name}, {tuned[0]}", cfg.tuned["tf" if name.startswith("one-shot") else "gradual"],
+         [(run.config.train.seed, run) for run in runs]) for name, runs in runs_at[tuned[0]].items()]), "03_out_of_domain")
+else:
+    display(Markdown("No gradual removal at a tuned rate in this profile."))
