@@ -135,9 +135,12 @@ def figure_legend(fig, axes, ncol: int | None = None) -> None:
                 labels.append(lab)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol or min(len(labels), 4),
+    # two entries per panel across at most: a one-panel figure's legend no wider than its panel
+    across = np.atleast_2d(axes).shape[1] if isinstance(axes, np.ndarray) else 1
+    ncol = ncol or min(len(labels), 4, 2 * across)
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol,
                bbox_to_anchor=(0.5, -0.02), frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // (ncol or 4)), 1, 1))
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // ncol), 1, 1))
 
 
 def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):
