@@ -84,14 +84,14 @@ for rate, at_rate in per_seed.groupby("rate", sort=False):
 # %% [markdown]
 # ## What each schedule keeps of the teacher's general ability, at the tuned rate
 # Where gradual removal is recorded at the tuned rate: the out-of-domain perplexity and the
-# informative suite (notebook 00) of one-shot TF and of each schedule at that rate. Runs recorded
+# informative suite (notebook 00) of one-shot TF and of each schedule, every run at that rate. Runs recorded
 # before the probes have none and are left out.
 
 # %%
 tuned = [rate for rate, view in rates.items() if isinstance(view, AtTunedRate)]
 if tuned:
     nb.show_probe_table(study, probe_table_of_runs(study, [
-        (f"{name}, {tuned[0]}", cfg.tuned["tf" if name.startswith("one-shot") else "gradual"],
+        (name, cfg.tuned["tf" if name.startswith("one-shot") else "gradual"],
          [(run.config.train.seed, run) for run in runs]) for name, runs in runs_at[tuned[0]].items()]), "03_out_of_domain")
 else:
     display(Markdown("No gradual removal at a tuned rate in this profile."))
