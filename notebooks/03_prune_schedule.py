@@ -79,7 +79,7 @@ for rate, at_rate in per_seed.groupby("rate", sort=False):
     display(Markdown(f"**{rate}**, gradual minus one-shot:\n" + "\n".join(lines)))
     table = plots.summary_table(at_rate.drop(columns="rate"), "schedule", [c for c in per_seed.columns if c in (
         "ppl", "bits_per_byte", "avg_acc", "layers at end", "wall-clock s")])
-    plots.table(table.rename(columns={"avg_acc": "avg_acc %"}))
+    display(plots.table(table.rename(columns={"avg_acc": "avg_acc %"})))
 
 # %% [markdown]
 # ## What each schedule keeps of the teacher's general ability, at the tuned rate
