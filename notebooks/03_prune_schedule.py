@@ -12,15 +12,13 @@ profile = nb.default_profile()  # DISTILL_PROFILE, else "mini"
 train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed records only and trains nothing
 
 # %%
-import math
-
 import pandas as pd
 from IPython.display import Markdown, display
 
 from distill_lib import analysis, plots
 from distill_lib.plots import format_value
 from distill_lib.probes import probe_table_of_runs
-from distill_lib.stats import paired_difference
+from distill_lib.stats import log_ratios, mean_ci
 from distill_lib.study import curves
 from distill_lib.tuned import AtTunedRate, rate_label
 
@@ -29,13 +27,15 @@ cfg = study.cfg
 # C5 is judged at the base rate and, where the profile names a tuned rate (`tuned`) and gradual
 # removal's variant there is recorded, again with every run at that rate (notebook 99)
 rates = {rate_label(cfg, False): study}
+tuned_rate = rate_label(cfg, True)
 if cfg.tuned.get("gradual") in cfg.methods and cfg.tuned.get("tf") in cfg.methods:
-    rates[rate_label(cfg, True)] = AtTunedRate(study)
+    rates[tuned_rate] = AtTunedRate(study)
+ONE_SHOT = "one-shot (TF)"
 
 
 def schedule_runs(view) -> dict[str, list]:
     """One-shot TF and each gradual schedule, every recorded seed, at the view's rate."""
-    runs = {"one-shot (TF)": analysis.seed_runs(view, "tf")}
+    runs = {ONE_SHOT: analysis.seed_runs(view, "tf")}
     for k in cfg.gradual_every_tokens:
         runs[f"gradual, one layer every {k:,} tokens"] = [view.student("gradual", seed=s, remove_every_tokens=k)
                                                           for s in view.seeds("gradual")]
@@ -52,7 +52,7 @@ runs_at = {rate: schedule_runs(view) for rate, view in rates.items()}
 # %%
 for i, (rate, runs) in enumerate(runs_at.items()):
     fig = plots.token_curves(curves(runs), f"One-shot vs gradual layer removal, {rate}", ncol=1, marker="o",
-                             colors={"one-shot (TF)": "tab:blue"})
+                             colors={ONE_SHOT: "tab:blue"})
     study.save_figure(fig, "03_schedule" if i == 0 else "03_schedule_tuned")
 
 # %% [markdown]
@@ -67,12 +67,12 @@ per_seed = pd.concat([analysis.per_seed_table(study, runs, by="schedule", extra=
 per_seed.insert(0, "rate", per_seed.pop("rate"))
 study.save_table(per_seed, "03_schedule")
 for rate, at_rate in per_seed.groupby("rate", sort=False):
-    one_shot = at_rate[at_rate.schedule == "one-shot (TF)"].set_index("seed").ppl
+    one_shot = at_rate[at_rate.schedule == ONE_SHOT].set_index("seed").ppl
     lines = []
-    for name, group in at_rate[at_rate.schedule != "one-shot (TF)"].groupby("schedule", sort=False):
+    for name, group in at_rate[at_rate.schedule != ONE_SHOT].groupby("schedule", sort=False):
         seeds = [s for s in group.seed if s in one_shot.index]
         gradual = group.set_index("seed").ppl
-        d, h = paired_difference([math.log(gradual[s]) for s in seeds], [math.log(one_shot[s]) for s in seeds])
+        d, h = mean_ci(log_ratios(gradual[seeds], one_shot[seeds]))
         lines.append(f"- {name}: {format_value(d, h) if h is not None else f'{d:+.3g}'} nats "
                      f"(test ppl {format_value(gradual[seeds].mean())} against {format_value(one_shot[seeds].mean())}; "
                      f"seeds {', '.join(map(str, seeds))})")
@@ -88,10 +88,9 @@ for rate, at_rate in per_seed.groupby("rate", sort=False):
 # before the probes have none and are left out.
 
 # %%
-tuned = [rate for rate, view in rates.items() if isinstance(view, AtTunedRate)]
-if tuned:
+if tuned_rate in runs_at:
     nb.show_probe_table(study, probe_table_of_runs(study, [
-        (name, cfg.tuned["tf" if name.startswith("one-shot") else "gradual"],
-         [(run.config.train.seed, run) for run in runs]) for name, runs in runs_at[tuned[0]].items()]), "03_out_of_domain")
+        (name, cfg.tuned["tf" if name == ONE_SHOT else "gradual"], [(run.config.train.seed, run) for run in runs])
+        for name, runs in runs_at[tuned_rate].items()]), "03_out_of_domain")
 else:
     display(Markdown("No gradual removal at a tuned rate in this profile."))
