@@ -2,7 +2,9 @@
 and every table shows the same interval as the figure next to it.
 
 - Intervals are Student-t 95% intervals over seeds (`stats.mean_ci`), in tables and in the bands
-  of figures alike; one seed draws a line without a band.
+  of figures alike; one seed draws a line without a band. A perplexity curve's band is taken in
+  nats (log perplexity) and exponentiated: a geometric mean with a multiplicative interval, which
+  on the log axis the curves use cannot reach below 1 (the tables' "±" is in the table's own unit).
 - One legend per figure, human axis labels with units, no offset notation, integer ticks for layer
   indices, engineering prefixes for tokens and FLOPs (`1.2M`, `30T`).
 - The study's figures are built here and returned (the layer grid of notebooks 01 and 08, curves
@@ -63,7 +65,9 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | str, value: str) -> pd.DataF
 def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "method",
                 colors: dict | None = None, order: Sequence[str] | None = None, marker: str | None = None,
                 emphasis: Sequence[str] = (), styles: dict | None = None) -> None:
-    """Mean curve per `hue` with its 95% t-band over seeds (rows sharing `hue` and `x`). Where
+    """Mean curve per `hue` with its 95% t-band over seeds (rows sharing `hue` and `x`); a perplexity
+    (`*_ppl`) is averaged in nats: the line is the seeds' geometric mean, the band exp(mean ± t·se) of
+    their log perplexities. Where
     the x values of seeds differ (wall-clock), each seed is drawn as its own thin line instead.
     Series named in `emphasis` are drawn thick and solid, the others thin; `styles` gives a series
     a line style (shades of one colour are told apart by it)."""
@@ -80,11 +84,17 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
         color = colors.get(name) or next(palette)
         shared_x = part.groupby("seed")[x].apply(tuple).nunique() == 1 if "seed" in part else True
         if shared_x:
-            s = summarize(part, x, y).sort_values(x)
+            # a perplexity is exp(loss): its mean and band are taken over the seeds' log perplexities
+            # (nats) and exponentiated, so the band is symmetric on the log axis and never crosses 1
+            in_nats = y.endswith("_ppl")
+            s = summarize(part.assign(**{y: np.log(part[y])}) if in_nats else part, x, y).sort_values(x)
+            if in_nats:
+                s[["mean", "lo", "hi"]] = np.exp(s[["mean", "lo", "hi"]])
             n = int(s["n"].max())
             lw = 1.6 if not emphasis else 2.8 if name in emphasis else 1.1
+            mean = "geometric mean" if in_nats else "mean"
             ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw, ls="-" if name in emphasis else (styles or {}).get(name, "-"),
-                    label=name if n == 1 else f"{name} (mean of {n} seeds)")
+                    label=name if n == 1 else f"{name} ({mean} of {n} seeds)")
             if n > 1:
                 ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0)
         else:

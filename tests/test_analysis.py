@@ -171,7 +171,23 @@ def test_curve_panels_draw_a_row_per_frame_and_a_column_per_axis():
     assert len(fig.axes) == 4 and tuple(fig.get_size_inches()) == (10, 8)
     assert [ax.get_title() for ax in fig.axes] == ["all", "", "TF only", ""]
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_xlabel() == "training compute (FLOPs, analytic)"
-    assert [t.get_text() for t in fig.legends[0].texts] == ["TF (mean of 2 seeds)", "KD"]
+    assert [t.get_text() for t in fig.legends[0].texts] == ["TF (geometric mean of 2 seeds)", "KD"]
+
+
+def test_a_perplexity_band_is_taken_in_nats_and_never_reaches_below_one():
+    import matplotlib.pyplot as plt
+    from scipy import stats as st
+
+    # two seeds far apart (10 and 1,000 ppl): in ppl the mean is 505 and the t-band reaches -5,800
+    df = pd.DataFrame({"method": "TF", "seed": [0, 1], "tokens": [100, 100], "val_ppl": [10.0, 1000.0]})
+    fig, ax = plt.subplots()
+    plots.draw_curves(ax, df, "tokens", "val_ppl")
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(100.0)  # the geometric mean
+    lo, hi = ax.collections[0].get_paths()[0].vertices[:, 1].min(), ax.collections[0].get_paths()[0].vertices[:, 1].max()
+    half = st.t.ppf(0.975, 1) * math.log(100.0) / 2  # t(1) x sd/sqrt(2): sd of ln 10, ln 1000 is ln 100/sqrt(2)
+    assert (lo, hi) == (pytest.approx(100.0 * math.exp(-half)), pytest.approx(100.0 * math.exp(half)))
+    assert lo > 0 and lo * hi == pytest.approx(100.0 ** 2)  # symmetric on the log axis
+    plt.close(fig)
 
 
 def test_variants_are_drawn_in_shades_of_their_family():
