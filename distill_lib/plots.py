@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import math
+import re
 
 import matplotlib as mpl
 import numpy as np
@@ -92,9 +93,9 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
                 s[["mean", "lo", "hi"]] = np.exp(s[["mean", "lo", "hi"]])
             n = int(s["n"].max())
             lw = 1.6 if not emphasis else 2.8 if name in emphasis else 1.1
-            mean = "geometric mean" if in_nats else "mean"
+            seeds = f"{n} seeds" if in_nats else f"mean of {n} seeds"  # the figure's legend says how (PPL_BANDS)
             ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw, ls="-" if name in emphasis else (styles or {}).get(name, "-"),
-                    label=name if n == 1 else f"{name} ({mean} of {n} seeds)")
+                    label=name if n == 1 else f"{name} ({seeds})")
             if n > 1:
                 ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0)
         else:
@@ -135,8 +136,13 @@ def label_axes(ax, x: str, y: str) -> None:
     ax.set_ylabel(AXIS_LABELS.get(y, y))
 
 
+#: The legend's title wherever a perplexity curve averages seeds (`draw_curves` labels it "NAME (3 seeds)").
+PPL_BANDS = "perplexity over seeds: line, geometric mean; band, 95% interval (both taken in nats)"
+
+
 def figure_legend(fig, axes, ncol: int | None = None) -> None:
-    """One legend for the whole figure, below the panels (entries of all axes, each label once)."""
+    """One legend for the whole figure, below the panels (entries of all axes, each label once),
+    titled with how a perplexity curve averages its seeds where one does."""
     handles, labels = {}, []
     for ax in np.atleast_1d(axes).ravel():
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -148,9 +154,10 @@ def figure_legend(fig, axes, ncol: int | None = None) -> None:
     # two entries per panel across at most: a one-panel figure's legend no wider than its panel
     across = np.atleast_2d(axes).shape[1] if isinstance(axes, np.ndarray) else 1
     ncol = ncol or min(len(labels), 4, 2 * across)
+    title = PPL_BANDS if any(re.search(r" \(\d+ seeds\)$", lab) for lab in labels) else None
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol,
-               bbox_to_anchor=(0.5, -0.02), frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // ncol), 1, 1))
+               bbox_to_anchor=(0.5, -0.02), frameon=False, title=title, title_fontsize="small")
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // ncol + (title is not None)), 1, 1))
 
 
 def table(df: pd.DataFrame, digits: int = 3, percent: Sequence[str] = ()):

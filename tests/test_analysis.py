@@ -171,7 +171,8 @@ def test_curve_panels_draw_a_row_per_frame_and_a_column_per_axis():
     assert len(fig.axes) == 4 and tuple(fig.get_size_inches()) == (10, 8)
     assert [ax.get_title() for ax in fig.axes] == ["all", "", "TF only", ""]
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_xlabel() == "training compute (FLOPs, analytic)"
-    assert [t.get_text() for t in fig.legends[0].texts] == ["TF (geometric mean of 2 seeds)", "KD"]
+    assert [t.get_text() for t in fig.legends[0].texts] == ["TF (2 seeds)", "KD"]
+    assert fig.legends[0].get_title().get_text() == plots.PPL_BANDS  # how the seeds are averaged, said once
 
 
 def test_a_perplexity_band_is_taken_in_nats_and_never_reaches_below_one():
