@@ -195,13 +195,59 @@ def healed_table(study, truncations: dict[str, dict], selectors: Sequence[str]) 
 
 
 # --- how to heal (notebook 08) --------------------------------------------------------------------
-def healing_runs(study, healers: Sequence[str]) -> dict[str, list]:
-    """Healing method -> its runs on `healing_strategy`: `full` (TF, on every seed a healing method
-    has) and each of `healers` (variants with `healing`), under its method's name."""
+def healing_runs(study, healers: Sequence[str], full: str = "tf") -> dict[str, list]:
+    """Healing method -> its runs on `healing_strategy`: `full` (TF, or its variant at another rate,
+    on every seed a healing method has) and each of `healers` (variants with `healing`), under its
+    method's name, with its learning rate where it differs from full's ("lora, lr 0.0003")."""
     cfg, on = study.cfg, study.cfg.healing_strategy
+
+    def label(m):
+        name = cfg.variants[m]["healing"]["method"]
+        return name if cfg.lr_of(m) == cfg.lr_of(full) else f"{name}, lr {cfg.lr_of(m):g}"
+
     seeds = sorted({s for m in healers for s in study.seeds(m)})
-    return {"full": [study.student("tf", strategy=on, seed=s) for s in seeds],
-            **{cfg.variants[m]["healing"]["method"]: seed_runs(study, m, strategy=on) for m in healers}}
+    return {"full": [study.student(full, strategy=on, seed=s) for s in seeds],
+            **{label(m): seed_runs(study, m, strategy=on) for m in healers}}
+
+
+def healers_by_rate(cfg) -> dict[str, tuple[str, list[str]]]:
+    """Rate -> (full continued pretraining there, the healers notebook 08 compares with it). At the
+    base rate: the healers at that rate calibrated where TF is. At the tuned rate (where `tuned` has
+    TF's variant and it is recorded): the other healers calibrated where that variant is, i.e. the
+    healers at that rate and LoRA's rate check (H2). A healer calibrated elsewhere is in neither:
+    its truncation is not the one full continued pretraining healed."""
+    from distill_lib.tuned import rate_label
+
+    healers = [m for m in cfg.methods if cfg.variants.get(m, {}).get("healing")]
+    base = [m for m in healers if cfg.lr_of(m) == cfg.lr_of("tf") and cfg.calibration_split_of(m) == cfg.calibration_split_of("tf")]
+    sections = {rate_label(cfg, False): ("tf", base)} if base else {}
+    full = cfg.tuned.get("tf")
+    tuned = [m for m in healers if m not in base and cfg.calibration_split_of(m) == cfg.calibration_split_of(full)]
+    if full in cfg.methods and tuned:
+        sections[rate_label(cfg, True)] = (full, tuned)
+    return sections
+
+
+def healing_reading(healing: pd.DataFrame, at_flops: float, strategy: str) -> str:
+    """Notebook 08's reading of one healing table: the lowest validation ppl at the cheapest method's
+    FLOPs (means over seeds), and which methods ended at equal tokens."""
+    from matplotlib.ticker import EngFormatter
+
+    from distill_lib.stats import format_value
+
+    means = healing.groupby("healing", sort=False).mean(numeric_only=True)
+    at = means["val ppl at equal FLOPs"]
+    best = at.idxmin() if at.notna().any() else None
+    tokens = means["tokens"]
+    more = [f"{label} {tokens[label]:,.0f} ({tokens[label] / tokens['full'] - 1:+.0%})" for label in tokens.index
+            if tokens[label] != tokens["full"]]
+    same = [label for label in tokens.index if tokens[label] == tokens["full"]]
+    seen = (f" Test perplexity at the end: {', '.join(same)} at equal tokens ({tokens['full']:,.0f})"
+            + (f"; not at equal tokens: {', '.join(more)}." if more else "."))
+    cheapest = EngFormatter(unit="FLOPs", places=2, sep=" ")(at_flops)
+    return (f"Healing on `{strategy}`; at the cheapest method's {cheapest} the lowest validation perplexity is "
+            f"{best}'s ({', '.join(f'{label} {format_value(v)}' for label, v in at.items())}; means over seeds)."
+            if best else f"Healing on `{strategy}`.") + seen
 
 
 def mean_training_flops(groups: dict[str, list]) -> pd.Series:

@@ -286,12 +286,15 @@ def layer_scores_figure(scores: dict[str, Sequence[float]]):
     return fig
 
 
-def healing_figure(curve: pd.DataFrame, healing: pd.DataFrame, mean_flops: pd.Series, xs: Sequence[str]):
+def healing_figure(curve: pd.DataFrame, healing: pd.DataFrame, mean_flops: pd.Series, xs: Sequence[str],
+                   title: str | None = None):
     """Healing methods' validation curves against each of `xs`, and a last panel of test perplexity
     against mean training compute, each point's area its optimizer-state memory."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(xs) + 1, figsize=(5.4 * (len(xs) + 1), 4.5))
+    if title:
+        fig.suptitle(title)
     for ax, x in zip(axes[:-1], xs):
         draw_curves(ax, curve, x, "val_ppl", order=list(mean_flops.index))
         log_axis(ax)

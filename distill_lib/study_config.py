@@ -115,6 +115,10 @@ class StudyConfig:
         variant: the first seed)."""
         return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
 
+    def lr_of(self, method: str) -> float:
+        """The peak learning rate a method (or variant) trains with: the variant's, else the profile's."""
+        return (self.variants.get(method, {}).get("train") or {}).get("lr", self.student_train.lr)
+
     def calibration_split_of(self, method: str) -> Optional[str]:
         """Where a method's (or variant's) scored truncation takes its calibration blocks: the
         variant's `calibration_split`, else the profile's."""
@@ -208,7 +212,7 @@ class StudyConfig:
                     f"tuned.{m}: {variant!r} must be a variant in `variants` of the same method as {m!r}")
         if self.tuned:  # every claim at the tuned rate compares against TF there, at one rate
             require("tf" in self.tuned, "tuned: needs `tf` (the run every claim at the tuned rate compares against)")
-            rates = {m: (self.variants[v].get("train") or {}).get("lr", self.student_train.lr) for m, v in self.tuned.items()}
+            rates = {m: self.lr_of(v) for m, v in self.tuned.items()}
             require(len(set(rates.values())) == 1,
                     f"tuned: its variants must share one learning rate, got {', '.join(f'{m} {r:g}' for m, r in rates.items())}")
         require("tf" in self.methods, "methods: 'tf' (the paper's method) is what every notebook compares against")

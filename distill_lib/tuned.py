@@ -9,8 +9,7 @@ def rate_label(cfg, tuned: bool) -> str:
     """'lr 0.0003' (the base rate) or 'lr 0.0012 (tuned)' (the rate of TF's tuned variant)."""
     if not tuned:
         return f"lr {cfg.student_train.lr:g}"
-    lr = (cfg.variants[cfg.tuned["tf"]].get("train") or {}).get("lr") if "tf" in cfg.tuned else None
-    return f"lr {lr:g} (tuned)" if lr else "tuned rate"
+    return f"lr {cfg.lr_of(cfg.tuned['tf']):g} (tuned)" if "tf" in cfg.tuned else "tuned rate"
 
 
 class AtTunedRate:

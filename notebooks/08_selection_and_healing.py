@@ -17,8 +17,8 @@ train = nb.default_train()  # False (DISTILL_TRAIN 0) reads the committed record
 
 # %%
 import numpy as np
+import pandas as pd
 from IPython.display import Markdown, display
-from matplotlib.ticker import EngFormatter
 
 from distill_lib import analysis, plots
 from distill_lib.evaluations import selection
@@ -90,29 +90,23 @@ plots.table(healed)
 # FLOPs). Each ends as a plain Hugging Face checkpoint. Compared at the end of each run (test
 # perplexity: full, LoRA and partial at equal tokens; replace's fitting stage adds its own steps, so
 # it trains on more tokens, given in the table) and at equal FLOPs (validation perplexity read at the
-# cheapest method's total FLOPs).
+# cheapest method's total FLOPs). Once at the base rate, and again at the tuned rate where the profile
+# has one: full continued pretraining and the healers at that rate, beside LoRA's rate check (LoRA at
+# the base rate on the same truncation, named with its rate), which H2 (notebook 99) chooses from.
 
 # %%
-healers = [m for m in cfg.methods if cfg.variants.get(m, {}).get("healing")]
-if healers:
-    hs = cfg.healing_strategy
-    groups = analysis.healing_runs(study, healers)
+by_rate = analysis.healers_by_rate(cfg)  # the base rate's healers; those at the tuned rate where recorded
+tables = []
+for i, (rate, (full, healers)) in enumerate(by_rate.items()):
+    groups = analysis.healing_runs(study, healers, full=full)
     mean_flops = analysis.mean_training_flops(groups)
-    cheapest = mean_flops.min()  # where all healing methods are compared
-    healing = analysis.healing_table(study, groups, at_flops=cheapest)
-    study.save_table(healing, "08_healing")
-    xs = nb.x_axes(cfg, "flops", "wall_seconds")
-    study.save_figure(plots.healing_figure(curves(groups), healing, mean_flops, xs), "08_healing")
-    nb.wall_clock_caveat(cfg)
-    means = healing.groupby("healing", sort=False).mean(numeric_only=True)
-    best = means["val ppl at equal FLOPs"].idxmin() if means["val ppl at equal FLOPs"].notna().any() else None
-    at_cheapest = ", ".join(f"{label} {format_value(v)}" for label, v in means["val ppl at equal FLOPs"].items())
-    tokens = means["tokens"]
-    more = [f"{label} {tokens[label]:,.0f} ({tokens[label] / tokens['full'] - 1:+.0%})" for label in tokens.index
-            if tokens[label] != tokens["full"]]
-    same = [label for label in tokens.index if tokens[label] == tokens["full"]]
-    seen = (f" Test perplexity at the end: {', '.join(same)} at equal tokens ({tokens['full']:,.0f})"
-            + (f"; not at equal tokens: {', '.join(more)}." if more else "."))
-    display(Markdown((f"Healing on `{hs}`; at the cheapest method's {EngFormatter(unit='FLOPs', places=2, sep=' ')(cheapest)} the lowest validation "
-                      f"perplexity is {best}'s ({at_cheapest}; means over seeds)." if best else f"Healing on `{hs}`.") + seen))
+    healing = analysis.healing_table(study, groups, at_flops=mean_flops.min())  # at the cheapest method's FLOPs
+    tables.append(healing.assign(rate=rate, full=full))
+    fig = plots.healing_figure(curves(groups), healing, mean_flops, nb.x_axes(cfg, "flops", "wall_seconds"),
+                               title=f"Healing {cfg.healing_strategy}'s student, {rate}")
+    study.save_figure(fig, "08_healing" if i == 0 else "08_healing_tuned")
+    display(Markdown(f"**{rate}**. " + analysis.healing_reading(healing, mean_flops.min(), cfg.healing_strategy)))
     display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))
+if tables:
+    study.save_table(pd.concat(tables, ignore_index=True), "08_healing")
+    nb.wall_clock_caveat(cfg)

@@ -415,6 +415,27 @@ def test_healing_methods_are_compared_at_the_cheapest_one_s_flops():
     assert table.loc["lora", "test ppl at the end"] == 44.0
 
 
+def test_healers_are_compared_with_full_continued_pretraining_at_their_own_rate():
+    from distill_lib.config import StudyConfig
+
+    lora = {"method": "lora"}
+    variants = {"tf-4x": {"method": "tf", "train": {"lr": 0.004}, "calibration_split": "train"},
+                "tf-lora": {"method": "tf", "healing": lora},
+                "tf-lora-train": {"method": "tf", "healing": lora, "calibration_split": "train"},
+                "tf-lora-4x": {"method": "tf", "healing": lora, "train": {"lr": 0.004}, "calibration_split": "train"},
+                "tf-lora-4x-val": {"method": "tf", "healing": lora, "train": {"lr": 0.004}}}  # calibrated elsewhere
+    cfg = StudyConfig(methods=["tf", "tf-4x", *variants], seeds=[0], variants=variants, tuned={"tf": "tf-4x"})
+    assert analysis.healers_by_rate(cfg) == {"lr 0.001": ("tf", ["tf-lora"]),
+                                             "lr 0.004 (tuned)": ("tf-4x", ["tf-lora-train", "tf-lora-4x"])}
+    runs = {(m, "best-block", 0): _run(m, 0, ((10, 3.0),), tokens=100) for m in ("tf-4x", "tf-lora-train", "tf-lora-4x")}
+    groups = analysis.healing_runs(RecordedStudy(cfg, runs, {}), ["tf-lora-train", "tf-lora-4x"], full="tf-4x")
+    assert {label: [r.config.name for r in rs] for label, rs in groups.items()} == {
+        "full": ["tf-4x"], "lora, lr 0.001": ["tf-lora-train"], "lora": ["tf-lora-4x"]}  # a healer's rate named where it differs
+    cfg = StudyConfig(methods=["tf", "tf-4x", "tf-lora"], seeds=[0], variants={k: variants[k] for k in ("tf-4x", "tf-lora")},
+                      tuned={"tf": "tf-4x"})
+    assert list(analysis.healers_by_rate(cfg)) == ["lr 0.001"]  # no healer at the tuned rate recorded yet
+
+
 # --- the notebooks stay thin ---------------------------------------------------------------------------
 def _code_lines(path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
