@@ -23,6 +23,7 @@ from IPython.display import Markdown, display
 from distill_lib import analysis, plots
 from distill_lib.evaluations import selection
 from distill_lib.plots import format_value
+from distill_lib.probes import probe_table_of_runs
 from distill_lib.study import curves
 
 study = nb.open_study(profile, train)
@@ -93,6 +94,8 @@ plots.table(healed)
 # cheapest method's total FLOPs). Once at the base rate, and again at the tuned rate where the profile
 # has one: full continued pretraining and the healers at that rate, beside LoRA's rate check (LoRA at
 # the base rate on the same truncation, named with its rate), which H2 (notebook 99) chooses from.
+# Below each table, what each healer keeps of the teacher's general ability (out-of-domain perplexity
+# and the informative suite of notebook 00), for the runs recorded with these probes.
 
 # %%
 by_rate = analysis.healers_by_rate(cfg)  # the base rate's healers; those at the tuned rate where recorded
@@ -107,6 +110,9 @@ for i, (rate, (full, healers)) in enumerate(by_rate.items()):
     study.save_figure(fig, "08_healing" if i == 0 else "08_healing_tuned")
     display(Markdown(f"**{rate}**. " + analysis.healing_reading(healing, mean_flops.min(), cfg.healing_strategy)))
     display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))
+    probed = probe_table_of_runs(study, [(label, method, [(r.config.train.seed, r) for r in runs])
+                                         for (label, runs), method in zip(groups.items(), [full, *healers])])
+    nb.show_probe_table(study, probed, "08_out_of_domain" if i == 0 else "08_out_of_domain_tuned")
 if tables:
     study.save_table(pd.concat(tables, ignore_index=True), "08_healing")
     nb.wall_clock_caveat(cfg)
