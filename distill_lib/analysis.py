@@ -195,34 +195,41 @@ def healed_table(study, truncations: dict[str, dict], selectors: Sequence[str]) 
 
 
 # --- how to heal (notebook 08) --------------------------------------------------------------------
-def healing_runs(study, healers: Sequence[str], full: str = "tf") -> dict[str, list]:
-    """Healing method -> its runs on `healing_strategy`: `full` (TF, or its variant at another rate,
-    on every seed a healing method has) and each of `healers` (variants with `healing`), under its
-    method's name, with its learning rate where it differs from full's ("lora, lr 0.0003")."""
-    cfg, on = study.cfg, study.cfg.healing_strategy
-
-    def label(m):
+def healing_labels(cfg, healers: Sequence[str], full: str = "tf") -> dict[str, str]:
+    """Label -> method of notebook 08's healing runs: "full" for `full` (TF, or its variant at another
+    rate), each healer under its healing method's name with its learning rate where it differs from
+    full's ("lora, lr 0.0003"); a healer whose label another already has keeps its variant name."""
+    labels = {"full": full}
+    for m in healers:
         name = cfg.variants[m]["healing"]["method"]
-        return name if cfg.lr_of(m) == cfg.lr_of(full) else f"{name}, lr {cfg.lr_of(m):g}"
+        label = name if cfg.lr_of(m) == cfg.lr_of(full) else f"{name}, lr {cfg.lr_of(m):g}"
+        labels[m if label in labels else label] = m
+    return labels
 
+
+def healing_runs(study, healers: Sequence[str], full: str = "tf") -> dict[str, list]:
+    """`healing_labels` -> the runs on `healing_strategy`: each healer's recorded seeds, and full's at
+    every seed a healer has (so that each healer meets full at its own seeds)."""
+    on = study.cfg.healing_strategy
     seeds = sorted({s for m in healers for s in study.seeds(m)})
-    return {"full": [study.student(full, strategy=on, seed=s) for s in seeds],
-            **{label(m): seed_runs(study, m, strategy=on) for m in healers}}
+    return {label: [study.student(m, strategy=on, seed=s) for s in seeds] if m == full else seed_runs(study, m, strategy=on)
+            for label, m in healing_labels(study.cfg, healers, full).items()}
 
 
 def healers_by_rate(cfg) -> dict[str, tuple[str, list[str]]]:
     """Rate -> (full continued pretraining there, the healers notebook 08 compares with it). At the
     base rate: the healers at that rate calibrated where TF is. At the tuned rate (where `tuned` has
-    TF's variant and it is recorded): the other healers calibrated where that variant is, i.e. the
-    healers at that rate and LoRA's rate check (H2). A healer calibrated elsewhere is in neither:
-    its truncation is not the one full continued pretraining healed."""
+    TF's variant and it is recorded): the healers calibrated where that variant is, at that rate or at
+    the base rate (LoRA's rate check, H2, needs the base rate on the tuned rate's truncation). Any
+    other healer is in neither: another rate, or a truncation full continued pretraining did not heal."""
     from distill_lib.tuned import rate_label
 
     healers = [m for m in cfg.methods if cfg.variants.get(m, {}).get("healing")]
     base = [m for m in healers if cfg.lr_of(m) == cfg.lr_of("tf") and cfg.calibration_split_of(m) == cfg.calibration_split_of("tf")]
     sections = {rate_label(cfg, False): ("tf", base)} if base else {}
     full = cfg.tuned.get("tf")
-    tuned = [m for m in healers if m not in base and cfg.calibration_split_of(m) == cfg.calibration_split_of(full)]
+    tuned = [m for m in healers if m not in base and cfg.calibration_split_of(m) == cfg.calibration_split_of(full)
+             and cfg.lr_of(m) in (cfg.lr_of("tf"), cfg.lr_of(full))]
     if full in cfg.methods and tuned:
         sections[rate_label(cfg, True)] = (full, tuned)
     return sections

@@ -93,9 +93,9 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
                 s[["mean", "lo", "hi"]] = np.exp(s[["mean", "lo", "hi"]])
             n = int(s["n"].max())
             lw = 1.6 if not emphasis else 2.8 if name in emphasis else 1.1
-            seeds = f"{n} seeds" if in_nats else f"mean of {n} seeds"  # the figure's legend says how (PPL_BANDS)
+            averaged = f"{n} seeds" if in_nats else f"mean of {n} seeds"  # the figure's legend says how (PPL_BANDS)
             ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw, ls="-" if name in emphasis else (styles or {}).get(name, "-"),
-                    label=name if n == 1 else f"{name} ({seeds})")
+                    label=name if n == 1 else f"{name} ({averaged})")
             if n > 1:
                 ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0)
         else:

@@ -116,7 +116,8 @@ class StudyConfig:
         return list(self.seeds_by_method.get(method, self.seeds[:1] if method in self.variants else self.seeds))
 
     def lr_of(self, method: str) -> float:
-        """The peak learning rate a method (or variant) trains with: the variant's, else the profile's."""
+        """The peak learning rate of a method or variant trained from `student_train` (a TF, KD or healing
+        student; not `scratch_train`'s runs): the variant's `train.lr`, else the profile's."""
         return (self.variants.get(method, {}).get("train") or {}).get("lr", self.student_train.lr)
 
     def calibration_split_of(self, method: str) -> Optional[str]:

@@ -100,19 +100,21 @@ plots.table(healed)
 # %%
 by_rate = analysis.healers_by_rate(cfg)  # the base rate's healers; those at the tuned rate where recorded
 tables = []
-for i, (rate, (full, healers)) in enumerate(by_rate.items()):
-    groups = analysis.healing_runs(study, healers, full=full)
+for rate, (full, healers) in by_rate.items():
+    groups, methods = analysis.healing_runs(study, healers, full=full), analysis.healing_labels(cfg, healers, full)
     mean_flops = analysis.mean_training_flops(groups)
-    healing = analysis.healing_table(study, groups, at_flops=mean_flops.min())  # at the cheapest method's FLOPs
-    tables.append(healing.assign(rate=rate, full=full))
+    cheapest = mean_flops.min()  # every method has a curve up to there: the one compute they all reach
+    healing = analysis.healing_table(study, groups, at_flops=cheapest)
+    tables.append(healing.assign(rate=rate, **{"full method": full}))
+    suffix = "" if full == "tf" else "_tuned"
     fig = plots.healing_figure(curves(groups), healing, mean_flops, nb.x_axes(cfg, "flops", "wall_seconds"),
                                title=f"Healing {cfg.healing_strategy}'s student, {rate}")
-    study.save_figure(fig, "08_healing" if i == 0 else "08_healing_tuned")
-    display(Markdown(f"**{rate}**. " + analysis.healing_reading(healing, mean_flops.min(), cfg.healing_strategy)))
+    study.save_figure(fig, "08_healing" + suffix)
+    display(Markdown(f"**{rate}**. " + analysis.healing_reading(healing, cheapest, cfg.healing_strategy)))
     display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))
-    probed = probe_table_of_runs(study, [(label, method, [(r.config.train.seed, r) for r in runs])
-                                         for (label, runs), method in zip(groups.items(), [full, *healers])])
-    nb.show_probe_table(study, probed, "08_out_of_domain" if i == 0 else "08_out_of_domain_tuned")
+    probed = probe_table_of_runs(study, [(label, methods[label], [(r.config.train.seed, r) for r in runs])
+                                         for label, runs in groups.items()])
+    nb.show_probe_table(study, probed, "08_out_of_domain" + suffix)
 if tables:
     study.save_table(pd.concat(tables, ignore_index=True), "08_healing")
     nb.wall_clock_caveat(cfg)

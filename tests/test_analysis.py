@@ -423,10 +423,13 @@ def test_healers_are_compared_with_full_continued_pretraining_at_their_own_rate(
                 "tf-lora": {"method": "tf", "healing": lora},
                 "tf-lora-train": {"method": "tf", "healing": lora, "calibration_split": "train"},
                 "tf-lora-4x": {"method": "tf", "healing": lora, "train": {"lr": 0.004}, "calibration_split": "train"},
-                "tf-lora-4x-val": {"method": "tf", "healing": lora, "train": {"lr": 0.004}}}  # calibrated elsewhere
+                "tf-lora-4x-val": {"method": "tf", "healing": lora, "train": {"lr": 0.004}},  # calibrated elsewhere
+                "tf-lora-2x": {"method": "tf", "healing": lora, "train": {"lr": 0.002}, "calibration_split": "train"},
+                "tf-lora-r16": {"method": "tf", "healing": {"method": "lora", "lora_rank": 16}}}
     cfg = StudyConfig(methods=["tf", "tf-4x", *variants], seeds=[0], variants=variants, tuned={"tf": "tf-4x"})
-    assert analysis.healers_by_rate(cfg) == {"lr 0.001": ("tf", ["tf-lora"]),
+    assert analysis.healers_by_rate(cfg) == {"lr 0.001": ("tf", ["tf-lora", "tf-lora-r16"]),  # not 2x: neither rate
                                              "lr 0.004 (tuned)": ("tf-4x", ["tf-lora-train", "tf-lora-4x"])}
+    assert analysis.healing_labels(cfg, ["tf-lora", "tf-lora-r16"]) == {"full": "tf", "lora": "tf-lora", "tf-lora-r16": "tf-lora-r16"}
     runs = {(m, "best-block", 0): _run(m, 0, ((10, 3.0),), tokens=100) for m in ("tf-4x", "tf-lora-train", "tf-lora-4x")}
     groups = analysis.healing_runs(RecordedStudy(cfg, runs, {}), ["tf-lora-train", "tf-lora-4x"], full="tf-4x")
     assert {label: [r.config.name for r in rs] for label, rs in groups.items()} == {
