@@ -98,6 +98,17 @@ def wall_clock_caveat(cfg) -> None:
                          "FLOPs, and time per token from notebook 02's side-by-side timing."))
 
 
+def show_figure(study, fig, name: str) -> None:
+    """Save `fig` as `name` and show it here, not at the end of the cell: in a loop over rates each
+    figure then sits beside its own table and reading."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    study.save_figure(fig, name)
+    display(fig)
+    plt.close(fig)  # or the cell would show it a second time at its end
+
+
 def show_probes(study, methods, name: str, also_from=()) -> None:
     """What each of `methods` keeps of the teacher's general ability (`probes.probe_table`: the teacher's
     row, then every recorded seed with the probes, also trained from each truncation of `also_from`):
@@ -120,4 +131,4 @@ def show_probe_table(study, probed, name: str) -> None:
         return
     study.save_table(probed, name)
     display(plots.table(plots.summary_table(probed, "model", [c for c in probed.columns if c not in ("model", "method", "seed")])))
-    study.save_figure(plots.out_of_domain_figure(probed), name)
+    show_figure(study, plots.out_of_domain_figure(probed), name)

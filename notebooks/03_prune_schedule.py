@@ -53,7 +53,7 @@ runs_at = {rate: schedule_runs(view) for rate, view in rates.items()}
 for i, (rate, runs) in enumerate(runs_at.items()):
     fig = plots.token_curves(curves(runs), f"One-shot vs gradual layer removal, {rate}", ncol=1, marker="o",
                              colors={ONE_SHOT: "tab:blue"})
-    study.save_figure(fig, "03_schedule" if i == 0 else "03_schedule_tuned")
+    nb.show_figure(study, fig, "03_schedule" if i == 0 else "03_schedule_tuned")
 
 # %% [markdown]
 # Test perplexity per schedule, and gradual minus one-shot paired over the seeds both have, in nats

@@ -109,9 +109,9 @@ for rate, (full, healers) in by_rate.items():
     suffix = "" if full == "tf" else "_tuned"
     fig = plots.healing_figure(curves(groups), healing, mean_flops, nb.x_axes(cfg, "flops", "wall_seconds"),
                                title=f"Healing {cfg.healing_strategy}'s student, {rate}")
-    study.save_figure(fig, "08_healing" + suffix)
     display(Markdown(f"**{rate}**. " + analysis.healing_reading(healing, cheapest, cfg.healing_strategy)))
     display(plots.table(plots.summary_table(healing, "healing", [c for c in healing.columns if c not in ("healing", "seed")])))
+    nb.show_figure(study, fig, "08_healing" + suffix)
     probed = probe_table_of_runs(study, [(label, methods[label], [(r.config.train.seed, r) for r in runs])
                                          for label, runs in groups.items()])
     nb.show_probe_table(study, probed, "08_out_of_domain" + suffix)
