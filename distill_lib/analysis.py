@@ -121,11 +121,12 @@ def same_layers(kept: dict[str, Sequence[int]]) -> list[list[str]]:
     return [g for g in same.values() if len(g) > 1]
 
 
-def configurations_at_both_rates(study, strategies: Sequence[str]) -> pd.DataFrame:
+def configurations_at_both_rates(study, strategies: Sequence[str], seeds: Sequence[int] | None = None) -> pd.DataFrame:
     """C4's view at the base learning rate and at the tuned one (`tuned` in the profile), side by side:
-    per configuration, the mean test ppl over its recorded seeds of `config_seeds` and how many, and
-    the difference of the means in nats. A configuration not recorded at a rate yet reads NaN and 0
-    seeds (a study in parts); empty for a profile without `tuned`."""
+    per configuration (or selector), the mean test ppl over its recorded seeds of `seeds` (default
+    `config_seeds`; notebook 08 gives `selector_seeds`) and how many, and the difference of the means
+    in nats. A configuration not recorded at a rate yet reads NaN and 0 seeds (a study in parts);
+    empty for a profile without `tuned`."""
     from distill_lib.records import MissingRecord
     from distill_lib.tuned import AtTunedRate, rate_label
 
@@ -137,7 +138,7 @@ def configurations_at_both_rates(study, strategies: Sequence[str]) -> pd.DataFra
         row = {"configuration": strategy}
         for view, rate in ((study, base), (AtTunedRate(study), tuned)):
             ppls = []
-            for seed in study.config_seeds():
+            for seed in study.config_seeds() if seeds is None else seeds:
                 try:
                     ppls.append(study.headline(view.student("tf", strategy=strategy, seed=seed))["ppl"])
                 except MissingRecord:

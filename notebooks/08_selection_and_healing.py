@@ -81,6 +81,20 @@ display(Markdown(f"Lowest mean test perplexity after healing: `{best}` ({format_
 plots.table(healed)
 
 # %% [markdown]
+# ### At the tuned learning rate
+# Where the profile names a tuned rate (`tuned`), each selector's and configuration's student is healed
+# again with TF at that rate (H1 and C7's best depth configuration read them there, notebook 99): mean
+# test ppl at both rates over the selector seeds recorded so far (0 = not recorded yet). At the tuned
+# rate a selector scores layers on the calibration blocks of TF's tuned variant (`calibration_split`:
+# the training split on smollm2), so the layers it keeps there can differ from the ones shown above.
+
+# %%
+both_rates = analysis.configurations_at_both_rates(study, [*selectors, *reference], seeds=study.selector_seeds())
+if len(both_rates):
+    study.save_table(both_rates, "08_selection_at_both_rates")
+    display(plots.table(both_rates.rename(columns={"configuration": "selection"})))
+
+# %% [markdown]
 # ## Healing: full continued pretraining, LoRA, partial fine-tuning, a replacement layer
 # On one truncation fixed before any number was seen (`healing_strategy` of the profile: a
 # contiguous block, so that LLM-Streamline's replacement layer applies), each healing method trains
