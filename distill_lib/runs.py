@@ -2,7 +2,9 @@
 
     config.json      the RunConfig (written when training starts)
     metrics.jsonl    one line per logged step (losses, lr, tokens, wall time, FLOPs, MFU, memory)
-    checkpoint/      the latest resumable checkpoint (model, optimizer, RNG, loop state)
+    checkpoint/      the latest resumable checkpoint (model, optimizer, RNG, loop state); removed
+                     once complete.json is written (a finished run never resumes, and the
+                     optimizer state is ~2x the model: 1-2 GB per SmolLM2 student)
     model/           the final HF checkpoint + tokenizer (written atomically at the end; a plain HF
                      folder for every method: width pruning shrunk, LoRA adapters merged)
     complete.json    written last: summary, library versions, hardware. Its presence = complete.
@@ -146,8 +148,11 @@ def _remove_leftovers(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=LOG.info, **train_kwargs) -> Run:
-    """The complete run for `run`: reused if done, resumed if interrupted, trained otherwise."""
+def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=LOG.info, keep_checkpoint: bool = False,
+                 **train_kwargs) -> Run:
+    """The complete run for `run`: reused if done, resumed if interrupted, trained otherwise. Its
+    resume checkpoint is deleted once the run is complete unless `keep_checkpoint` (tests that
+    inspect the final optimizer-side state ask for it)."""
     from distill_lib.data import prepare_data
     from distill_lib.train import CHECKPOINT, train
 
@@ -183,4 +188,6 @@ def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=LOG.info, **t
     record = {"name": run.name, "hash": config_hash(run), "config": to_dict(run), "summary": summary,
               **environment_record()}
     write_json_atomic(result.dir / "complete.json", record, indent=2)
+    if not keep_checkpoint:  # after complete.json: a kill before this line leaves a complete run, no loss
+        shutil.rmtree(result.dir / CHECKPOINT, ignore_errors=True)
     return result

@@ -429,6 +429,8 @@ def test_a_kill_between_the_last_checkpoint_and_complete_json_is_finished_by_the
 
     run = RunConfig(name="finish", data=DATA, model=TINY, train=short(max_steps=3, checkpoint_every=3, eval_every=3))
     straight = get_or_train(run, root=tmp_path / "straight", log=None)
+    assert sorted(p.name for p in straight.dir.iterdir()) == ["complete.json", "config.json", "metrics.jsonl", "model"]
+    # a finished run drops its resume checkpoint (never resumed again; the optimizer state is ~2x the model)
 
     def killed_while_writing_the_model(final, build):
         tmp = final.parent / ".model.tmp-999999"  # the killed process's temporary folder, half written

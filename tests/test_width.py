@@ -67,7 +67,7 @@ def test_masked_units_stay_zero_through_training_and_export_shrinks(tmp_path):
     run = RunConfig(name="w", data=DATA, init=InitConfig(kind="pretrained"), teacher=str(teacher.model_dir),
                     width=WidthConfig(target=0.5, prune_every=2, end_step=6),
                     train=TrainConfig(max_steps=8, batch_size=8, eval_every=0, eval_blocks=4, checkpoint_every=4))
-    result = get_or_train(run, root=tmp_path, log=None)
+    result = get_or_train(run, root=tmp_path, log=None, keep_checkpoint=True)
     entries = [json.loads(line) for line in (result.dir / "metrics.jsonl").read_text().splitlines()]
     assert [e["ffn_pruned"] for e in entries][-3:] == [0.5, 0.5, 0.5]
     masked = load_file(result.dir / "checkpoint" / "model" / "model.safetensors")
