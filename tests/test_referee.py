@@ -4,8 +4,9 @@ they rest on (C2's TF and KD variants, C7's best depth configuration, H2's LoRA 
 each candidate's score and the seeds it was read on) and Holm's adjustment of each family, recomputed
 from the raw run records with json, numpy and scipy only, not with `distill_lib`, then compared with
 `figures/smollm2/99_claims.csv` and `99_findings.csv`, what the README quotes. A verdict or a choice
-that the library computed differently from what its rule says fails here. Left out: C3 and C7's cost
-(timings, not records' losses) and C6 (its rule also reads how the gap moved over training)."""
+that the library computed differently from what its rule says fails here. C6's equivalence test and
+the rule that turns its failure into "inconclusive" when the gap shrank over training are recomputed
+too. Left out: C3 and C7's cost (timings, not records' losses)."""
 import csv
 import glob
 import json
@@ -139,6 +140,25 @@ def recomputed_hypothesis(row: dict) -> dict:
 REFEREED = [r for r in claim_rows() if r["claim"] in ("C1", "C2", "C4", "C5", "C7", "C8") and r["p"]
             and not r["comparison"].startswith(("time", "cost"))]
 HYPOTHESES = [r for r in claim_rows(FINDINGS) if r["p"]]
+
+
+def test_a_referee_recomputes_c6_and_its_shrinking_gap_rule():
+    """C6: from-scratch's final val loss over the pruned TF model's, equivalence within the margin; a
+    gap outside it whose first-minus-final difference is above 0 (superiority) is "inconclusive": the
+    budget ended before the curves could meet."""
+    (row,) = [r for r in claim_rows() if r["claim"] == "C6"]
+    seeds = [int(s) for s in row["verdict seeds"].split(", ")]
+    curves = {s: [[m["val_loss"] for m in record(name, s)["metrics"] if "val_loss" in m]
+                  for name in ("scratch", "tf-max-gap")] for s in seeds}
+    first = [scratch[0] - tf[0] for scratch, tf in curves.values()]
+    last = [scratch[-1] - tf[-1] for scratch, tf in curves.values()]
+    final = t_test(last, "equivalence", float(row["margin"]))
+    shrank = t_test([f - la for f, la in zip(first, last)], "superiority", 0.0)
+    verdict = ("inconclusive" if final["verdict"] == "not reproduced" and shrank["verdict"] == "reproduced"
+               else final["verdict"])
+    assert verdict == row["verdict"]
+    for key in ("diff", "ci95", "p"):
+        assert final[key] == pytest.approx(float(row[key]), rel=1e-6)
 
 
 @pytest.mark.parametrize("row", REFEREED, ids=[f"{r['claim']}: {r['comparison']}" for r in REFEREED])
