@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import math
-import re
 
 import matplotlib as mpl
 import numpy as np
@@ -96,8 +95,9 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
             averaged = f"{n} seeds" if in_nats else f"mean of {n} seeds"  # the figure's legend says how (PPL_BANDS)
             ax.plot(s[x], s["mean"], color=color, marker=marker, ms=3, lw=lw, ls="-" if name in emphasis else (styles or {}).get(name, "-"),
                     label=name if n == 1 else f"{name} ({averaged})")
-            if n > 1:
-                ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0)
+            if n > 1:  # a band taken in nats is tagged: `figure_legend` then says how it was taken
+                ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0,
+                                gid=PPL_BAND if in_nats else None)
         else:
             for i, (_, seed_part) in enumerate(part.groupby("seed")):
                 ax.plot(seed_part[x], seed_part[y], color=color, lw=1.0, alpha=0.8,
@@ -136,8 +136,10 @@ def label_axes(ax, x: str, y: str) -> None:
     ax.set_ylabel(AXIS_LABELS.get(y, y))
 
 
-#: The legend's title wherever a perplexity curve averages seeds (`draw_curves` labels it "NAME (3 seeds)").
+#: The legend's title wherever a perplexity curve averages seeds (`draw_curves` labels it "NAME (3 seeds)"
+#: and tags its band with the artist id PPL_BAND).
 PPL_BANDS = "perplexity over seeds: line, geometric mean; band, 95% interval (both taken in nats)"
+PPL_BAND = "ppl-band-in-nats"
 
 
 def figure_legend(fig, axes, ncol: int | None = None) -> None:
@@ -154,7 +156,8 @@ def figure_legend(fig, axes, ncol: int | None = None) -> None:
     # two entries per panel across at most: a one-panel figure's legend no wider than its panel
     across = np.atleast_2d(axes).shape[1] if isinstance(axes, np.ndarray) else 1
     ncol = ncol or min(len(labels), 4, 2 * across)
-    title = PPL_BANDS if any(re.search(r" \(\d+ seeds\)$", lab) for lab in labels) else None
+    banded = any(c.get_gid() == PPL_BAND for ax in np.atleast_1d(axes).ravel() for c in ax.collections)
+    title = PPL_BANDS if banded else None
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol,
                bbox_to_anchor=(0.5, -0.02), frameon=False, title=title, title_fontsize="small")
     fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // ncol + (title is not None)), 1, 1))

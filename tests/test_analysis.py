@@ -191,6 +191,22 @@ def test_a_perplexity_band_is_taken_in_nats_and_never_reaches_below_one():
     plt.close(fig)
 
 
+def test_the_legend_says_how_seeds_are_averaged_only_where_a_perplexity_band_is_drawn():
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame({"method": "TF", "seed": [0, 1], "tokens": [100, 100], "val_ppl": [10.0, 1000.0],
+                       "val_loss": [2.3, 6.9]})
+    titles = []
+    for y in ("val_ppl", "val_loss"):  # a loss is averaged as it is: its band says nothing about nats
+        fig, ax = plt.subplots()
+        plots.draw_curves(ax, df, "tokens", y)
+        ax.plot([1, 2], [1, 2], label="hand-drawn (3 seeds)")  # a label alone does not make a band
+        plots.figure_legend(fig, ax)
+        titles.append(fig.legends[0].get_title().get_text())
+        plt.close(fig)
+    assert titles == [plots.PPL_BANDS, ""]
+
+
 def test_variants_are_drawn_in_shades_of_their_family():
     shades, styles = plots.family_styles({"Blues": ["TF", "TF, lr 2x"], "Oranges": ["KD"]})
     assert shades["KD"] == matplotlib.colormaps["Oranges"](0.75)  # a family of one: the middle shade
