@@ -432,13 +432,18 @@ def sweep_differences(points: pd.DataFrame) -> pd.DataFrame:
 def mid_run_difference(study, tf_m: str, kd_m: str) -> dict:
     """C2's estimator at one budget: KD's validation ppl read on its own run's curve at TF's total
     FLOPs (what KD spends before its first step counted), minus TF's final validation ppl, paired
-    over the seeds both have; in nats (mean log ratio) and in ppl."""
+    over the seeds both have; in nats (mean log ratio, with its 95% t half-interval over the pairs:
+    empty below two) and in ppl."""
+    from distill_lib.stats import mean_ci
+
     pairs = []
     for seed in (s for s in study.seeds(tf_m) if s in study.seeds(kd_m)):
         tf_run, kd_run = study.student(tf_m, seed=seed), study.student(kd_m, seed=seed)
         flops = tf_run.training["flops"] + study.extra_flops(tf_m) - study.extra_flops(kd_m)
         pairs.append((val_ppl_at_flops(kd_run, flops), final_val_ppl(tf_run)))
-    return {"KD - TF, equal FLOPs, mid-run (nats)": float(np.mean([np.log(k / t) for k, t in pairs])),
+    nats, half = mean_ci([np.log(k / t) for k, t in pairs])
+    return {"KD - TF, equal FLOPs, mid-run (nats)": nats,
+            "± 95% CI, mid-run (nats)": float("nan") if half is None else half,
             "KD - TF, equal FLOPs, mid-run (ppl)": float(np.mean([k - t for k, t in pairs])),
             "paired seeds, mid-run": len(pairs)}
 
@@ -461,7 +466,8 @@ SWEEP_ESTIMATORS = (
     "(empty where KD has no point that low or that high); **mid-run** (`KD - TF, equal FLOPs, mid-run`: C2's "
     "reading in notebook 99): "
     "KD's *validation* perplexity read on its own run's curve at TF's total FLOPs, before its "
-    "learning-rate schedule has finished, minus TF's final validation perplexity, paired over seeds. "
+    "learning-rate schedule has finished, minus TF's final validation perplexity, paired over seeds (its "
+    "95% t-interval beside it, no test: the sweep is read for its trend, C2's verdict is at 1x). "
     "The two read different splits (the test split; the validation blocks the training loop reads) and "
     "different runs, so their numbers differ; nats = log of the perplexity ratio.")
 

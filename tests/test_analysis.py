@@ -295,6 +295,9 @@ def test_the_budget_sweep_has_a_line_per_method_named_after_its_1x_point():
     row = differences.set_index("budget").loc[1]
     assert row["paired seeds, mid-run"] == 2
     assert row["KD - TF, equal FLOPs, mid-run (nats)"] == pytest.approx(np.mean([2.6 - 2.0, 2.6 - 2.1]))
+    # paired over the two seeds: t(1) x sd / sqrt(2), sd of (0.6, 0.5) = 0.1 / sqrt(2)
+    assert row["± 95% CI, mid-run (nats)"] == pytest.approx(12.7062047 * 0.05)
+    assert np.isnan(differences.set_index("budget").loc[2, "± 95% CI, mid-run (nats)"])  # one pair: no interval
 
 
 def test_no_budget_sweep_gives_three_empty_tables():
