@@ -188,6 +188,8 @@ def get_or_train(run: RunConfig, root: Path | str = RUNS_ROOT, log=LOG.info, kee
     record = {"name": run.name, "hash": config_hash(run), "config": to_dict(run), "summary": summary,
               **environment_record()}
     write_json_atomic(result.dir / "complete.json", record, indent=2)
-    if not keep_checkpoint:  # after complete.json: a kill before this line leaves a complete run, no loss
+    # After complete.json: a kill before the delete leaves a complete run, no loss. Only process 0 gets
+    # here, after the final checkpoint's barrier, so no other process still reads the checkpoint.
+    if not keep_checkpoint:
         shutil.rmtree(result.dir / CHECKPOINT, ignore_errors=True)
     return result
