@@ -97,7 +97,7 @@ def draw_curves(ax, df: pd.DataFrame, x: str, y: str = "val_ppl", hue: str = "me
                     label=name if n == 1 else f"{name} ({averaged})")
             if n > 1:  # a band taken in nats is tagged: `figure_legend` then says how it was taken
                 ax.fill_between(s[x], s["lo"], s["hi"], color=color, alpha=0.2, lw=0,
-                                gid=PPL_BAND if in_nats else None)
+                                gid=PPL_BAND_GID if in_nats else None)
         else:
             for i, (_, seed_part) in enumerate(part.groupby("seed")):
                 ax.plot(seed_part[x], seed_part[y], color=color, lw=1.0, alpha=0.8,
@@ -137,16 +137,17 @@ def label_axes(ax, x: str, y: str) -> None:
 
 
 #: The legend's title wherever a perplexity curve averages seeds (`draw_curves` labels it "NAME (3 seeds)"
-#: and tags its band with the artist id PPL_BAND).
+#: and tags its band with the artist id PPL_BAND_GID).
 PPL_BANDS = "perplexity over seeds: line, geometric mean; band, 95% interval (both taken in nats)"
-PPL_BAND = "ppl-band-in-nats"
+PPL_BAND_GID = "ppl-band-in-nats"
 
 
 def figure_legend(fig, axes, ncol: int | None = None) -> None:
     """One legend for the whole figure, below the panels (entries of all axes, each label once),
     titled with how a perplexity curve averages its seeds where one does."""
-    handles, labels = {}, []
+    handles, labels, banded = {}, [], False
     for ax in np.atleast_1d(axes).ravel():
+        banded = banded or any(c.get_gid() == PPL_BAND_GID for c in ax.collections)
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in handles:
                 handles[lab] = h
@@ -156,7 +157,6 @@ def figure_legend(fig, axes, ncol: int | None = None) -> None:
     # two entries per panel across at most: a one-panel figure's legend no wider than its panel
     across = np.atleast_2d(axes).shape[1] if isinstance(axes, np.ndarray) else 1
     ncol = ncol or min(len(labels), 4, 2 * across)
-    banded = any(c.get_gid() == PPL_BAND for ax in np.atleast_1d(axes).ravel() for c in ax.collections)
     title = PPL_BANDS if banded else None
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol,
                bbox_to_anchor=(0.5, -0.02), frameon=False, title=title, title_fontsize="small")

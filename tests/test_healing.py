@@ -69,8 +69,7 @@ def test_lora_trains_only_adapters_and_its_merged_model_gives_the_adapter_models
     from distill_lib.healing import with_adapter
 
     run = get_or_train(healed(teacher, HealingConfig(method="lora", lora_rank=4, lora_alpha=8.0)), root=tmp_path,
-                       keep_checkpoint=True,
-                       log=None, peak_flops=PEAK)
+                       log=None, peak_flops=PEAK, keep_checkpoint=True)
     summary = run.training
     trainable = 4 * LORA_PER_LAYER[4]  # 4 student layers x 7 adapted linears
     assert summary["trainable_parameters"] == trainable
